@@ -1,0 +1,83 @@
+"""Source perturbations for self-blends (SBI-style mismatch of colour, sharpness and geometry).
+
+A self-blended fake pastes a face onto *itself*; it only leaves traces if the pasted copy
+differs slightly from the original.  These ops make that copy: small colour shifts,
+sharpening and a small scale/shift.  All are deterministic given their parameters and
+take/return uint8 HxWx3 RGB.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from synth._checks import check_image, to_uint8
+from synth.params import Op, Param
+
+
+def color_shift(image: np.ndarray, hue: float = 0.0, saturation: float = 0.0,
+                brightness: float = 0.0, contrast: float = 0.0) -> np.ndarray:
+    """Shift hue (degrees), scale saturation by ``1+saturation``, brightness by ``+brightness*255``
+    and contrast by ``1+contrast`` about the mean.  uint8 HxWx3 RGB in and out."""
+    check_image(image)
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
+    hsv[..., 0] = np.mod(hsv[..., 0] + hue * 256.0 / 360.0, 256.0)
+    hsv[..., 1] *= 1.0 + saturation
+    out = cv2.cvtColor(to_uint8(hsv), cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
+    mean = out.mean()
+    out = (out - mean) * (1.0 + contrast) + mean + brightness * 255.0
+    return to_uint8(out)
+
+
+def rgb_shift(image: np.ndarray, r: float = 0.0, g: float = 0.0, b: float = 0.0) -> np.ndarray:
+    """Add a constant (in 0..255 units) to each RGB channel.  uint8 HxWx3 in and out."""
+    check_image(image)
+    return to_uint8(image.astype(np.float32) + np.array([r, g, b], np.float32))
+
+
+def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp mask: ``image + amount * (image - gaussian(image, sigma))``.  uint8 in and out."""
+    check_image(image)
+    if sigma <= 0:
+        raise ValueError(f"sigma: must be > 0, got {sigma}")
+    img = image.astype(np.float32)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+    return to_uint8(img + amount * (img - blurred))
+
+
+def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0,
+                 angle: float = 0.0) -> np.ndarray:
+    """Scale about the centre, rotate by ``angle`` degrees and shift by ``dx, dy`` (fractions
+    of width/height).  Borders are reflected.  uint8 HxWx3 in and out, same size."""
+    check_image(image)
+    if scale <= 0:
+        raise ValueError(f"scale: must be > 0, got {scale}")
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
+    m[0, 2] += dx * w
+    m[1, 2] += dy * h
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+
+OPS = (
+    Op("color_shift", "perturb", color_shift, {
+        "hue": Param("float", -60.0, 60.0, default=0.0, doc="degrees"),
+        "saturation": Param("float", -0.9, 2.0, default=0.0),
+        "brightness": Param("float", -0.5, 0.5, default=0.0),
+        "contrast": Param("float", -0.9, 2.0, default=0.0),
+    }, doc="HSV hue/saturation shift plus brightness/contrast"),
+    Op("rgb_shift", "perturb", rgb_shift, {
+        "r": Param("float", -128.0, 128.0, default=0.0),
+        "g": Param("float", -128.0, 128.0, default=0.0),
+        "b": Param("float", -128.0, 128.0, default=0.0),
+    }, doc="per-channel additive shift"),
+    Op("sharpen", "perturb", sharpen, {
+        "amount": Param("float", 0.0, 5.0, default=0.5),
+        "sigma": Param("float", 0.3, 10.0, default=1.0),
+    }, doc="unsharp mask"),
+    Op("affine_shift", "perturb", affine_shift, {
+        "scale": Param("float", 0.5, 1.5, default=1.0),
+        "dx": Param("float", -0.25, 0.25, default=0.0),
+        "dy": Param("float", -0.25, 0.25, default=0.0),
+        "angle": Param("float", -45.0, 45.0, default=0.0),
+    }, doc="small scale/rotation/shift of the pasted copy"),
+)

@@ -1,0 +1,108 @@
+"""The pool of usable faces a generation run draws targets and swap partners from.
+
+A :class:`FacePool` holds the keys (paths relative to the index root) and landmarks of
+every face the index found, a loader for the pixels, and a KD-tree over normalised
+landmarks so a swap partner can be drawn among the k faces of most similar geometry
+(similar pose and shape make swaps that look plausible).  It is built once per process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from synth.io import read_image
+
+# A subsample of the 468-point mesh is enough to compare face shapes and keeps the tree small.
+_SHAPE_POINTS = np.arange(0, 468, 6)
+
+
+def normalised_shape(landmarks: np.ndarray) -> np.ndarray:
+    """(N, 468, 2) landmarks -> (N, 2*len(_SHAPE_POINTS)) vectors, centred and scale-normalised."""
+    pts = landmarks[:, _SHAPE_POINTS, :].astype(np.float64)
+    pts = pts - pts.mean(axis=1, keepdims=True)
+    scale = np.sqrt((pts ** 2).sum(axis=(1, 2), keepdims=True) / pts.shape[1])
+    return (pts / np.maximum(scale, 1e-9)).reshape(len(pts), -1)
+
+
+@dataclass(eq=False)
+class FacePool:
+    """Faces available to a run.
+
+    keys: one string per face (relative path under ``root``, or any name for in-memory pools).
+    landmarks: float32 (N, 468, 2) in the original image's pixel coordinates.
+    loader: key -> uint8 HxWx3 RGB image.
+    """
+
+    keys: Sequence[str]
+    landmarks: np.ndarray
+    loader: Callable[[str], np.ndarray]
+    root: str = ""
+    _tree: cKDTree | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != len(self.landmarks):
+            raise ValueError(f"keys ({len(self.keys)}) and landmarks ({len(self.landmarks)}) differ in length")
+        if len(self.keys) == 0:
+            raise ValueError("the face pool is empty: no image with a detected face"
+                             + (f" under {self.root}" if self.root else ""))
+        self._pos = {k: n for n, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_index(cls, index) -> "FacePool":
+        """Pool of the ``ok`` entries of a :class:`synth.index.Index`."""
+        ok = np.flatnonzero(index.ok)
+        root = Path(index.root)
+        keys = [index.records[n]["path"] for n in ok]
+        return cls(keys=keys, landmarks=np.asarray(index.landmarks[ok], np.float32),
+                   loader=lambda key: read_image(root / key), root=str(root))
+
+    @classmethod
+    def from_arrays(cls, images: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray]) -> "FacePool":
+        """In-memory pool (library use): ``images[key]`` uint8 RGB, ``landmarks[key]`` (468, 2)."""
+        keys = list(images)
+        return cls(keys=keys, landmarks=np.stack([np.asarray(landmarks[k], np.float32) for k in keys]),
+                   loader=lambda key: images[key])
+
+    def index_of(self, key: str) -> int:
+        return self._pos[key]
+
+    def target_for(self, i: int, global_seed: int) -> int:
+        """Target face of sample ``i``: every face is used once per pass, in a seeded order per pass."""
+        n = len(self)
+        order = _pass_order(n, int(global_seed), i // n)
+        return int(order[i % n])
+
+    def partner(self, target: int, k: int, rng: np.random.Generator) -> int:
+        """A swap partner for ``target`` drawn uniformly among its ``k`` nearest faces by shape."""
+        if len(self) < 2:
+            raise ValueError("a swap needs at least two faces in the pool")
+        if self._tree is None:
+            self._shapes = normalised_shape(self.landmarks)
+            self._tree = cKDTree(self._shapes)
+        k = min(k, len(self) - 1)
+        _, nn = self._tree.query(self._shapes[target], k=k + 1)
+        nn = [int(j) for j in np.atleast_1d(nn) if j != target][:k]
+        return nn[int(rng.integers(len(nn)))]
+
+
+@lru_cache(maxsize=8)
+def _pass_order(n: int, global_seed: int, pass_no: int) -> np.ndarray:
+    return np.random.default_rng([global_seed, pass_no, 0x7A57]).permutation(n)
+
+
+@lru_cache(maxsize=4)
+def _pool_of_index(index) -> FacePool:
+    return FacePool.from_index(index)
+
+
+def as_pool(obj) -> FacePool:
+    """Return ``obj`` if it is a pool, else build (once) the pool of an index object."""
+    return obj if isinstance(obj, FacePool) else _pool_of_index(obj)

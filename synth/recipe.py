@@ -1,0 +1,430 @@
+"""Recipes: YAML files naming which ops may run, how often, and the ranges of their parameters.
+
+A recipe is validated completely before any work starts (unknown op, unknown key, wrong
+type, empty or inverted range -> :class:`RecipeError` naming the file, the key and the
+problem), may ``extends:`` another recipe (deep merge, the child wins), and is sampled
+into a *plan* per sample: a plain JSON-able dict that records every choice and every
+parameter, so :func:`synth.render.render` can replay the sample from it alone.
+
+Layout (see ``recipes/mixed.yaml`` for a commented example)::
+
+    crop_scale: 1.3                      # face crop side / landmark box side
+    pairing: {self: 1, swap: 1}          # choice weights
+    swap: {k_nearest: 16, warp: similarity}
+    perturb:  PIPELINE                   # SBI-style source copy changes
+    degrade:  PIPELINE                   # blur -> compression -> noise ... on the source
+    color:    {p: 0.8, masked: 0.7, ops: GROUP}
+    mask:     {regions: {full: 3, ...}, params: {...ranges...}, occlusion: {p: .., estimator: skin}}
+    blend:    {ops: GROUP}
+    post:     PIPELINE                   # applied identically to real and fake
+
+    PIPELINE = {order: [stage, ...], stages: {stage: {p: 0.5, ops: GROUP}}}
+    GROUP    = {op_name: {weight: 1, params: {name: RANGE}}}
+    RANGE    = scalar (fixed) | [lo, hi] (uniform; ints inclusive) | {choices: [...]}
+               (for choice-type parameters a plain list is the set of choices)
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import yaml
+
+from synth import mask as masklib
+from synth.ops import REGISTRY, get_op
+from synth.params import Param
+
+#: Where recipes given by name live (the repository's top-level ``recipes/``).
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+#: Which op stages each recipe section may use.
+PIPELINE_STAGES = {
+    "perturb": ("perturb",),
+    "degrade": ("blur", "resample", "compression", "noise"),
+    "post": ("blur", "resample", "compression", "noise"),
+}
+PAIRINGS = ("self", "swap")
+WARPS = ("similarity", "affine")
+
+
+class RecipeError(ValueError):
+    """A recipe file is invalid; the message names the file, the key and the problem."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated, fully merged recipe.  ``spec`` is plain data; ``hash`` identifies it."""
+
+    name: str
+    path: str
+    spec: Mapping[str, Any]
+    hash: str
+
+
+# ----------------------------------------------------------------------------- loading
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """Resolve a recipe name (``mixed``) or a path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"{p}: recipe file not found")
+        return p
+    candidate = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml"))
+        raise RecipeError(f"unknown recipe {name_or_path!r}; known recipes: {', '.join(known)} "
+                          f"(or give a path to a .yaml file)")
+    return candidate
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
+    if path.resolve() in chain:
+        raise RecipeError(f"{path}: extends: circular chain {' -> '.join(str(c) for c in chain + (path,))}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise RecipeError(f"{path}: extends: expected a recipe name or path, got {parent!r}")
+    parent_path = Path(parent)
+    if not parent_path.is_absolute() and (path.parent / parent).suffix in (".yaml", ".yml"):
+        parent_path = path.parent / parent
+    base = _read_yaml(recipe_path(parent_path if parent_path.suffix else parent), chain + (path.resolve(),))
+    return _deep_merge(base, data)
+
+
+def _deep_merge(base: dict, child: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("ops", "regions"):
+            out[key] = _deep_merge(out[key], value)
+        else:  # op groups and region weights are replaced whole: a child lists what it allows
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load, merge (``extends``) and validate a recipe by name or path."""
+    path = recipe_path(name_or_path)
+    spec = _read_yaml(path, ())
+    validate_spec(spec, str(path))
+    spec = _with_defaults(spec)
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    name = spec.get("name", path.stem)
+    return Recipe(name=name, path=str(path), spec=spec, hash=hashlib.sha256(canonical.encode()).hexdigest()[:16])
+
+
+# -------------------------------------------------------------------------- validation
+
+def _fail(where: str, key: str, problem: str) -> None:
+    raise RecipeError(f"{where}: {key}: {problem}")
+
+
+def _check_keys(obj: Any, allowed: tuple[str, ...], where: str, key: str) -> None:
+    if not isinstance(obj, dict):
+        _fail(where, key, f"expected a mapping, got {type(obj).__name__} {obj!r}")
+    for k in obj:
+        if k not in allowed:
+            _fail(where, f"{key}.{k}" if key else str(k), f"unknown key; allowed: {', '.join(allowed)}")
+
+
+def _check_prob(value: Any, where: str, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        _fail(where, key, f"expected a probability in [0, 1], got {value!r}")
+
+
+def _check_weights(obj: Any, allowed: tuple[str, ...], where: str, key: str) -> None:
+    _check_keys(obj, allowed, where, key)
+    if not obj:
+        _fail(where, key, "empty: list at least one choice")
+    for k, w in obj.items():
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            _fail(where, f"{key}.{k}", f"weight must be a number >= 0, got {w!r}")
+    if sum(obj.values()) <= 0:
+        _fail(where, key, "all weights are zero")
+
+
+def check_range(param: Param, value: Any, where: str, key: str) -> None:
+    """Validate a recipe RANGE for ``param`` (see the module docstring)."""
+    is_set = param.kind == "choice" or (param.kind == "int" and bool(param.choices)) or param.kind == "bool"
+    if isinstance(value, dict):
+        _check_keys(value, ("choices",), where, key)
+        values = value["choices"] if "choices" in value else None
+        if not isinstance(values, list) or not values:
+            _fail(where, f"{key}.choices", "expected a non-empty list")
+    elif isinstance(value, list):
+        if not value:
+            _fail(where, key, "empty range")
+        if not is_set:
+            if len(value) != 2:
+                _fail(where, key, f"a numeric range is [low, high], got {value!r} "
+                                  f"(use {{choices: [...]}} for a set of values)")
+            lo, hi = value
+            for v in value:
+                try:
+                    param.check(v, "")
+                except ValueError as e:
+                    _fail(where, key, str(e).lstrip(": "))
+            if lo > hi:
+                _fail(where, key, f"inverted range [{lo}, {hi}]")
+            return
+        values = value
+    else:
+        values = [value]
+    for v in values:
+        try:
+            param.check(v, "")
+        except ValueError as e:
+            _fail(where, key, str(e).lstrip(": "))
+
+
+def _check_group(group: Any, stages: tuple[str, ...], where: str, key: str) -> None:
+    if not isinstance(group, dict) or not group:
+        _fail(where, key, "expected a non-empty mapping of op name -> {weight, params}")
+    for name, entry in group.items():
+        k = f"{key}.{name}"
+        if name not in REGISTRY:
+            options = ", ".join(sorted(n for n, op in REGISTRY.items() if op.stage in stages))
+            _fail(where, k, f"unknown op; ops allowed here: {options}")
+        op = REGISTRY[name]
+        if op.stage not in stages:
+            _fail(where, k, f"op of stage {op.stage!r} is not allowed here (allowed stages: {', '.join(stages)})")
+        entry = {} if entry is None else entry
+        _check_keys(entry, ("weight", "params"), where, k)
+        w = entry.get("weight", 1)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            _fail(where, f"{k}.weight", f"must be a number >= 0, got {w!r}")
+        params = entry.get("params") or {}
+        _check_keys(params, tuple(op.params), where, f"{k}.params")
+        for pname, rng_value in params.items():
+            check_range(op.params[pname], rng_value, where, f"{k}.params.{pname}")
+
+
+def _check_pipeline(pipe: Any, section: str, where: str) -> None:
+    stages = PIPELINE_STAGES[section]
+    _check_keys(pipe, ("order", "stages"), where, section)
+    order = pipe.get("order", list(pipe.get("stages", {})))
+    if not isinstance(order, list) or any(s not in stages for s in order) or len(set(order)) != len(order):
+        _fail(where, f"{section}.order", f"expected a list of distinct stages from {', '.join(stages)}, got {order!r}")
+    stage_specs = pipe.get("stages", {})
+    _check_keys(stage_specs, stages, where, f"{section}.stages")
+    for stage, spec in stage_specs.items():
+        k = f"{section}.stages.{stage}"
+        _check_keys(spec, ("p", "ops"), where, k)
+        _check_prob(spec.get("p", 1.0), where, f"{k}.p")
+        if "ops" not in spec:
+            _fail(where, k, "missing key 'ops'")
+        _check_group(spec["ops"], (stage,), where, f"{k}.ops")
+    for stage in order:
+        if stage not in stage_specs:
+            _fail(where, f"{section}.order", f"stage {stage!r} has no entry under {section}.stages")
+
+
+def validate_spec(spec: Mapping[str, Any], where: str) -> None:
+    """Raise :class:`RecipeError` unless ``spec`` is a valid (merged) recipe."""
+    _check_keys(spec, ("name", "description", "crop_scale", "pairing", "swap", "perturb", "degrade",
+                       "color", "mask", "blend", "post"), where, "")
+    for key in ("name", "description"):
+        if key in spec and not isinstance(spec[key], str):
+            _fail(where, key, f"expected a string, got {spec[key]!r}")
+    cs = spec.get("crop_scale", 1.3)
+    if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not 1.0 <= cs <= 3.0:
+        _fail(where, "crop_scale", f"expected a number in [1.0, 3.0], got {cs!r}")
+    _check_weights(spec.get("pairing", {"self": 1}), PAIRINGS, where, "pairing")
+    swap = spec.get("swap", {})
+    _check_keys(swap, ("k_nearest", "warp"), where, "swap")
+    k = swap.get("k_nearest", 16)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        _fail(where, "swap.k_nearest", f"expected an integer >= 1, got {k!r}")
+    if swap.get("warp", "similarity") not in WARPS:
+        _fail(where, "swap.warp", f"expected one of {', '.join(WARPS)}, got {swap.get('warp')!r}")
+    for section in PIPELINE_STAGES:
+        if section in spec:
+            _check_pipeline(spec[section], section, where)
+    if "color" in spec:
+        color = spec["color"]
+        _check_keys(color, ("p", "masked", "ops"), where, "color")
+        _check_prob(color.get("p", 1.0), where, "color.p")
+        _check_prob(color.get("masked", 0.0), where, "color.masked")
+        if "ops" not in color:
+            _fail(where, "color", "missing key 'ops'")
+        _check_group(color["ops"], ("color",), where, "color.ops")
+    if "mask" not in spec:
+        _fail(where, "mask", "missing section (regions to replace)")
+    m = spec["mask"]
+    _check_keys(m, ("regions", "params", "occlusion"), where, "mask")
+    _check_weights(m.get("regions", {}), tuple(masklib.REGIONS), where, "mask.regions")
+    schema = masklib.MASK_PARAMS
+    params = m.get("params") or {}
+    _check_keys(params, tuple(schema), where, "mask.params")
+    for pname, value in params.items():
+        check_range(schema[pname], value, where, f"mask.params.{pname}")
+    occ = m.get("occlusion", {})
+    _check_keys(occ, ("p", "estimator"), where, "mask.occlusion")
+    _check_prob(occ.get("p", 0.0), where, "mask.occlusion.p")
+    from synth.occlusion import ESTIMATORS  # deferred: occlusion pulls in more than recipes need
+    if occ.get("estimator", "skin") not in ESTIMATORS:
+        _fail(where, "mask.occlusion.estimator", f"unknown estimator {occ.get('estimator')!r}; "
+                                                 f"known: {', '.join(ESTIMATORS)}")
+    if "blend" not in spec:
+        _fail(where, "blend", "missing section (how the source is pasted)")
+    _check_keys(spec["blend"], ("ops",), where, "blend")
+    if "ops" not in spec["blend"]:
+        _fail(where, "blend", "missing key 'ops'")
+    _check_group(spec["blend"]["ops"], ("blend",), where, "blend.ops")
+
+
+def _with_defaults(spec: Mapping[str, Any]) -> dict:
+    """Fill optional sections so sampling never depends on code defaults changing silently."""
+    out = copy.deepcopy(dict(spec))
+    out.setdefault("crop_scale", 1.3)
+    out.setdefault("pairing", {"self": 1})
+    out.setdefault("swap", {})
+    out["swap"].setdefault("k_nearest", 16)
+    out["swap"].setdefault("warp", "similarity")
+    for section in PIPELINE_STAGES:
+        pipe = out.setdefault(section, {"order": [], "stages": {}})
+        pipe.setdefault("stages", {})
+        pipe.setdefault("order", list(pipe["stages"]))
+    out.setdefault("color", None)
+    out["mask"].setdefault("params", {})
+    out["mask"].setdefault("occlusion", {})
+    out["mask"]["occlusion"].setdefault("p", 0.0)
+    out["mask"]["occlusion"].setdefault("estimator", "skin")
+    return out
+
+
+# ---------------------------------------------------------------------------- sampling
+
+def derive_seed(global_seed: int, index: int) -> int:
+    """Seed of sample ``index`` under ``global_seed`` (independent streams, 53-bit so JSON keeps it exact)."""
+    state = np.random.SeedSequence([int(global_seed), int(index)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 21) ^ int(state[1]))
+
+
+def sample_range(param: Param, value: Any, rng: np.random.Generator) -> Any:
+    """Draw one concrete value from a validated RANGE (see module docstring)."""
+    if isinstance(value, dict):
+        choices = value["choices"]
+    elif isinstance(value, list) and (param.kind in ("choice", "bool") or param.choices):
+        choices = value
+    elif isinstance(value, list):
+        lo, hi = value
+        if param.kind == "int":
+            return int(rng.integers(lo, hi + 1))
+        return round(float(rng.uniform(lo, hi)), 6)
+    else:
+        return value
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _pick(weights: Mapping[str, float], rng: np.random.Generator, key_prefix: str,
+          boost: Mapping[str, float] | None) -> str:
+    names = list(weights)
+    w = np.array([float(weights[n]) * (boost or {}).get(f"{key_prefix}={n}", 1.0) for n in names])
+    if w.sum() <= 0:
+        w = np.ones(len(names))
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
+
+
+def _sample_op(group: Mapping[str, Any], rng: np.random.Generator, key_prefix: str,
+               boost: Mapping[str, float] | None) -> dict:
+    weights = {name: (entry or {}).get("weight", 1) for name, entry in group.items()}
+    name = _pick(weights, rng, key_prefix, boost)
+    op = get_op(name)
+    ranges = (group[name] or {}).get("params") or {}
+    params = {p: sample_range(schema, ranges[p], rng) if p in ranges else schema.default
+              for p, schema in op.params.items()}
+    step = {"op": name, "params": params}
+    if op.random:
+        step["seed"] = int(rng.integers(2**31))
+    return step
+
+
+def _sample_pipeline(pipe: Mapping[str, Any], rng: np.random.Generator, key_prefix: str,
+                     boost: Mapping[str, float] | None) -> list[dict]:
+    steps = []
+    for stage in pipe["order"]:
+        spec = pipe["stages"][stage]
+        if rng.random() < spec.get("p", 1.0):
+            steps.append(_sample_op(spec["ops"], rng, key_prefix, boost))
+    return steps
+
+
+def sample_plan(recipe: Recipe, pool, i: int, global_seed: int, size: int = 256,
+                weights: Mapping[str, float] | None = None, target_key: str | None = None) -> dict:
+    """Sample the plan of sample ``i``: a JSON-able dict recording every choice and parameter.
+
+    ``pool`` is a :class:`synth.pool.FacePool` (or an index, wrapped on the fly); ``weights``
+    multiplies the recipe's choice weights by key (see :func:`choice_keys`), which the detector
+    loop uses to aim regeneration at the detector's weaknesses.  ``target_key`` fixes the
+    target face (library use) instead of drawing it from the pool.
+    """
+    from synth.pool import as_pool
+
+    pool = as_pool(pool)
+    spec = recipe.spec
+    seed = derive_seed(global_seed, i)
+    rng = np.random.default_rng(seed)
+    target = pool.index_of(target_key) if target_key is not None else pool.target_for(i, global_seed)
+    pairing = _pick(spec["pairing"], rng, "pairing", weights)
+    if pairing == "swap" and len(pool) < 2:
+        pairing = "self"  # a single face cannot be swapped; recorded as self in the plan
+    source = pool.partner(target, spec["swap"]["k_nearest"], rng) if pairing == "swap" else target
+    plan: dict[str, Any] = {
+        "index": int(i), "seed": seed, "recipe": recipe.name, "recipe_hash": recipe.hash,
+        "pairing": pairing, "target": pool.keys[target], "source": pool.keys[source],
+        "size": int(size), "crop_scale": float(spec["crop_scale"]),
+    }
+    if pairing == "swap":
+        plan["warp"] = spec["swap"]["warp"]
+    plan["perturb"] = _sample_pipeline(spec["perturb"], rng, "perturb", weights)
+    plan["source_degrade"] = _sample_pipeline(spec["degrade"], rng, "degrade", weights)
+    color = spec["color"]
+    if color and rng.random() < color.get("p", 1.0):
+        step = _sample_op(color["ops"], rng, "color", weights)
+        step["masked"] = bool(rng.random() < color.get("masked", 0.0))
+        plan["color"] = step
+    else:
+        plan["color"] = None
+    m = spec["mask"]
+    region = _pick(m["regions"], rng, "region", weights)
+    occ = m["occlusion"]
+    use_occ = bool(rng.random() < occ["p"])
+    plan["mask"] = {
+        "region": region,
+        "params": masklib.sample_mask_params(rng, **m["params"]),
+        "occlusion": occ["estimator"] if use_occ else "none",
+    }
+    plan["blend"] = _sample_op(spec["blend"]["ops"], rng, "blend", weights)
+    plan["post"] = _sample_pipeline(spec["post"], rng, "post", weights)
+    return plan
+
+
+def choice_keys(plan: Mapping[str, Any]) -> list[str]:
+    """The discrete choices of a plan as ``"kind=value"`` keys (the keys ``weights`` accepts)."""
+    keys = [f"pairing={plan['pairing']}", f"region={plan['mask']['region']}",
+            f"blend={plan['blend']['op']}", f"occlusion={plan['mask']['occlusion']}"]
+    if plan.get("color"):
+        keys.append(f"color={plan['color']['op']}")
+    keys += [f"perturb={s['op']}" for s in plan.get("perturb", [])]
+    keys += [f"degrade={s['op']}" for s in plan.get("source_degrade", [])]
+    return keys
+
+
+@lru_cache(maxsize=None)
+def list_recipes() -> tuple[str, ...]:
+    """Names of the recipes shipped in ``recipes/``."""
+    return tuple(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))

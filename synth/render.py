@@ -1,0 +1,110 @@
+"""Render a plan into (real, fake, mask).  Pure apart from a per-process face cache.
+
+The per-source work (decode, crop around the landmarks, occlusion estimate, face-region
+mask for colour statistics) is done once per face and cached; per sample only the ops
+recorded in the plan run.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from synth import mask as masklib
+from synth.face import crop_face, similarity_transform, affine_transform, warp_image
+from synth.occlusion import get_estimator
+from synth.ops import apply_step
+from synth.pool import FacePool, as_pool
+
+
+class DegenerateSample(ValueError):
+    """The plan produced no usable fake (e.g. the occlusion covered the whole mask)."""
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face crop: uint8 SxSx3 RGB, landmarks float32 (468, 2) in crop pixels, and the
+    face-oval mask (uint8 SxS) used for colour statistics."""
+
+    crop: np.ndarray
+    landmarks: np.ndarray
+    region: np.ndarray
+
+
+class FaceCache:
+    """Crops (and occlusion maps) of pool faces, computed once per process, LRU-bounded."""
+
+    def __init__(self, pool, max_items: int = 2048):
+        self.pool: FacePool = as_pool(pool)
+        self.max_items = max_items
+        self._faces: OrderedDict = OrderedDict()
+        self._occ: OrderedDict = OrderedDict()
+
+    def _remember(self, cache: OrderedDict, key, value):
+        cache[key] = value
+        if len(cache) > self.max_items:
+            cache.popitem(last=False)
+        return value
+
+    def face(self, key: str, size: int, crop_scale: float) -> Face:
+        ck = (key, size, crop_scale)
+        if ck in self._faces:
+            self._faces.move_to_end(ck)
+            return self._faces[ck]
+        image = self.pool.loader(key)
+        landmarks = self.pool.landmarks[self.pool.index_of(key)]
+        crop, lm, _ = crop_face(image, landmarks, scale=crop_scale, size=size)
+        region = masklib.polygon_mask((size, size), masklib.REGIONS["full"](lm))
+        return self._remember(self._faces, ck, Face(crop, lm.astype(np.float32), region))
+
+    def occlusion(self, key: str, size: int, crop_scale: float, estimator: str) -> np.ndarray:
+        ck = (key, size, crop_scale, estimator)
+        if ck in self._occ:
+            self._occ.move_to_end(ck)
+            return self._occ[ck]
+        face = self.face(key, size, crop_scale)
+        return self._remember(self._occ, ck, get_estimator(estimator)(face.crop, face.landmarks))
+
+
+_WARPS = {"similarity": similarity_transform, "affine": affine_transform}
+
+
+def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render ``plan`` -> (real uint8 SxSx3, fake uint8 SxSx3, mask uint8 SxS in 0..255).
+
+    real is the target crop after the post-process; fake is the source (warped onto the
+    target for swaps, perturbed, degraded, colour-matched) blended into the target through
+    the mask, then post-processed identically; mask is the blend weight (255 = source).
+    """
+    size, scale = int(plan["size"]), float(plan["crop_scale"])
+    target = faces.face(plan["target"], size, scale)
+    if plan["pairing"] == "swap":
+        src_face = faces.face(plan["source"], size, scale)
+        matrix = _WARPS[plan["warp"]](src_face.landmarks, target.landmarks)
+        source = warp_image(src_face.crop, matrix, (size, size))
+    else:
+        source = target.crop
+    for step in plan["perturb"]:
+        source = apply_step(step, source)
+    for step in plan["source_degrade"]:
+        source = apply_step(step, source)
+    color = plan.get("color")
+    if color:
+        region = target.region if color.get("masked") else None
+        source = apply_step(color, source, target.crop, mask=region, ref_mask=region)
+    m = plan["mask"]
+    mask = masklib.build_mask((size, size), target.landmarks, m["region"], m["params"])
+    if m["occlusion"] != "none":
+        occ = faces.occlusion(plan["target"], size, scale, m["occlusion"])
+        mask = masklib.subtract_occlusion(mask, occ)
+    if int(mask.max(initial=0)) < 128:
+        raise DegenerateSample(f"sample {plan.get('index')}: mask is empty after "
+                               f"{'occlusion subtraction' if m['occlusion'] != 'none' else 'deformation'}")
+    fake = apply_step(plan["blend"], source, target.crop, mask)
+    real = target.crop
+    for step in plan["post"]:
+        real = apply_step(step, real)
+        fake = apply_step(step, fake)
+    return real, fake, mask
