@@ -1,0 +1,8 @@
+"""Detector models: ``create_model(name, **kwargs)``, ``list_models()``.
+
+Importing this package registers every model module.
+"""
+from detector.models import baselines, freq_attention  # noqa: F401  (registers the models)
+from detector.models.registry import IMAGENET_NORM, create_model, list_models, register_model
+
+__all__ = ["create_model", "list_models", "register_model", "IMAGENET_NORM"]

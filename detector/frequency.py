@@ -1,0 +1,246 @@
+"""Fixed frequency transforms for the detector's frequency stream (torch, batched).
+
+All functions take float tensors of shape (B, C, H, W) and act on the last two dims.
+Nothing here has trainable parameters: the transforms are fixed filters, so the
+frequency stream sees the same representation at train and test time.
+
+- ``dct2`` / ``idct2``: orthonormal 2-D DCT-II and its inverse (matrix products).
+- ``dct_highpass`` / ``DCTHighPass``: remove low DCT frequencies (u/H + v/W < alpha).
+- ``swd`` / ``iswd``: stationary (undecimated, a trous) Haar wavelet decomposition
+  with periodic boundaries, exactly invertible.
+- ``SRMConv``: the three classic fixed SRM noise-residual kernels.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ITU-R BT.601 luma weights (the usual RGB -> Y used for JPEG).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _check_bchw(x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected shape (B, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating dtype, got {x.dtype}")
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def _dct_matrix_cached(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)  # frequency (rows)
+    i = torch.arange(n, dtype=torch.float64).unsqueeze(0)  # sample (columns)
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.to(dtype=dtype, device=device)
+
+
+def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``D`` (n, n): ``X = D @ x`` for a length-n signal x.
+
+    ``D @ D.T`` is the identity, so ``D.T`` is the inverse (DCT-III). Row k holds
+    frequency k. Cached per (n, dtype, device); the cached tensor must not be modified.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    return _dct_matrix_cached(n, dtype, torch.device(device))
+
+
+def dct2(x: torch.Tensor) -> torch.Tensor:
+    """2-D orthonormal DCT-II over the last two dims: ``D_H @ x @ D_W.T`` (works for H != W)."""
+    _check_bchw(x)
+    h, w = x.shape[-2:]
+    return dct_matrix(h, x.dtype, x.device) @ x @ dct_matrix(w, x.dtype, x.device).T
+
+
+def idct2(coeffs: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`dct2`: ``D_H.T @ X @ D_W``."""
+    _check_bchw(coeffs, "coeffs")
+    h, w = coeffs.shape[-2:]
+    return dct_matrix(h, coeffs.dtype, coeffs.device).T @ coeffs @ dct_matrix(w, coeffs.dtype, coeffs.device)
+
+
+def highpass_mask(h: int, w: int, alpha: float = 0.33, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W) 0/1 mask over DCT coefficients: 0 where ``u/H + v/W < alpha``, else 1.
+
+    u is the vertical and v the horizontal frequency index. For a square N x N image the
+    rule reads ``u + v < alpha * N`` (the paper's form); normalising each axis by its own
+    length keeps the same fraction of the spectrum removed when H != W.
+    """
+    if not 0.0 <= alpha <= 2.0:
+        raise ValueError(f"alpha: expected a value in [0, 2], got {alpha!r}")
+    u = torch.arange(h, dtype=torch.float64).unsqueeze(1) / h
+    v = torch.arange(w, dtype=torch.float64).unsqueeze(0) / w
+    return (u + v >= alpha).to(dtype=dtype, device=device)
+
+
+def to_luminance(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> (B, 1, H, W) BT.601 luma (any value range, linear map)."""
+    _check_bchw(x)
+    if x.shape[1] != 3:
+        raise ValueError(f"x: luminance needs 3 channels (RGB), got {x.shape[1]}")
+    wts = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * wts).sum(dim=1, keepdim=True)
+
+
+def dct_highpass(x: torch.Tensor, alpha: float = 0.33, grayscale: bool = False) -> torch.Tensor:
+    """High-pass filter in the DCT domain: ``idct2(mask * dct2(x))``.
+
+    x: float (B, C, H, W), any range. Coefficients with ``u/H + v/W < alpha`` (see
+    :func:`highpass_mask`; ``u + v < alpha*N`` for N x N) are zeroed, per channel.
+    With ``grayscale=True`` the input must be RGB and the output is the filtered
+    luminance, (B, 1, H, W). Same dtype and device as x.
+    """
+    _check_bchw(x)
+    if grayscale:
+        x = to_luminance(x)
+    h, w = x.shape[-2:]
+    return idct2(dct2(x) * highpass_mask(h, w, alpha, x.dtype, x.device))
+
+
+class DCTHighPass(nn.Module):
+    """Module form of :func:`dct_highpass` (no parameters).
+
+    The coefficient mask is kept as a non-persistent buffer and rebuilt only when the
+    input size, dtype or device changes, so checkpoints do not depend on the input size.
+    """
+
+    def __init__(self, alpha: float = 0.33, grayscale: bool = False):
+        super().__init__()
+        highpass_mask(1, 1, alpha)  # validate alpha early
+        self.alpha = float(alpha)
+        self.grayscale = bool(grayscale)
+        self.register_buffer("freq_mask", torch.empty(0), persistent=False)
+
+    def out_channels(self, in_channels: int) -> int:
+        """Channels produced for an input of ``in_channels`` channels."""
+        return 1 if self.grayscale else in_channels
+
+    def _mask_for(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.freq_mask
+        if m.shape != (h, w) or m.dtype != x.dtype or m.device != x.device:
+            self.freq_mask = highpass_mask(h, w, self.alpha, x.dtype, x.device)
+        return self.freq_mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_bchw(x)
+        if self.grayscale:
+            x = to_luminance(x)
+        return idct2(dct2(x) * self._mask_for(x))
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, grayscale={self.grayscale}"
+
+
+# --- stationary Haar wavelet decomposition -------------------------------------------
+
+# 2x2 analysis kernels as outer products of the 1-D pair low=[1/2, 1/2], high=[1/2, -1/2]
+# (first factor along H, second along W). low + high = [1, 0] (a unit impulse), so the four
+# sub-bands of one level sum back exactly to their input: the classic a trous reconstruction.
+_HAAR_LOW = (0.5, 0.5)
+_HAAR_HIGH = (0.5, -0.5)
+_SWD_BANDS = {  # name: (filter along H, filter along W)
+    "LL": (_HAAR_LOW, _HAAR_LOW),
+    "LH": (_HAAR_LOW, _HAAR_HIGH),   # high-pass along W: responds to vertical edges
+    "HL": (_HAAR_HIGH, _HAAR_LOW),   # high-pass along H: responds to horizontal edges
+    "HH": (_HAAR_HIGH, _HAAR_HIGH),  # diagonal detail
+}
+
+
+def _haar_bank(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    ks = [torch.tensor(fh, dtype=torch.float64).unsqueeze(1) * torch.tensor(fw, dtype=torch.float64).unsqueeze(0)
+          for fh, fw in _SWD_BANDS.values()]
+    bank = torch.stack(ks).unsqueeze(1)  # (4, 1, 2, 2)
+    return bank.repeat(channels, 1, 1, 1).to(dtype=dtype, device=device)  # groups=C: [c0: LL,LH,HL,HH, c1: ...]
+
+
+def swd(x: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Stationary (undecimated, a trous) 2-D Haar wavelet decomposition.
+
+    x: float (B, C, H, W). Level j (1-based) filters the previous approximation with the
+    2x2 Haar kernels dilated by 2**(j-1), with periodic (circular) boundaries, so every
+    sub-band keeps the full H x W size and the transform is shift-invariant.
+
+    Returns (B, C*(3*levels+1), H, W) with channel blocks ordered
+    ``[LH_1, HL_1, HH_1, LH_2, HL_2, HH_2, ..., LH_L, HL_L, HH_L, LL_L]``, each block C
+    channels in input order. LH = low-pass along H, high-pass along W. Coefficients are
+    scaled so that ``x == LL_L + sum(all detail bands)`` (see :func:`iswd`).
+    """
+    _check_bchw(x)
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
+    b, c, h, w = x.shape
+    bank = _haar_bank(c, x.dtype, x.device)
+    approx, details = x, []
+    for j in range(levels):
+        d = 2 ** j
+        # Circular wrap by d on the bottom/right: tap (0, 0) is the pixel itself, tap 1 is +d.
+        padded = F.pad(approx, (0, d, 0, d), mode="circular") if d < min(h, w) else _wrap_pad(approx, d)
+        y = F.conv2d(padded, bank, dilation=d, groups=c).view(b, c, 4, h, w)
+        approx = y[:, :, 0]
+        details.extend([y[:, :, 1], y[:, :, 2], y[:, :, 3]])
+    return torch.cat(details + [approx], dim=1)
+
+
+def _wrap_pad(x: torch.Tensor, d: int) -> torch.Tensor:
+    # F.pad circular refuses padding larger than the input; index modulo the size instead.
+    h, w = x.shape[-2:]
+    rows = torch.arange(h + d, device=x.device) % h
+    cols = torch.arange(w + d, device=x.device) % w
+    return x[..., rows, :][..., cols]
+
+
+def iswd(coeffs: torch.Tensor, levels: int = 3) -> torch.Tensor:
+    """Inverse of :func:`swd`: (B, C*(3*levels+1), H, W) -> (B, C, H, W), exact up to rounding."""
+    _check_bchw(coeffs, "coeffs")
+    n = 3 * levels + 1
+    if coeffs.shape[1] % n:
+        raise ValueError(f"coeffs: channel count {coeffs.shape[1]} is not a multiple of 3*levels+1 = {n}")
+    b, _, h, w = coeffs.shape
+    return coeffs.view(b, n, -1, h, w).sum(dim=1)
+
+
+# --- SRM noise-residual filters ------------------------------------------------------
+
+# The three SRM kernels used by Zhou et al. (CVPR 2018, RGB-N) and many forgery detectors:
+# second-order KB, the 5x5 "KV" kernel and a first-order horizontal residual KH.
+_SRM_KERNELS = (
+    ([[0, 0, 0, 0, 0], [0, -1, 2, -1, 0], [0, 2, -4, 2, 0], [0, -1, 2, -1, 0], [0, 0, 0, 0, 0]], 4.0),
+    ([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2], [-1, 2, -2, 2, -1]], 12.0),
+    ([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -2, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], 2.0),
+)
+
+
+class SRMConv(nn.Module):
+    """Fixed (untrained) SRM high-pass filters applied to every input channel.
+
+    (B, C, H, W) -> (B, 3*C, H, W); output channel ``3*c + k`` is kernel k on channel c.
+    Zero padding keeps the size. The kernels are a buffer, not a parameter.
+    """
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        if not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels: expected a positive int, got {in_channels!r}")
+        self.in_channels = in_channels
+        k = torch.stack([torch.tensor(kern, dtype=torch.float32) / scale for kern, scale in _SRM_KERNELS])
+        self.register_buffer("weight", k.unsqueeze(1).repeat(in_channels, 1, 1, 1), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        return 3 * self.in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_bchw(x)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x: expected {self.in_channels} channels, got {x.shape[1]}")
+        return F.conv2d(x, self.weight.to(x.dtype), padding=2, groups=self.in_channels)

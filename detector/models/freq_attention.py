@@ -1,0 +1,150 @@
+"""Two-stream RGB / frequency detector with attention fusion and local relation learning.
+
+After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 2021):
+
+1. Two timm backbones of the same architecture (``features_only=True``): one on the RGB
+   input, one on a fixed frequency image of it (``freq_input``: DCT high-pass
+   ``"dct"``, SRM residuals ``"srm"`` or both ``"dct+srm"``).
+2. At each of the ``fusion_depths`` (timm feature indices; default 2, 3, 4 = strides 8,
+   16, 32) an :class:`~detector.models.blocks.AttentionFusion` block weights each
+   stream by its own sigmoid map and sums them. As in the paper the two streams go on
+   separately; the fused features of every depth are collected.
+3. The fused features are average-pooled to the deepest size, concatenated and mixed by
+   a 1x1 conv to ``embed_dim`` channels (the aggregated map).
+4. Local relation: the aggregated map is pooled onto a ``grid x grid`` lattice of
+   patches and ``sim = (cos + 1) / 2`` between all patch pairs, (B, grid^2, grid^2).
+5. Head: upper triangle of ``sim`` (+ globally pooled aggregated features when
+   ``head_pooled``) -> MLP -> logit.
+6. Decoder: from the aggregated map, upsampling + 3x3 conv blocks with the shallower
+   fused features as skips -> mask logits at the input size.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detector.frequency import DCTHighPass, SRMConv
+from detector.models.blocks import AttentionFusion, ConvBNAct, UNetDecoder, mlp_head, patch_similarity
+from detector.models.registry import IMAGENET_NORM, register_model
+
+DEFAULT_BACKBONE = "resnet18"
+
+
+class _DCTInput(nn.Module):
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.dct = DCTHighPass(alpha)
+        self.out_channels = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dct(x)
+
+
+class _SRMInput(nn.Module):
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.srm = SRMConv(3)
+        self.out_channels = self.srm.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.srm(x)
+
+
+class _DCTSRMInput(nn.Module):
+    def __init__(self, alpha: float):
+        super().__init__()
+        self.dct = DCTHighPass(alpha)
+        self.srm = SRMConv(3)
+        self.out_channels = 3 + self.srm.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.dct(x), self.srm(x)], dim=1)
+
+
+FREQ_INPUTS: dict[str, Callable[[float], nn.Module]] = {
+    "dct": _DCTInput,
+    "srm": _SRMInput,
+    "dct+srm": _DCTSRMInput,
+}
+
+
+class FreqAttentionDetector(nn.Module):
+    """See the module docstring. ``forward(x)`` -> ``{"logit", "mask", "sim"}`` (+ ``"attention"``).
+
+    ``model.attention_maps`` holds the last forward's attention maps (detached), one
+    (B, 2, h_d, w_d) tensor per fusion depth, channel 0 for RGB and 1 for frequency.
+    """
+
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        pretrained: bool = False,
+        alpha: float = 0.33,
+        freq_input: str = "dct",
+        grid: int = 5,
+        fusion_depths: Sequence[int] = (2, 3, 4),
+        embed_dim: int = 128,
+        decoder_dim: int = 64,
+        head_pooled: bool = True,
+        head_hidden: int = 256,
+        dropout: float = 0.2,
+        fusion_reduction: int = 4,
+    ):
+        super().__init__()
+        if freq_input not in FREQ_INPUTS:
+            raise ValueError(f"freq_input: expected one of {sorted(FREQ_INPUTS)}, got {freq_input!r}")
+        depths = tuple(int(d) for d in fusion_depths)
+        if len(depths) < 1 or list(depths) != sorted(set(depths)):
+            raise ValueError(f"fusion_depths: expected increasing, distinct feature indices, got {fusion_depths!r}")
+        if not isinstance(grid, int) or grid < 2:
+            raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
+        self.grid = grid
+        self.head_pooled = bool(head_pooled)
+        self.freq_input = FREQ_INPUTS[freq_input](alpha)
+        # pretrained is passed through; timm only fetches weights when it is True.
+        self.rgb = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths)
+        self.freq = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths,
+                                      in_chans=self.freq_input.out_channels)
+        chans = self.rgb.feature_info.channels()
+        self.fusion = nn.ModuleList(AttentionFusion(c, fusion_reduction) for c in chans)
+        self.aggregate = ConvBNAct(sum(chans), embed_dim, 1)
+        n_pairs = grid * grid * (grid * grid - 1) // 2
+        self.register_buffer("_triu", torch.triu_indices(grid * grid, grid * grid, offset=1), persistent=False)
+        self.head = mlp_head(n_pairs + (embed_dim if self.head_pooled else 0), head_hidden, dropout)
+        self.decoder = UNetDecoder(embed_dim, list(chans[:-1])[::-1], decoder_dim)
+        self.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
+        self.attention_maps: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor | None]:
+        rgb_feats = self.rgb(x)
+        freq_feats = self.freq(self.freq_input(x))
+        fused, maps = [], []
+        for block, fr, ff in zip(self.fusion, rgb_feats, freq_feats):
+            f, a = block(fr, ff)
+            fused.append(f)
+            maps.append(a)
+        self.attention_maps = [a.detach() for a in maps]
+        size = fused[-1].shape[-2:]
+        agg = self.aggregate(torch.cat([F.adaptive_avg_pool2d(f, size) for f in fused], dim=1))
+        sim = patch_similarity(agg, self.grid)
+        head_in = sim[:, self._triu[0], self._triu[1]]
+        if self.head_pooled:
+            head_in = torch.cat([head_in, agg.mean(dim=(2, 3))], dim=1)
+        out = {
+            "logit": self.head(head_in).squeeze(1),
+            "mask": self.decoder(agg, fused[:-1][::-1], x.shape[-2:]),
+            "sim": sim,
+        }
+        if return_attention:
+            out["attention"] = maps
+        return out
+
+
+@register_model("freq_attention")
+def freq_attention(**kwargs) -> FreqAttentionDetector:
+    """Two-stream RGB/frequency attention detector; kwargs as :class:`FreqAttentionDetector`."""
+    return FreqAttentionDetector(**kwargs)
