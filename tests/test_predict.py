@@ -1,0 +1,324 @@
+"""Tests for ``detector predict``: exit codes, per-file statuses, videos, masks, errors."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+
+torch.set_num_threads(1)
+
+SIZE = 64
+
+# --------------------------------------------------------------------------- stand-ins
+# TEMPORARY: synth.face and detector.checkpoint are being written concurrently; until
+# they land, small stand-ins with the agreed contracts are installed here.
+try:
+    import synth.face  # noqa: F401
+except ImportError:
+    import functools
+
+    import mediapipe as mp
+
+    class _Result:
+        def __init__(self, lms):
+            self.landmarks, self.n_faces = lms, 1
+            self.box = (*lms.min(0), *lms.max(0))
+
+    class _Mesh:
+        def __init__(self):
+            self.m = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
+
+        def detect(self, image):
+            r = self.m.process(image)
+            if not r.multi_face_landmarks:
+                return None
+            h, w = image.shape[:2]
+            return _Result(np.array([(p.x * w, p.y * h) for p in r.multi_face_landmarks[0].landmark[:468]]))
+
+    def _crop_face(image, landmarks, scale=1.3, size=256):
+        lo, hi = landmarks.min(0), landmarks.max(0)
+        c, side = (lo + hi) / 2, (hi - lo).max() * scale
+        s = size / side
+        m = np.array([[s, 0, size / 2 - s * c[0]], [0, s, size / 2 - s * c[1]]])
+        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+        return crop, landmarks * s + m[:, 2], m
+
+    _face = types.ModuleType("synth.face")
+    _face.get_detector = functools.lru_cache(None)(_Mesh)
+    _face.crop_face = _crop_face
+    sys.modules["synth.face"] = _face
+
+try:
+    from detector.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+    from detector.models import create_model
+
+    def make_model():
+        torch.manual_seed(0)
+        return create_model("timm_classifier", backbone="resnet10t")
+
+    def write_checkpoint(model, path):
+        save_checkpoint(path, model)
+except ImportError:
+    class _Tiny(torch.nn.Module):
+        input_norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
+            self.head = torch.nn.Linear(4, 1)
+            self.mask = torch.nn.Conv2d(4, 1, 1)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x))
+            return {"logit": self.head(f.mean((2, 3)))[:, 0], "mask": self.mask(f), "sim": None}
+
+    def make_model():
+        torch.manual_seed(0)
+        return _Tiny()
+
+    def write_checkpoint(model, path):
+        torch.save({"state_dict": model.state_dict()}, path)
+
+    def _load(path):
+        m = _Tiny()
+        m.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+        return m, {}
+
+    _ckpt = types.ModuleType("detector.checkpoint")
+    _ckpt.load_checkpoint = _load
+    sys.modules["detector.checkpoint"] = _ckpt
+
+from detector import predict as P  # noqa: E402
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model().eval()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, model):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    write_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def face():
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def face_png(tmp_path_factory, face):
+    path = tmp_path_factory.mktemp("img") / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory, face):
+    """12 frames of the astronaut shifted 2 px per frame, MJPG in .avi."""
+    path = tmp_path_factory.mktemp("vid") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, (256, 256))
+    small = cv2.resize(face, (256, 256), interpolation=cv2.INTER_AREA)
+    for i in range(12):
+        writer.write(cv2.cvtColor(np.roll(small, 2 * i, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def run(capsys, *argv):
+    code = P.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def run_json(capsys, *argv):
+    code, out, err = run(capsys, *argv, "--json")
+    return code, json.loads(out), err
+
+
+# --------------------------------------------------------------------------- images
+
+def test_face_image_verdict_follows_threshold(capsys, ckpt, face_png):
+    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 1.0, face_png)
+    assert code == 0
+    (rec,) = recs
+    assert rec["path"] == str(face_png) and rec["kind"] == "image" and rec["status"] == "ok"
+    assert rec["faces"] == 1 and rec["verdict"] == "real" and 0.0 < rec["prob"] < 1.0
+    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 0.0, face_png)
+    assert code == 1 and recs[0]["verdict"] == "fake"
+
+
+def test_prob_is_sigmoid_of_model_logit_on_normalised_crop(model, face):
+    pred = P.Predictor(model, crop_scale=1.3, size=SIZE)
+    res = pred.predict_image(face)
+    (crop,) = [f.crop for f in pred.faces(face)]
+    assert crop.shape == (SIZE, SIZE, 3) and crop.dtype == np.uint8
+    mean = torch.tensor(model.input_norm["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.input_norm["std"]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x)["logit"]).item()
+    assert res["prob"] == pytest.approx(ref, abs=1e-5)
+    assert res["face_probs"] == [pytest.approx(ref, abs=1e-5)]
+    x0, y0, x1, y1 = res["boxes"][0]
+    assert 150 < x0 < x1 < 330 and 50 < y0 < y1 < 260  # the astronaut's face
+
+
+def test_every_face_is_scored(model, face):
+    two = np.concatenate([face, face[:, ::-1]], axis=1)  # the face mesh alone sees none here
+    res = P.Predictor(model, size=SIZE).predict_image(two)
+    assert res["faces"] == 2 and len(res["face_probs"]) == 2
+    assert res["prob"] == max(res["face_probs"])
+    xs = sorted(b[0] for b in res["boxes"])
+    assert xs[0] < 512 < xs[1]
+
+
+def test_folder_reports_each_file(capsys, tmp_path, ckpt, face):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    noise = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "b_noise.png"), noise)
+    cv2.imwrite(str(folder / "sub" / "c_face.jpg"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an input")
+    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 1.0, folder)
+    assert code == 0
+    assert [r["path"] for r in recs] == [str(folder / "a_corrupt.png"), str(folder / "b_noise.png"),
+                                         str(folder / "sub" / "c_face.jpg")]
+    assert [r["status"] for r in recs] == ["unreadable", "no_face", "ok"]
+    assert "a_corrupt.png" in recs[0]["reason"] and recs[0]["prob"] is None
+    assert recs[1]["faces"] == 0 and recs[1]["verdict"] is None and recs[1]["reason"]
+    assert recs[2]["verdict"] == "real"
+    code, _, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 0.0, folder)
+    assert code == 1
+
+    code, out, _ = run(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 0.0, folder)
+    lines = out.splitlines()
+    assert lines[0].split() == ["path", "kind", "faces", "prob", "verdict", "note"]
+    assert "unreadable" in lines[1] and "no_face" in lines[2] and "FAKE" in lines[3]
+    assert lines[-1] == "3 inputs: 1 fake, 1 no_face, 1 unreadable"
+
+
+def test_nothing_scored_is_an_error(capsys, tmp_path, ckpt):
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    code, recs, err = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, tmp_path / "bad.jpg", tmp_path / "missing.png")
+    assert code == 2 and [r["status"] for r in recs] == ["unreadable", "unreadable"]
+    assert "missing.png" in recs[1]["reason"] and "no input could be scored" in err
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "--ckpt", ckpt, tmp_path / "empty")
+    assert code == 2 and "no image or video found" in err and out == ""
+
+
+def test_masks_out(capsys, tmp_path, ckpt, face_png, model):
+    if model(torch.zeros(1, 3, SIZE, SIZE))["mask"] is None:
+        pytest.skip("model without mask head")
+    out_dir = tmp_path / "masks"
+    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 1.0,
+                             "--masks-out", out_dir, face_png, face_png)
+    assert code == 0
+    paths = [r["masks"][0] for r in recs]
+    assert paths == [str(out_dir / "astronaut_face0_mask.png"), str(out_dir / "astronaut_face0_mask_2.png")]
+    mask = cv2.imread(paths[0], cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
+
+
+# --------------------------------------------------------------------------- videos
+
+def test_video_per_frame_scores(capsys, ckpt, video):
+    code, (rec,), _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--frames", 5, "--threshold", 0.0, video)
+    assert code == 1
+    assert rec["kind"] == "video" and rec["status"] == "ok" and rec["verdict"] == "fake"
+    assert rec["frames_sampled"] == 5 and rec["frames_used"] == 5 and rec["fake_share"] == 1.0
+    assert [f["index"] for f in rec["frames"]] == [0, 3, 6, 8, 11]
+    probs = [f["prob"] for f in rec["frames"]]
+    assert rec["prob"] == rec["mean_prob"] == pytest.approx(np.mean(probs))
+    assert all(f["faces"] == 1 and f["verdict"] == "fake" for f in rec["frames"])
+
+    code, (rec,), _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--frames", 40, "--threshold", 1.0, video)
+    assert code == 0 and rec["verdict"] == "real" and rec["fake_share"] == 0.0
+    assert rec["frames_sampled"] == 12  # never more frames than the clip holds
+
+    code, out, _ = run(capsys, "--ckpt", ckpt, "--size", SIZE, "--frames", 3, "--threshold", 1.0, video)
+    assert "3/3 frames, 0% fake" in out.splitlines()[1]
+
+
+def test_video_frames_without_seeking_match(video, monkeypatch):
+    seek = P.sample_video_frames(video, 4)
+    real_capture = cv2.VideoCapture
+
+    class NoSeek:
+        def __init__(self, path):
+            self.cap = real_capture(path)
+
+        def set(self, prop, value):
+            return False
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(P.cv2, "VideoCapture", NoSeek)
+    seq = P.sample_video_frames(video, 4)
+    assert [i for i, _ in seq] == [i for i, _ in seek] == [0, 4, 7, 11]
+    for (_, a), (_, b) in zip(seq, seek):
+        assert a.shape == (256, 256, 3) and np.array_equal(a, b)
+
+
+def test_unreadable_video_is_reported(capsys, tmp_path, ckpt, face_png):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 1.0, bad, face_png)
+    assert code == 0
+    assert recs[0]["kind"] == "video" and recs[0]["status"] == "unreadable" and "broken.mp4" in recs[0]["reason"]
+    with pytest.raises(ValueError, match="broken.mp4"):
+        P.sample_video_frames(bad, 4)
+
+
+# --------------------------------------------------------------------------- errors
+
+def test_bad_checkpoint_names_the_file(capsys, tmp_path, face_png):
+    missing = tmp_path / "nope.pt"
+    code, out, err = run(capsys, "--ckpt", missing, face_png)
+    assert code == 2 and str(missing) in err and out == ""
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"definitely not a checkpoint")
+    code, out, err = run(capsys, "--ckpt", junk, face_png)
+    assert code == 2 and str(junk) in err
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--crop-scale", "1.1"], "crop_scale"),
+    (["--crop-scale", "2.5"], "crop_scale"),
+    (["--size", "100"], "multiple of 32"),
+    (["--threshold", "1.5"], "threshold"),
+    (["--frames", "0"], "frames"),
+])
+def test_bad_arguments(capsys, face_png, args, msg):
+    with pytest.raises(SystemExit) as exc:
+        P.main(["--ckpt", "x.pt", *args, str(face_png)])
+    assert exc.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_predictor_validates(model):
+    with pytest.raises(ValueError, match="crop_scale"):
+        P.Predictor(model, crop_scale=1.0)
+    with pytest.raises(ValueError, match="size"):
+        P.Predictor(model, size=50)
+    with pytest.raises(ValueError, match="image"):
+        P.Predictor(model, size=SIZE).predict_image(np.zeros((64, 64), np.uint8))
+
+
+def test_add_predict_arguments_defaults():
+    args = P.add_predict_arguments(argparse.ArgumentParser()).parse_args(["--ckpt", "c.pt", "a.png"])
+    assert (args.crop_scale, args.size, args.threshold, args.frames, args.video_threshold) == (1.3, 256, 0.5, 16, 0.5)
+    assert args.masks_out is None and args.json is False and args.inputs == ["a.png"]
