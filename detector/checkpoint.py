@@ -1,0 +1,99 @@
+"""Save / load detector checkpoints that rebuild their own model.
+
+A checkpoint is a ``torch.save`` of a plain dict::
+
+    {"state_dict", "model_name", "model_kwargs", "input_norm", "extra", "version"}
+
+``model_name`` / ``model_kwargs`` are the ones recorded by
+:func:`detector.models.create_model`, so :func:`load_checkpoint` rebuilds the model
+without knowing its class. Loading uses ``torch.load(weights_only=True)``: no code
+from the file is executed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detector.models import create_model
+
+CHECKPOINT_VERSION = 1
+_KEYS = ("state_dict", "model_name", "model_kwargs", "input_norm", "extra", "version")
+
+
+def _json_roundtrip(value, name: str):
+    """Return ``value`` as plain JSON types (tuples become lists); ValueError if it is not JSON-able."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: must be JSON-serialisable ({e})") from e
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict | None = None) -> Path:
+    """Write ``model`` (built by ``create_model``) and ``extra`` (JSON-able dict) to ``path``.
+
+    The write is atomic: a temporary file in the same folder is renamed over ``path``, so a
+    reader never sees a half-written checkpoint. Parent folders are created. Returns the path.
+    """
+    path = Path(path)
+    for attr in ("model_name", "model_kwargs"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model: has no {attr!r}; build it with detector.models.create_model")
+    if extra is not None and not isinstance(extra, dict):
+        raise ValueError(f"extra: expected a dict or None, got {type(extra).__name__}")
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_name": model.model_name,
+        "model_kwargs": _json_roundtrip(model.model_kwargs, "model.model_kwargs"),
+        "input_norm": _json_roundtrip(getattr(model, "input_norm", None), "model.input_norm"),
+        "extra": _json_roundtrip(extra or {}, "extra"),
+        "version": CHECKPOINT_VERSION,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model saved at ``path``; returns ``(model in eval mode, meta)``.
+
+    ``meta`` holds ``model_name``, ``model_kwargs``, ``input_norm``, ``extra`` and
+    ``version``. ``pretrained`` is forced to False when rebuilding (the weights come from the
+    file; nothing is downloaded). Raises FileNotFoundError for a missing file and ValueError
+    naming the file when it is not a detector checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable detector checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in _KEYS):
+        found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: not a detector checkpoint (expected keys {list(_KEYS)}, found {found})")
+    if ckpt["version"] > CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than supported ({CHECKPOINT_VERSION})")
+    kwargs = dict(ckpt["model_kwargs"])
+    if "pretrained" in kwargs:
+        kwargs["pretrained"] = False
+    model = create_model(ckpt["model_name"], **kwargs)
+    model.model_kwargs = dict(ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["state_dict"])
+    if ckpt["input_norm"] is not None:
+        model.input_norm = ckpt["input_norm"]
+    model.to(map_location).eval()
+    meta = {k: ckpt[k] for k in _KEYS if k != "state_dict"}
+    return model, meta
