@@ -1,0 +1,626 @@
+"""Datasets for the detector: readers, identity-disjoint split, torch Dataset, balanced sampler.
+
+Readers turn a dataset on disk into a list of :class:`Sample`:
+
+* ``read_synth_dir(OUT)``: output of ``synth generate`` (``manifest.jsonl``); every ok line gives a
+  real (the target face, label 0) and a fake (label 1, with pixel mask).
+* ``read_manifest_csv(DIR)``: ``manifest.csv`` with columns ``path,label[,mask,generator,identity,video]``
+  (paths relative to the csv), e.g. an evaluation set.
+* ``read_folders(DIR)``: ``DIR/real/**`` and ``DIR/fake/**`` images (optional ``DIR/mask/<same rel path>``).
+* ``read_dataset(path)`` picks the reader from what is on disk.
+
+Resolution matters: blending traces live in the highest frequencies, so training defaults to
+``mode="patch"`` (random native-resolution crops, dense mask target) and evaluation uses
+``mode="full"`` (the whole face at native size, cropped to a multiple of 32, one logit from the
+fully convolutional model). ``mode="resize"`` (whole face resized) is the classic baseline.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+MODES = ("patch", "resize", "full")
+IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    path: absolute image path. label: 0 real, 1 fake. mask_path: forged-pixel mask (fakes) or None.
+    group: identities the image shows (a swap fake shows two); the split keeps each identity on one
+    side. meta: ``generator`` (str), optional ``video``, and for synth fakes ``keys`` (the plan's
+    choice keys, used to reweight regeneration) and ``i`` (sample index).
+    """
+
+    path: str
+    label: int
+    mask_path: str | None = None
+    group: tuple[str, ...] = ()
+    meta: Mapping = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- readers
+
+def _choice_keys(plan: Mapping | None) -> list[str]:
+    """Plan choice keys via synth.recipe.choice_keys when available, else from the plan fields."""
+    if not plan:
+        return []
+    try:
+        from synth.recipe import choice_keys
+    except ImportError:  # synth.recipe not built yet: derive the same keys from the contract fields
+        choice_keys = _fallback_choice_keys
+    return list(choice_keys(plan))
+
+
+def _fallback_choice_keys(plan: Mapping) -> list[str]:
+    """Same keys as synth.recipe.choice_keys (kept in step with it), for when synth is unavailable."""
+    keys = [f"pairing={plan['pairing']}", f"region={plan['mask']['region']}",
+            f"blend={plan['blend']['op']}", f"occlusion={plan['mask']['occlusion']}"]
+    if plan.get("color"):
+        keys.append(f"color={plan['color']['op']}")
+    keys += [f"perturb={s['op']}" for s in plan.get("perturb", [])]
+    keys += [f"degrade={s['op']}" for s in plan.get("source_degrade", [])]
+    return keys
+
+
+def read_synth_dir(out: str | Path) -> list[Sample]:
+    """Samples of a ``synth generate`` output directory (reads ``OUT/manifest.jsonl``).
+
+    Each ``status == "ok"`` line gives a real (``group = (target_id,)``) and a fake
+    (``group = (target_id, source_id)``, ``meta["keys"] = choice_keys(plan)``). Other lines are skipped.
+    """
+    out = Path(out)
+    manifest = out / "manifest.jsonl"
+    if not manifest.is_file():
+        raise ValueError(f"{out}: no manifest.jsonl (expected the output directory of `synth generate`)")
+    samples: list[Sample] = []
+    with manifest.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{manifest}:{n}: not valid JSON ({e.msg})") from None
+            if rec.get("status") != "ok":
+                continue
+            missing = [k for k in ("real", "fake", "target_id") if not rec.get(k)]
+            if missing:
+                raise ValueError(f"{manifest}:{n}: ok line without key(s) {missing}")
+            target = str(rec["target_id"])
+            source = str(rec.get("source_id") or target)
+            i = rec.get("i", n - 1)
+            samples.append(Sample(str(out / rec["real"]), 0, None, (target,),
+                                  {"generator": "real", "i": i, "dataset": str(out)}))
+            samples.append(Sample(str(out / rec["fake"]), 1, str(out / rec["mask"]) if rec.get("mask") else None,
+                                  tuple(dict.fromkeys((target, source))),
+                                  {"generator": "synth", "i": i, "dataset": str(out), "keys": _choice_keys(rec.get("plan"))}))
+    return samples
+
+
+def read_manifest_csv(path: str | Path) -> list[Sample]:
+    """Samples of ``manifest.csv`` (``path`` = the csv or its directory).
+
+    Columns: ``path``, ``label`` (0/1) required; ``mask``, ``generator``, ``identity``, ``video``
+    optional (empty cells allowed). Paths are relative to the csv's directory. Reals get generator
+    ``"real"`` when the column is missing; a missing identity falls back to the video, then the path.
+    """
+    path = Path(path)
+    csv_path = path / "manifest.csv" if path.is_dir() else path
+    if not csv_path.is_file():
+        raise ValueError(f"{path}: no manifest.csv")
+    root = csv_path.parent
+    samples = []
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        for need in ("path", "label"):
+            if need not in cols:
+                raise ValueError(f"{csv_path}: missing column {need!r} (have {cols}; expected path,label[,mask,generator,identity,video])")
+        for n, row in enumerate(reader, 2):
+            label_txt = (row.get("label") or "").strip()
+            if label_txt not in ("0", "1"):
+                raise ValueError(f"{csv_path}:{n}: label must be 0 or 1, got {label_txt!r}")
+            label = int(label_txt)
+            rel = (row.get("path") or "").strip()
+            if not rel:
+                raise ValueError(f"{csv_path}:{n}: empty path")
+            mask = (row.get("mask") or "").strip()
+            video = (row.get("video") or "").strip() or None
+            identity = (row.get("identity") or "").strip() or video or rel
+            meta = {"generator": (row.get("generator") or "").strip() or ("real" if label == 0 else "unknown"),
+                    "dataset": str(root)}
+            if video:
+                meta["video"] = video
+            samples.append(Sample(str(root / rel), label, str(root / mask) if mask else None, (identity,), meta))
+    return samples
+
+
+def _images_under(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_folders(path: str | Path) -> list[Sample]:
+    """Samples of ``DIR/real/**`` (label 0) and ``DIR/fake/**`` (label 1) images.
+
+    A fake's mask is ``DIR/mask/<path relative to fake/>`` when that file exists. Each image is its
+    own identity (folders carry no identity information).
+    """
+    path = Path(path)
+    samples = []
+    for sub, label in (("real", 0), ("fake", 1)):
+        for p in _images_under(path / sub):
+            rel = p.relative_to(path / sub)
+            mask = path / "mask" / rel
+            samples.append(Sample(str(p), label, str(mask) if label and mask.is_file() else None,
+                                  (f"{sub}/{rel.as_posix()}",), {"generator": sub, "dataset": str(path)}))
+    if not samples:
+        raise ValueError(f"{path}: no images under real/ or fake/")
+    return samples
+
+
+def read_dataset(path: str | Path) -> list[Sample]:
+    """Read any supported layout (see module docstring); ``ValueError`` naming ``path`` otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: dataset path does not exist")
+    if path.is_file():
+        readers = {"manifest.jsonl": lambda p: read_synth_dir(p.parent), "manifest.csv": read_manifest_csv}
+        if path.name in readers:
+            return readers[path.name](path)
+    elif (path / "manifest.jsonl").is_file():
+        return read_synth_dir(path)
+    elif (path / "manifest.csv").is_file():
+        return read_manifest_csv(path)
+    elif (path / "real").is_dir() or (path / "fake").is_dir():
+        return read_folders(path)
+    raise ValueError(f"{path}: unknown dataset layout; expected manifest.jsonl (`synth generate` output), "
+                     "manifest.csv (path,label[,mask,generator,identity,video]) or real/ and fake/ image folders")
+
+
+def read_datasets(paths: Iterable[str | Path]) -> list[Sample]:
+    """Concatenate :func:`read_dataset` over several paths."""
+    return [s for p in paths for s in read_dataset(p)]
+
+
+# ------------------------------------------------------------------------------ identity split
+
+def _unit_hash(seed: int, key: str) -> float:
+    """Stable pseudo-random number in [0, 1) for (seed, key); independent of PYTHONHASHSEED."""
+    h = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / 2.0 ** 64
+
+
+def _components(samples: Sequence[Sample]) -> list[list[int]]:
+    """Union-find over identities: sample indices grouped by connected identity components."""
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for s in samples:
+        ids = s.group or (s.path,)
+        for a in ids:
+            parent.setdefault(a, a)
+        root = find(ids[0])
+        for a in ids[1:]:
+            ra = find(a)
+            if ra != root:
+                parent[ra] = root
+    comps: dict[str, list[int]] = {}
+    for k, s in enumerate(samples):
+        comps.setdefault(find((s.group or (s.path,))[0]), []).append(k)
+    return list(comps.values())
+
+
+def split_by_identities(samples: Sequence[Sample], val_identities: set[str]) -> tuple[list[Sample], list[Sample], int]:
+    """Split by a fixed set of validation identities: ``(train, val, n_dropped)``.
+
+    A sample goes to val if all its identities are in ``val_identities``, to train if none are;
+    a sample showing identities from both sides (a swap across the split) is dropped and counted,
+    so no face ever appears on both sides. Used by the loop to keep the split stable as the pool grows.
+    """
+    train, val, dropped = [], [], 0
+    for s in samples:
+        ids = s.group or (s.path,)
+        inside = [a in val_identities for a in ids]
+        if all(inside):
+            val.append(s)
+        elif not any(inside):
+            train.append(s)
+        else:
+            dropped += 1
+    return train, val, dropped
+
+
+def identity_split(samples: Sequence[Sample], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Identity-disjoint train/val split.
+
+    Identities linked by a sample (target and source of a swap) are merged with union-find; whole
+    components are assigned to val in a seeded pseudo-random order until ``val_fraction`` of the
+    samples is reached (components that would overshoot are skipped). When one giant component
+    holds most samples (many swaps), identities are assigned individually instead and the swap
+    samples that straddle both sides are dropped (with a warning). No identity is ever on both sides.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    samples = list(samples)
+    if not samples:
+        return [], []
+    target = val_fraction * len(samples)
+    comps = _components(samples)
+    comps.sort(key=lambda c: min(_unit_hash(seed, a) for k in c for a in (samples[k].group or (samples[k].path,))))
+    val_idx: list[int] = []
+    slack = max(1.0, 0.1 * target)
+    for c in comps:
+        if len(val_idx) >= target:
+            break
+        if len(val_idx) + len(c) <= target + slack:
+            val_idx.extend(c)
+    if len(val_idx) >= 0.5 * target and len(val_idx) < len(samples):
+        chosen = set(val_idx)
+        return [s for k, s in enumerate(samples) if k not in chosen], [samples[k] for k in sorted(chosen)]
+    # Giant component: per-identity assignment, dropping the straddling samples.
+    ids = {a for s in samples for a in (s.group or (s.path,))}
+    val_ids = {a for a in ids if _unit_hash(seed, a) < val_fraction}
+    train, val, dropped = split_by_identities(samples, val_ids)
+    warnings.warn(f"identity_split: identities are linked into one large component; split per identity "
+                  f"and dropped {dropped} of {len(samples)} samples that straddle train and val", stacklevel=2)
+    return train, val
+
+
+def group_identities(samples: Iterable[Sample]) -> set[str]:
+    """All identities shown by ``samples``."""
+    return {a for s in samples for a in (s.group or (s.path,))}
+
+
+# ---------------------------------------------------------------------------------- image I/O
+
+def read_image(path: str) -> np.ndarray | None:
+    """uint8 HxWx3 RGB, or None if the file cannot be read (robust datasets skip and count it)."""
+    try:
+        from synth.io import read_image as synth_read
+    except ImportError:
+        synth_read = None
+    if synth_read is not None:
+        try:
+            return synth_read(path)
+        except (OSError, ValueError):
+            return None
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str) -> np.ndarray | None:
+    """float32 HxW in [0, 1], or None if unreadable."""
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        return None
+    if m.ndim == 3:
+        m = m[..., 0]
+    scale = 65535.0 if m.dtype == np.uint16 else 255.0
+    return m.astype(np.float32) / scale
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """(H, W) from the file header (PIL, lazy) or None if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, UnidentifiedImageError):
+        return None
+
+
+# ------------------------------------------------------------------------------ augmentation
+
+def _geometric(p_affine: float):
+    import albumentations as A
+
+    # Resampling low-passes the very traces we want, so affine warps are kept rare and mild;
+    # flips and integer crops (patch mode) are lossless.
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.9, 1.1), rotate=(-8, 8), translate_percent=(-0.03, 0.03), interpolation=cv2.INTER_LINEAR,
+                 mask_interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101, p=p_affine),
+    ])
+
+
+def _photometric():
+    import albumentations as A
+
+    return A.Compose([
+        A.OneOf([A.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.03),
+                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15)], p=0.4),
+        A.GaussianBlur(sigma_limit=(0.2, 1.0), p=0.1),
+        A.GaussNoise(std_range=(0.005, 0.03), p=0.1),
+        A.ImageCompression(quality_range=(60, 100), p=0.3),
+    ])
+
+
+def _boundary_points(mask: np.ndarray) -> np.ndarray:
+    """(K, 2) row/col coordinates of pixels on the forged-region boundary (soft or hard mask)."""
+    soft = (mask > 0.05) & (mask < 0.95)
+    if soft.sum() < 16:
+        hard = (mask > 0.5).astype(np.uint8)
+        soft = cv2.morphologyEx(hard, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    return np.argwhere(soft)
+
+
+def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if ph == 0 and pw == 0:
+        return img
+    pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)) + ((0, 0),) * (img.ndim - 2)
+    return np.pad(img, pads, mode="reflect" if min(img.shape[:2]) > 1 else "edge")
+
+
+def full_view(img: np.ndarray, mask: np.ndarray, multiple: int = 32, min_side: int = 64,
+              max_side: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Whole face at native resolution for the fully convolutional model.
+
+    Centre-crops each side down to a multiple of ``multiple`` (loses < 32 px of border), pads
+    (reflect) sides below ``min_side``; faces larger than ``max_side`` are first downscaled
+    (INTER_AREA) so the long side fits.
+    """
+    h, w = img.shape[:2]
+    if max(h, w) > max_side:
+        f = max_side / max(h, w)
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        h, w = img.shape[:2]
+    img, mask = _pad_to(img, min_side, min_side), _pad_to(mask, min_side, min_side)
+    h, w = img.shape[:2]
+    th, tw = h // multiple * multiple, w // multiple * multiple
+    y0, x0 = (h - th) // 2, (w - tw) // 2
+    return img[y0:y0 + th, x0:x0 + tw], mask[y0:y0 + th, x0:x0 + tw]
+
+
+# ---------------------------------------------------------------------------------- dataset
+
+class FaceDataset(Dataset):
+    """Torch dataset over :class:`Sample` s.
+
+    Item: dict ``image`` (3,H,W) float32 normalised with ``norm``, ``label`` float32 scalar,
+    ``mask`` (1,H,W) float32 [0,1] (forged pixels), ``mask_valid`` float32 scalar (0 when a fake
+    has no mask), ``index`` int; or ``None`` when the image is unreadable (see :func:`collate`).
+
+    Modes: ``patch`` (train): ``patch`` px crop at native resolution; with probability
+    ``boundary_fraction`` a fake's crop is centred near the mask boundary; the crop's label is 1
+    when its mean mask value exceeds ``fake_threshold`` (a real's crop is always 0).
+    ``resize``: whole face resized to ``size``. ``full`` (eval): whole face, native, multiple of 32.
+
+    Augmentation (``augment=True``): geometric ops (flip, rare mild affine) on image and mask
+    together, photometric ops (colour, blur, noise, JPEG) on the image only; the random state is
+    derived from ``(seed, epoch, index)`` so a run replays exactly (call :meth:`set_epoch`).
+    """
+
+    def __init__(self, samples: Sequence[Sample], mode: str = "patch", patch: int = 128, size: int = 256,
+                 augment: bool = False, norm: Mapping | None = None, seed: int = 0, fake_threshold: float = 0.1,
+                 boundary_fraction: float = 0.5, p_affine: float = 0.2):
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if mode == "patch" and (patch < 32 or patch % 32):
+            raise ValueError(f"patch: expected a multiple of 32 >= 32, got {patch}")
+        if mode == "resize" and (size < 32 or size % 32):
+            raise ValueError(f"size: expected a multiple of 32 >= 32, got {size}")
+        self.samples = list(samples)
+        self.mode, self.patch, self.size = mode, patch, size
+        self.augment, self.seed = augment, seed
+        self.fake_threshold, self.boundary_fraction = fake_threshold, boundary_fraction
+        norm = norm or IMAGENET_NORM
+        self.mean = np.asarray(norm["mean"], np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(norm["std"], np.float32).reshape(3, 1, 1)
+        self.epoch = 0
+        self._geo = _geometric(p_affine) if augment else None
+        self._photo = _photometric() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def sample_seed(self, index: int) -> int:
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """Raw ``(image uint8 HxWx3, mask float32 HxW, mask_valid)`` or None if unreadable."""
+        s = self.samples[index]
+        img = read_image(s.path)
+        if img is None:
+            return None
+        h, w = img.shape[:2]
+        if s.label == 0:
+            return img, np.zeros((h, w), np.float32), 1.0  # a real has no forged pixel
+        if s.mask_path is None:
+            return img, np.zeros((h, w), np.float32), 0.0
+        mask = read_mask(s.mask_path)
+        if mask is None or mask.shape != (h, w):
+            return None
+        return img, mask, 1.0
+
+    def _crop(self, img, mask, label, valid, rng):
+        p = self.patch
+        img, mask = _pad_to(img, p, p), _pad_to(mask, p, p)
+        h, w = mask.shape
+        pts = _boundary_points(mask) if label == 1 and valid and rng.random() < self.boundary_fraction else ()
+        if len(pts):
+            cy, cx = pts[rng.integers(len(pts))]
+            jitter = rng.integers(-p // 4, p // 4 + 1, size=2)
+            y0 = int(np.clip(cy + jitter[0] - p // 2, 0, h - p))
+            x0 = int(np.clip(cx + jitter[1] - p // 2, 0, w - p))
+        else:
+            y0, x0 = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        img, mask = img[y0:y0 + p, x0:x0 + p], mask[y0:y0 + p, x0:x0 + p]
+        if label == 1 and valid:
+            label = int(mask.mean() > self.fake_threshold)
+        return img, mask, label
+
+    def __getitem__(self, index: int):
+        raw = self.load(index)
+        if raw is None:
+            return None
+        img, mask, valid = raw
+        label = self.samples[index].label
+        rng = np.random.default_rng(self.sample_seed(index))
+        if self.mode == "resize":
+            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        if self.augment:
+            self._geo.set_random_seed(int(rng.integers(2 ** 31)))
+            out = self._geo(image=img, mask=mask)
+            img, mask = out["image"], out["mask"]
+            self._photo.set_random_seed(int(rng.integers(2 ** 31)))
+            img = self._photo(image=img)["image"]
+        if self.mode == "patch":
+            img, mask, label = self._crop(img, mask, label, valid, rng)
+        elif self.mode == "full":
+            img, mask = full_view(img, mask)
+        x = (np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32) / 255.0 - self.mean) / self.std
+        return {"image": torch.from_numpy(x), "label": torch.tensor(float(label)),
+                "mask": torch.from_numpy(np.ascontiguousarray(np.clip(mask, 0, 1), dtype=np.float32))[None],
+                "mask_valid": torch.tensor(float(valid)), "index": index}
+
+    def native_sizes(self) -> list[tuple[int, int] | None]:
+        """Per-sample (H, W) from file headers (None if unreadable), for size-grouped eval batches."""
+        return [image_size(s.path) for s in self.samples]
+
+
+def collate(items: list) -> dict:
+    """Stack dataset items, dropping unreadable ones (``None``); ``batch["skipped"]`` counts them."""
+    ok = [it for it in items if it is not None]
+    batch = {"skipped": len(items) - len(ok)}
+    if not ok:
+        return batch
+    for k in ("image", "label", "mask", "mask_valid"):
+        batch[k] = torch.stack([it[k] for it in ok])
+    batch["index"] = torch.tensor([it["index"] for it in ok], dtype=torch.long)
+    return batch
+
+
+# ------------------------------------------------------------------------------------ samplers
+
+class BalancedBatchSampler(Sampler):
+    """Batches with half reals and half fakes (by source label), seeded per epoch.
+
+    Each epoch draws ``ceil(len(labels) / batch_size)`` batches: both classes are shuffled and
+    cycled (the smaller class repeats). With ``num_replicas > 1`` (DDP) every rank builds the same
+    batch list and takes every ``num_replicas``-th batch, so ranks see disjoint batches.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 num_batches: int | None = None):
+        labels = np.asarray(labels)
+        if batch_size < 2:
+            raise ValueError(f"batch_size: a balanced batch needs at least 2, got {batch_size}")
+        self.real = np.flatnonzero(labels == 0)
+        self.fake = np.flatnonzero(labels == 1)
+        if not len(self.real) or not len(self.fake):
+            raise ValueError(f"BalancedBatchSampler needs both classes (n_real={len(self.real)}, n_fake={len(self.fake)})")
+        self.batch_size, self.seed = batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        total = num_batches or math.ceil(len(labels) / batch_size)
+        self.per_rank = max(1, total // num_replicas)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        n_batches = self.per_rank * self.num_replicas
+        n_fake = self.batch_size // 2
+        n_real = self.batch_size - n_fake
+
+        def stream(idx: np.ndarray, n: int) -> np.ndarray:
+            reps = math.ceil(n / len(idx))
+            return np.concatenate([rng.permutation(idx) for _ in range(reps)])[:n]
+
+        reals = stream(self.real, n_batches * n_real).reshape(n_batches, n_real)
+        fakes = stream(self.fake, n_batches * n_fake).reshape(n_batches, n_fake)
+        batches = np.concatenate([reals, fakes], axis=1)
+        for b in range(self.rank, n_batches, self.num_replicas):
+            yield batches[b].tolist()
+
+
+def size_grouped_batches(sizes: Sequence[tuple[int, int] | None], batch_size: int) -> list[list[int]]:
+    """Batches of indices whose images share the same (H, W) (unreadable ones batched alone), order kept within a size."""
+    by_size: dict = {}
+    for k, hw in enumerate(sizes):
+        by_size.setdefault(hw if hw is not None else ("bad", k), []).append(k)
+    batches = []
+    for idx in by_size.values():
+        batches.extend(idx[i:i + batch_size] for i in range(0, len(idx), batch_size))
+    return batches
+
+
+# ------------------------------------------------------------------------------- toy dataset
+
+def write_toy_synth_dir(out: str | Path, n: int = 16, size: int = 64, seed: int = 0, swap_fraction: float = 0.3,
+                        n_identities: int | None = None, start: int = 0) -> Path:
+    """Write a tiny dataset in the ``synth generate`` output format (for smoke tests and demos).
+
+    Reals are smooth random textures with fine grain; each fake replaces a square (its mask) with a
+    brighter, blurred copy, so the forgery is visible both in brightness and in missing
+    high-frequency energy. Plans carry the contract's choice fields (pairing, region, blend, ...),
+    so choice keys and reweighting work on it. Sample indices are ``start .. start + n - 1``.
+    """
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    n_identities = n_identities or max(2, n)
+    lines = []
+    for i in range(start, start + n):
+        r = np.random.default_rng([seed, i])
+        target = int(r.integers(n_identities))
+        swap = r.random() < swap_fraction
+        source = int((target + 1 + r.integers(n_identities - 1)) % n_identities) if swap else target
+        base = cv2.GaussianBlur(r.normal(128, 60, (size, size, 3)).astype(np.float32), (0, 0), size / 10)
+        real = np.clip(base + r.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        s = int(r.integers(size // 4, size // 2))
+        y0, x0 = r.integers(0, size - s, size=2)
+        mask = np.zeros((size, size), np.uint8)
+        mask[y0:y0 + s, x0:x0 + s] = 255
+        blend = str(r.choice(["alpha", "poisson"]))
+        region = str(r.choice(["full", "inner"]))
+        forged = np.clip(cv2.GaussianBlur(real, (0, 0), 1.5).astype(np.float32) + 40, 0, 255).astype(np.uint8)
+        fake = np.where(mask[..., None] > 0, forged, real)
+        shard, ident = f"{i // 10000:03d}", f"{i:06d}"
+        rel = {k: f"{k}/{shard}/{ident}.png" for k in ("real", "fake", "mask")}
+        for k, arr in (("real", real), ("fake", fake), ("mask", mask)):
+            (out / rel[k]).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / rel[k]), arr[..., ::-1] if arr.ndim == 3 else arr)
+        plan = {"index": i, "seed": int(rng.integers(2 ** 31)), "recipe": "toy", "pairing": "swap" if swap else "self",
+                "target": f"id{target:03d}.png", "source": f"id{source:03d}.png", "size": size,
+                "source_degrade": [], "color": None, "mask": {"region": region, "params": {}, "occlusion": "none"},
+                "blend": {"op": blend, "params": {}}, "post": []}
+        lines.append({"i": i, "id": ident, "label": 1, **rel, "target_id": plan["target"], "source_id": plan["source"],
+                      "status": "ok", "plan": plan})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return out
