@@ -60,7 +60,7 @@ class FacePool:
         """Pool of the ``ok`` entries of a :class:`synth.index.Index`."""
         ok = np.flatnonzero(index.ok)
         root = Path(index.root)
-        keys = [index.records[n]["path"] for n in ok]
+        keys = [index.records[n]["relpath"] for n in ok]
         return cls(keys=keys, landmarks=np.asarray(index.landmarks[ok], np.float32),
                    loader=lambda key: read_image(root / key), root=str(root))
 
@@ -98,11 +98,12 @@ def _pass_order(n: int, global_seed: int, pass_no: int) -> np.ndarray:
     return np.random.default_rng([global_seed, pass_no, 0x7A57]).permutation(n)
 
 
-@lru_cache(maxsize=4)
-def _pool_of_index(index) -> FacePool:
-    return FacePool.from_index(index)
-
-
 def as_pool(obj) -> FacePool:
-    """Return ``obj`` if it is a pool, else build (once) the pool of an index object."""
-    return obj if isinstance(obj, FacePool) else _pool_of_index(obj)
+    """Return ``obj`` if it is a pool, else the pool of an index object (built once, kept on it)."""
+    if isinstance(obj, FacePool):
+        return obj
+    pool = getattr(obj, "_face_pool", None)
+    if pool is None:
+        pool = FacePool.from_index(obj)
+        object.__setattr__(obj, "_face_pool", pool)
+    return pool

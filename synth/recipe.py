@@ -101,7 +101,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     parent_path = Path(parent)
     if not parent_path.is_absolute() and (path.parent / parent).suffix in (".yaml", ".yml"):
         parent_path = path.parent / parent
-    base = _read_yaml(recipe_path(parent_path if parent_path.suffix else parent), chain + (path.resolve(),))
+    try:
+        parent_file = recipe_path(parent_path if parent_path.suffix else parent)
+    except RecipeError as e:
+        raise RecipeError(f"{path}: extends: {e}") from None
+    base = _read_yaml(parent_file, chain + (path.resolve(),))
     return _deep_merge(base, data)
 
 
@@ -213,23 +217,28 @@ def _check_group(group: Any, stages: tuple[str, ...], where: str, key: str) -> N
 
 
 def _check_pipeline(pipe: Any, section: str, where: str) -> None:
-    stages = PIPELINE_STAGES[section]
+    # Stage labels are free (blur, compression, ...): each is one step that runs with
+    # probability p and picks one op of its group; ops must suit the section.
+    allowed = PIPELINE_STAGES[section]
     _check_keys(pipe, ("order", "stages"), where, section)
-    order = pipe.get("order", list(pipe.get("stages", {})))
-    if not isinstance(order, list) or any(s not in stages for s in order) or len(set(order)) != len(order):
-        _fail(where, f"{section}.order", f"expected a list of distinct stages from {', '.join(stages)}, got {order!r}")
     stage_specs = pipe.get("stages", {})
-    _check_keys(stage_specs, stages, where, f"{section}.stages")
+    if not isinstance(stage_specs, dict):
+        _fail(where, f"{section}.stages", f"expected a mapping of stage name -> {{p, ops}}, got {stage_specs!r}")
+    order = pipe.get("order", list(stage_specs))
+    if not isinstance(order, list) or len(set(map(str, order))) != len(order):
+        _fail(where, f"{section}.order", f"expected a list of distinct stage names, got {order!r}")
+    for stage in order:
+        if stage not in stage_specs:
+            _fail(where, f"{section}.order", f"stage {stage!r} has no entry under {section}.stages")
     for stage, spec in stage_specs.items():
         k = f"{section}.stages.{stage}"
+        if stage not in order:
+            _fail(where, k, f"stage is not listed in {section}.order")
         _check_keys(spec, ("p", "ops"), where, k)
         _check_prob(spec.get("p", 1.0), where, f"{k}.p")
         if "ops" not in spec:
             _fail(where, k, "missing key 'ops'")
-        _check_group(spec["ops"], (stage,), where, f"{k}.ops")
-    for stage in order:
-        if stage not in stage_specs:
-            _fail(where, f"{section}.order", f"stage {stage!r} has no entry under {section}.stages")
+        _check_group(spec["ops"], allowed, where, f"{k}.ops")
 
 
 def validate_spec(spec: Mapping[str, Any], where: str) -> None:
@@ -266,11 +275,12 @@ def validate_spec(spec: Mapping[str, Any], where: str) -> None:
     m = spec["mask"]
     _check_keys(m, ("regions", "params", "occlusion"), where, "mask")
     _check_weights(m.get("regions", {}), tuple(masklib.REGIONS), where, "mask.regions")
-    schema = masklib.MASK_PARAMS
     params = m.get("params") or {}
-    _check_keys(params, tuple(schema), where, "mask.params")
-    for pname, value in params.items():
-        check_range(schema[pname], value, where, f"mask.params.{pname}")
+    _check_keys(params, tuple(masklib.DEFAULT_RANGES), where, "mask.params")
+    try:  # the mask module owns its ranges' limits: let it judge them
+        masklib.sample_mask_params(np.random.default_rng(0), 100.0, **params)
+    except ValueError as e:
+        _fail(where, "mask.params", str(e))
     occ = m.get("occlusion", {})
     _check_keys(occ, ("p", "estimator"), where, "mask.occlusion")
     _check_prob(occ.get("p", 0.0), where, "mask.occlusion.p")
@@ -405,7 +415,8 @@ def sample_plan(recipe: Recipe, pool, i: int, global_seed: int, size: int = 256,
     use_occ = bool(rng.random() < occ["p"])
     plan["mask"] = {
         "region": region,
-        "params": masklib.sample_mask_params(rng, **m["params"]),
+        # face size in crop pixels: the crop side is crop_scale x the landmark box side
+        "params": masklib.sample_mask_params(rng, size / spec["crop_scale"], **m["params"]),
         "occlusion": occ["estimator"] if use_occ else "none",
     }
     plan["blend"] = _sample_op(spec["blend"]["ops"], rng, "blend", weights)

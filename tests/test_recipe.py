@@ -1,0 +1,134 @@
+"""Recipes: every shipped recipe validates; bad recipes fail naming file, key and problem;
+plans are deterministic, JSON-able, and respect the recipe."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from synth.ops import REGISTRY
+from synth.pool import FacePool
+from synth.recipe import RecipeError, choice_keys, derive_seed, list_recipes, load_recipe, sample_plan
+
+
+def _pool(n=5):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(60, 200, size=(468, 2)).astype(np.float32)
+    lms = np.stack([base + rng.normal(0, 2, size=base.shape).astype(np.float32) for _ in range(n)])
+    keys = [f"face{i}.png" for i in range(n)]
+    return FacePool(keys=keys, landmarks=lms, loader=lambda k: np.zeros((256, 256, 3), np.uint8))
+
+
+def _write(tmp_path, text, name="r.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_recipes_validate():
+    names = list_recipes()
+    for required in ("mixed", "self-blend", "swap", "blend-alpha", "blend-poisson", "blend-pyramid", "blend-wavelet"):
+        assert required in names
+    for name in names:
+        r = load_recipe(name)
+        assert r.name == name and len(r.hash) == 16
+
+
+def test_extends_merges_and_overrides():
+    mixed, swap = load_recipe("mixed"), load_recipe("swap")
+    assert swap.spec["pairing"] == {"swap": 1}
+    assert swap.spec["blend"] == mixed.spec["blend"]  # inherited
+    assert swap.hash != mixed.hash
+    only = load_recipe("blend-poisson")
+    assert list(only.spec["blend"]["ops"]) == ["poisson"]  # op groups are replaced, not merged
+
+
+@pytest.mark.parametrize("text,key,problem", [
+    ("extends: mixed\nblend: {ops: {nosuch: {}}}\n", "blend.ops.nosuch", "unknown op"),
+    ("extends: mixed\nbogus: 1\n", "bogus", "unknown key"),
+    ("extends: mixed\ncolor: {ops: {jpeg: {}}}\n", "color.ops.jpeg", "not allowed here"),
+    ("extends: mixed\nblend: {ops: {pyramid: {params: {levels: [6, 3]}}}}\n", "blend.ops.pyramid.params.levels", "inverted range"),
+    ("extends: mixed\nblend: {ops: {pyramid: {params: {levels: []}}}}\n", "blend.ops.pyramid.params.levels", "empty range"),
+    ("extends: mixed\nblend: {ops: {pyramid: {params: {levels: 'x'}}}}\n", "blend.ops.pyramid.params.levels", "integer"),
+    ("extends: mixed\nblend: {ops: {poisson: {params: {mode: [normal, weird]}}}}\n", "blend.ops.poisson.params.mode", "weird"),
+    ("extends: mixed\npairing: {self: 1, clone: 2}\n", "pairing.clone", "unknown key"),
+    ("extends: mixed\ncolor: {p: 1.5}\n", "color.p", "probability"),
+    ("extends: mixed\nmask: {regions: {}}\n", "mask.regions", "empty"),
+    ("extends: mixed\nmask: {params: {feather: [8, 1]}}\n", "mask.params", "feather"),
+    ("extends: mixed\ncrop_scale: 9\n", "crop_scale", "[1.0, 3.0]"),
+    ("extends: mixed\ndegrade: {order: [blur, warp]}\n", "degrade.order", "warp"),
+    ("extends: nosuchparent\n", "nosuchparent", "unknown recipe"),
+])
+def test_bad_recipes_name_file_key_problem(tmp_path, text, key, problem):
+    path = _write(tmp_path, text)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert key in msg and problem in msg and str(path) in msg
+
+
+def test_yaml_errors_and_unsafe_tags(tmp_path):
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(_write(tmp_path, "a: [1, 2\n"))
+    # safe_load refuses python object tags
+    with pytest.raises(RecipeError):
+        load_recipe(_write(tmp_path, "extends: !!python/object/apply:os.system ['true']\n"))
+    with pytest.raises(RecipeError, match="unknown recipe"):
+        load_recipe("definitely-not-a-recipe")
+
+
+def test_circular_extends(tmp_path):
+    _write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    _write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    with pytest.raises(RecipeError, match="circular"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+def test_plan_is_deterministic_json_and_in_range():
+    recipe, pool = load_recipe("mixed"), _pool()
+    plans = [sample_plan(recipe, pool, i, 7, size=128) for i in range(40)]
+    again = [sample_plan(recipe, pool, i, 7, size=128) for i in range(40)]
+    assert plans == again
+    assert json.loads(json.dumps(plans)) == plans
+    assert plans != [sample_plan(recipe, pool, i, 8, size=128) for i in range(40)]
+    spec = recipe.spec
+    for plan in plans:
+        assert plan["blend"]["op"] in spec["blend"]["ops"]
+        assert plan["mask"]["region"] in spec["mask"]["regions"]
+        for step in plan["source_degrade"] + plan["post"] + plan["perturb"]:
+            op = REGISTRY[step["op"]]
+            assert set(step["params"]) == set(op.params)  # every parameter recorded, defaults too
+            for name, value in step["params"].items():
+                op.params[name].check(value, name)
+        if plan["pairing"] == "swap":
+            assert plan["source"] != plan["target"]
+        else:
+            assert plan["source"] == plan["target"]
+    # each face is a target once per pass over the pool
+    assert sorted(p["target"] for p in plans[:5]) == sorted(pool.keys)
+
+
+def test_sampled_values_stay_in_recipe_ranges():
+    recipe, pool = load_recipe("blend-pyramid"), _pool()
+    levels = {sample_plan(recipe, pool, i, 0)["blend"]["params"]["levels"] for i in range(60)}
+    assert levels <= {3, 4, 5, 6} and len(levels) > 1
+
+
+def test_weights_shift_choices():
+    recipe, pool = load_recipe("mixed"), _pool()
+    count = lambda w: sum(sample_plan(recipe, pool, i, 0, weights=w)["blend"]["op"] == "wavelet" for i in range(300))
+    assert count({"blend=wavelet": 20.0}) > 2 * count(None)
+
+
+def test_choice_keys_and_seed():
+    plan = sample_plan(load_recipe("swap"), _pool(), 3, 0)
+    keys = choice_keys(plan)
+    assert "pairing=swap" in keys and f"blend={plan['blend']['op']}" in keys
+    assert derive_seed(0, 1) != derive_seed(0, 2) and derive_seed(0, 1) == derive_seed(0, 1)
+    assert 0 <= derive_seed(123, 10**9) < 2**53
+
+
+def test_single_face_pool_falls_back_to_self():
+    plan = sample_plan(load_recipe("swap"), _pool(1), 0, 0)
+    assert plan["pairing"] == "self"
