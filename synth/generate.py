@@ -1,0 +1,515 @@
+"""The generation job: sample indices ``[0, n)`` -> plan -> render -> files + manifest.
+
+Work is cut into chunks of consecutive sample indices. A worker process plans, renders
+and writes every sample of its chunk (faces are loaded and cropped once per process, see
+:func:`_worker_state`) and returns the chunk's manifest lines; the parent appends them in
+sample-index order, after the chunk's files are on disk. The manifest is therefore always
+a prefix of the finished run, which is what makes the job resumable: a rerun skips the
+recorded prefix, re-makes the rest (overwriting any files a crash left behind), and ends
+with a manifest byte-identical to an uninterrupted run. Manifest lines hold only
+deterministic content (no timings, no absolute paths); timings go to ``report.json``.
+
+A sample that cannot be made from its input (unreadable source, degenerate mask, ...) is
+recorded as ``"status": "skipped"`` with the reason and never stops the run.
+
+Backends (``backend=``): ``"joblib"`` (loky worker processes on this machine), ``"serial"``
+(in-process; tests, debugging) and ``"dask"`` (a ``distributed`` scheduler at ``scheduler``;
+OUT and the index must be reachable from the workers under the same paths).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from synth import writer
+from synth.index import build_index, load_index
+from synth.io import ImageReadError
+from synth.pool import FacePool
+from synth.recipe import Recipe, load_recipe, sample_plan
+from synth.render import FaceCache, render
+
+__all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE"]
+
+#: Exceptions that mean "this sample's input is bad": recorded as skipped, the run goes on.
+#: ``ImageReadError`` (a source unreadable at generation time) and the ``DegenerateSample``
+#: raised by render are both ``ValueError`` subclasses; ops raise ``ValueError`` on inputs
+#: they cannot handle. Anything else is a bug and stops the run.
+SKIP_ERRORS: tuple[type[BaseException], ...] = (ImageReadError, ValueError)
+
+#: Embedded default source: scikit-image's astronaut (public domain), one face.
+DEFAULT_SOURCE = "skimage:astronaut"
+
+#: Keys of run.json that define the output; the others are informational.
+_DEFINING = ("recipe", "recipe_hash", "seed", "size", "n", "index_hash", "weights")
+
+#: Faces kept decoded and cropped per worker process (a few hundred MB at 256 px at most).
+_FACE_CACHE_ITEMS = 512
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by :func:`generate` after SIGINT once the manifest is consistent."""
+
+
+# ------------------------------------------------------------------------- worker side
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Everything a worker needs to make samples ``[start, stop)``."""
+
+    out: str
+    index_path: str
+    recipe: Recipe
+    seed: int
+    size: int
+    weights: Mapping[str, float] | None
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class _ChunkResult:
+    start: int
+    stop: int
+    lines: list[str]
+    skipped: list[dict]  # {"i", "file", "reason", "reason_kind"}
+
+
+# Deliberate per-process cache: index path -> (pool, face cache), built on first use in
+# each worker process so faces are decoded and cropped once per process, not per chunk.
+_WORKER_STATE: dict[str, tuple[FacePool, FaceCache]] = {}
+_WORKER_LOCK = threading.Lock()  # dask workers may run several threads
+
+
+def _worker_state(index_path: str) -> tuple[FacePool, FaceCache]:
+    with _WORKER_LOCK:
+        state = _WORKER_STATE.get(index_path)
+        if state is None:
+            import cv2
+
+            cv2.setNumThreads(1)  # one worker per core already; OpenCV threads only contend
+            _WORKER_STATE.clear()  # a process serves one run at a time
+            pool = FacePool.from_index(load_index(index_path))
+            state = _WORKER_STATE[index_path] = (pool, FaceCache(pool, max_items=_FACE_CACHE_ITEMS))
+        return state
+
+
+def _relative_message(exc: BaseException, root: str) -> str:
+    """Exception text without the source root, so manifest lines hold no absolute paths."""
+    msg = str(exc)
+    prefix = root.rstrip("/") + "/"
+    return msg.replace(prefix, "") if root else msg
+
+
+def _make_chunk(chunk: _Chunk) -> _ChunkResult:
+    """Worker task: plan, render and write samples ``[chunk.start, chunk.stop)``."""
+    pool, faces = _worker_state(chunk.index_path)
+    lines, skipped = [], []
+    for i in range(chunk.start, chunk.stop):
+        plan = sample_plan(chunk.recipe, pool, i, chunk.seed, chunk.size, chunk.weights)
+        sid = writer.sample_id(i)
+        try:
+            real, fake, mask = render(plan, faces)
+        except SKIP_ERRORS as exc:
+            bad = getattr(exc, "path", None)
+            file = _relative_message(Path(bad), pool.root) if bad else plan["target"]
+            record = {"i": i, "id": sid, "status": "skipped", "reason_kind": type(exc).__name__,
+                      "reason": _relative_message(exc, pool.root), "file": file,
+                      "target_id": plan["target"], "source_id": plan["source"], "plan": plan}
+            skipped.append({k: record[k] for k in ("i", "file", "reason", "reason_kind")})
+            lines.append(writer.dumps_line(record))
+            continue
+        rel = writer.write_sample(chunk.out, i, real, fake, mask)
+        record = {"i": i, "id": sid, "label": 1, **rel, "target_id": plan["target"],
+                  "source_id": plan["source"], "status": "ok", "plan": plan}
+        lines.append(writer.dumps_line(record))
+    return _ChunkResult(chunk.start, chunk.stop, lines, skipped)
+
+
+# ---------------------------------------------------------------------------- backends
+# A backend is a context manager yielding an object with submit(fn, arg) -> future,
+# wait_any(futures, timeout) -> done futures, and abort(futures) (drop in-flight work).
+
+class _SerialBackend:
+    """Runs each task at submission, in this process."""
+
+    slots = 1
+
+    def submit(self, fn, arg) -> Future:
+        fut: Future = Future()
+        fut.set_result(fn(arg))  # a bug raises here, directly, with its traceback
+        return fut
+
+    def wait_any(self, futures, timeout):
+        return [f for f in futures if f.done()]
+
+    def abort(self, futures) -> None:
+        pass
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the parent decides what to do with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _LokyBackend:
+    """joblib's loky process pool (robust to worker crashes, reused across calls)."""
+
+    def __init__(self, workers: int):
+        from joblib.externals.loky import get_reusable_executor
+
+        self.slots = workers
+        threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+        self.executor = get_reusable_executor(max_workers=workers, initializer=_ignore_sigint, env=threads)
+
+    def submit(self, fn, arg):
+        return self.executor.submit(fn, arg)
+
+    def wait_any(self, futures, timeout):
+        return futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED).done
+
+    def abort(self, futures) -> None:
+        for f in futures:
+            f.cancel()
+        self.executor.shutdown(wait=False, kill_workers=True)
+
+
+class _DaskBackend:
+    """A ``distributed`` cluster; tasks are submitted in a bounded window like the others."""
+
+    def __init__(self, client):
+        self.client = client
+        self.slots = max(1, sum(client.nthreads().values()))
+
+    def submit(self, fn, arg):
+        return self.client.submit(fn, arg, pure=False)
+
+    def wait_any(self, futures, timeout):
+        from distributed import wait
+
+        try:
+            return wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            return []
+
+    def abort(self, futures) -> None:
+        self.client.cancel(list(futures))
+
+
+@contextlib.contextmanager
+def _serial(workers, scheduler):
+    yield _SerialBackend()
+
+
+@contextlib.contextmanager
+def _joblib(workers, scheduler):
+    yield _LokyBackend(workers)
+
+
+@contextlib.contextmanager
+def _dask(workers, scheduler):
+    if not scheduler:
+        raise ValueError("backend 'dask' needs scheduler=ADDRESS (e.g. tcp://host:8786)")
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        yield _DaskBackend(client)
+
+
+#: backend name -> context manager factory ``(workers, scheduler) -> backend``.
+BACKENDS: dict[str, Callable] = {"serial": _serial, "joblib": _joblib, "dask": _dask}
+
+
+# ------------------------------------------------------------------------- parent side
+
+class _StopFlag:
+    """SIGINT count: 1 = stop submitting and drain what is in flight, 2 = drop it."""
+
+    def __init__(self):
+        self.level = 0
+
+    def __call__(self, signum, frame):
+        self.level += 1
+        if self.level == 1:
+            print("\ninterrupt: finishing the chunks in flight (Ctrl-C again to drop them)", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigint_handler(flag: _StopFlag):
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, flag)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callable[[_ChunkResult], None],
+                stop: _StopFlag) -> None:
+    """Run ``chunks`` on ``backend``; call ``on_result`` in sample-index order.
+
+    At most ``window`` chunks are in flight or waiting for an earlier one, so memory stays
+    bounded whatever ``n`` is.
+    """
+    window = 2 * backend.slots + 2
+    in_flight: dict[Any, int] = {}
+    done: dict[int, _ChunkResult] = {}
+    next_start = first
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and stop.level == 0 and len(in_flight) + len(done) < window:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                in_flight[backend.submit(_make_chunk, chunk)] = chunk.start
+            if not in_flight:
+                return
+            finished = backend.wait_any(list(in_flight), timeout=0.5)
+            if stop.level >= 2:
+                return
+            for fut in finished:
+                result = fut.result()
+                done[in_flight.pop(fut)] = result
+            while next_start in done:
+                result = done.pop(next_start)
+                on_result(result)
+                next_start = result.stop
+    finally:
+        if in_flight:
+            backend.abort(list(in_flight))
+
+
+def _index_hash(pool: FacePool) -> str:
+    """Identity of the faces a run draws from: keys and landmarks (not file paths or times)."""
+    h = hashlib.sha256()
+    h.update(json.dumps(list(pool.keys)).encode())
+    h.update(np.ascontiguousarray(pool.landmarks, np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _default_source(out: Path) -> Path:
+    """Write the embedded default face (once) under OUT/default-src and return that directory."""
+    src = out / "default-src"
+    path = src / "astronaut.png"
+    if not path.exists():
+        from skimage import data
+
+        from synth.io import write_png_atomic
+
+        src.mkdir(parents=True, exist_ok=True)
+        write_png_atomic(path, data.astronaut())
+    return src
+
+
+def _resolve_index(out: Path, src, index, workers: int, progress: bool) -> tuple[Path, str | None]:
+    """Return (index directory, source description) for the run, building the index if needed."""
+    if index is not None and src is not None:
+        raise ValueError("give either src (a directory of faces, indexed into OUT/index) or index, not both")
+    if index is not None:
+        return Path(index), None
+    source_dir = Path(src) if src is not None else _default_source(out)
+    build_index(source_dir, out / "index", workers=workers, progress=progress)
+    return out / "index", (str(Path(src).resolve()) if src is not None else DEFAULT_SOURCE)
+
+
+def _check_pairing(recipe: Recipe, weights, pool: FacePool, index_path: Path) -> None:
+    pairing = dict(recipe.spec.get("pairing", {"self": 1}))
+    self_weight = float(pairing.get("self", 0)) * float((weights or {}).get("pairing=self", 1.0))
+    if len(pool) < 2 and self_weight <= 0:
+        raise ValueError(f"recipe {recipe.name!r} makes face swaps only, which need at least 2 usable faces, "
+                         f"but index {index_path} has {len(pool)}; index more faces (--src DIR) "
+                         f"or use a recipe with self-blends")
+
+
+def _check_run_json(out: Path, definition: dict) -> None:
+    """Write OUT/run.json, or refuse if it defines a different run."""
+    path = out / "run.json"
+    if not path.exists():
+        writer.write_json_atomic(path, definition)
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt ({e}); remove it only if OUT holds no samples") from None
+    for key in _DEFINING:
+        if previous.get(key) != definition.get(key):
+            raise ValueError(f"{out} holds a different run: {key} was {previous.get(key)!r}, now "
+                             f"{definition.get(key)!r} (see {path}); use another --out or the same arguments")
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Refuse a second generate process on the same OUT (two writers would corrupt the manifest)."""
+    with open(out / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out} is being written by another generate process") from None
+        yield
+
+
+def _versions() -> dict:
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    import cv2
+
+    from synth import __version__
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "cv2": cv2.__version__,
+            "mediapipe": version("mediapipe"), "synth": __version__}
+
+
+def _normalise_weights(weights) -> dict | None:
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights: expected a mapping of choice key -> multiplier, got {type(weights).__name__}")
+    out = {}
+    for key, value in sorted(weights.items()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"weights[{key!r}]: expected a finite number >= 0, got {value!r}")
+        out[str(key)] = float(value)
+    return out
+
+
+def _chunk_size(remaining: int, slots: int) -> int:
+    # Small enough that every worker gets several chunks (and a resumed run loses little),
+    # large enough that task overhead stays negligible.
+    return max(1, min(128, math.ceil(remaining / (4 * slots))))
+
+
+def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, size: int = 256, seed: int = 0,
+             workers: int = 2, weights: Mapping[str, float] | None = None, backend: str = "joblib",
+             scheduler: str | None = None, progress: bool = True) -> dict:
+    """Generate samples ``[0, n)`` of ``recipe`` into ``out``; resume if ``out`` holds part of this run.
+
+    Faces come from ``index`` (a ``synth index`` directory), or ``src`` (a directory of
+    images, indexed into ``out/index`` first, resumably), or, with neither, the embedded
+    default face (scikit-image's astronaut: a single face, so self-blends only).
+    ``weights`` multiplies the recipe's choice probabilities by choice key
+    (:func:`synth.recipe.choice_keys`). ``backend``: ``"joblib"`` (``workers`` processes),
+    ``"serial"`` or ``"dask"`` (``scheduler`` address).
+
+    Writes ``out/real|fake|mask/SSS/IIIIII.png``, ``out/manifest.jsonl``, ``out/run.json`` and
+    ``out/report.json`` and returns the report dict. Raises ``ValueError`` when ``out`` holds a
+    different run (naming the differing key) or an argument is invalid, and
+    :class:`Interrupted` after SIGINT (the manifest stays consistent; rerun to continue).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: unknown {backend!r}; known: {', '.join(BACKENDS)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n: expected an integer >= 0, got {n!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
+        raise ValueError(f"size: expected an integer >= 32, got {size!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    n, size, seed, workers = int(n), int(size), int(seed), int(workers)
+    weights = _normalise_weights(weights)
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(out):
+        return _generate_locked(out, n, rec, src, index, size, seed, workers, weights, backend, scheduler, progress)
+
+
+def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed: int, workers: int,
+                     weights, backend: str, scheduler, progress: bool) -> dict:
+    t0 = time.perf_counter()
+    index_path, source = _resolve_index(out, src, index, workers, progress)
+    pool = FacePool.from_index(load_index(index_path))
+    _check_pairing(rec, weights, pool, index_path)
+    try:  # inside OUT: store it relative, so OUT can be moved as a whole
+        index_str = index_path.resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        index_str = str(index_path.resolve())
+    definition = {"recipe": rec.name, "recipe_hash": rec.hash, "recipe_path": rec.path, "seed": seed, "size": size,
+                  "n": n, "index": index_str, "index_hash": _index_hash(pool), "src": source, "weights": weights}
+    _check_run_json(out, json.loads(json.dumps(definition)))
+    t_gen = time.perf_counter()
+
+    manifest_path = out / "manifest.jsonl"
+    state = writer.scan_manifest(manifest_path)
+    if state.next_i > n:
+        raise ValueError(f"{manifest_path}: holds {state.next_i} samples but n={n}")
+    report_path = out / "report.json"
+    if state.next_i == n and report_path.exists():
+        print(f"{out}: all {n} samples done; nothing to do")
+        return json.loads(report_path.read_text())
+
+    first = state.next_i
+    resolved_index = str(index_path.resolve())
+    abs_out = str(out.resolve())
+    stop = _StopFlag()
+    bar = None
+    if progress and first < n:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, initial=first, unit="sample", desc="generate", smoothing=0.05)
+
+    with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
+        csize = _chunk_size(n - first, be.slots)
+        chunks = (_Chunk(abs_out, resolved_index, rec, seed, size, weights, s, min(s + csize, n))
+                  for s in range(first, n, csize))
+
+        def on_result(result: _ChunkResult) -> None:
+            writer.append_lines(manifest, result.lines)
+            for record in result.skipped:
+                state.n_skipped += 1
+                state.skipped.append({k: record[k] for k in ("i", "file", "reason")})
+                state.reasons[record["reason_kind"]] = state.reasons.get(record["reason_kind"], 0) + 1
+            state.n_ok += (result.stop - result.start) - len(result.skipped)
+            state.next_i = result.stop
+            if bar is not None:
+                bar.update(result.stop - result.start)
+
+        _run_chunks(be, chunks, first, on_result, stop)
+    if bar is not None:
+        bar.close()
+
+    now = time.perf_counter()
+    wall, gen_wall = now - t0, now - t_gen
+    made = state.next_i - first
+    complete = state.next_i == n
+    report = {
+        "n_requested": n, "n_done": state.next_i, "complete": complete, "n_ok": state.n_ok,
+        "n_skipped": state.n_skipped, "skip_reasons": dict(sorted(state.reasons.items())),
+        "skipped": state.skipped, "n_made_this_run": made, "wall_s": round(wall, 3),
+        "rate_per_s": round(made / gen_wall, 3) if made else None,
+        "backend": backend, "workers": workers if backend == "joblib" else None,
+        "versions": _versions(), "recipe": rec.name, "recipe_hash": rec.hash, "seed": seed, "size": size,
+        "index": index_str, "index_hash": definition["index_hash"], "src": source, "weights": weights,
+    }
+    writer.write_json_atomic(report_path, report)
+    if not complete:
+        msg = f"interrupted: {state.next_i} done, rerun the same command to continue"
+        print(msg, file=sys.stderr)
+        raise Interrupted(msg)
+    writer.sweep_tmp(out)
+    if progress:
+        print(f"generated {made} samples in {gen_wall:.1f} s ({report['rate_per_s']}/s); {n} total: "
+              f"{state.n_ok} ok, {state.n_skipped} skipped" + (f" {report['skip_reasons']}" if state.n_skipped else ""))
+    return report
