@@ -126,26 +126,14 @@ def find_faces(image: np.ndarray, crop_scale: float = 1.3, size: int = 256,
     from synth.face import crop_face, get_detector
 
     check_image(image)
-    h, w = image.shape[:2]
     mesh = get_detector()
     found = []  # (landmarks in image coordinates, landmark box)
     boxes = _face_boxes(image, min_confidence)
-    regions = []
-    for x0, y0, x1, y1 in boxes:
-        half = max(x1 - x0, y1 - y0)  # region side = 2 x box side
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        regions.append((max(0, int(cx - half)), max(0, int(cy - half)),
-                        min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))))
-    if not boxes:
-        regions.append((0, 0, w, h))
-    for rx0, ry0, rx1, ry1 in regions:
-        if rx1 - rx0 < 8 or ry1 - ry0 < 8:
+    for box in boxes or [None]:
+        lms = _landmarks_in(mesh, image, box)
+        if lms is None:
             continue
-        res = mesh.detect(np.ascontiguousarray(image[ry0:ry1, rx0:rx1]))
-        if res is None:
-            continue
-        lms = np.asarray(res.landmarks, dtype=np.float64) + (rx0, ry0)
-        lbox = (*lms.min(axis=0), *lms.max(axis=0))
+        lbox = tuple(float(v) for v in (*lms.min(axis=0), *lms.max(axis=0)))
         # Two detector boxes on one face give the same landmarks: keep one.
         if any(_iou(lbox, other) > 0.5 for _, other in found):
             continue
@@ -154,8 +142,37 @@ def find_faces(image: np.ndarray, crop_scale: float = 1.3, size: int = 256,
     faces = []
     for lms, lbox in found:
         crop, _, matrix = crop_face(image, lms, scale=crop_scale, size=size)
-        faces.append(FaceCrop(box=tuple(float(v) for v in lbox), crop=crop, matrix=np.asarray(matrix)))
+        faces.append(FaceCrop(box=lbox, crop=crop, matrix=np.asarray(matrix)))
     return faces
+
+
+def _landmarks_in(mesh, image: np.ndarray, box) -> np.ndarray | None:
+    """Landmarks (468, 2) of the face in detector ``box`` (None: whole image), or None.
+
+    The mesh returns the largest face of what it is given, so it gets a region twice
+    the box; when that lands on a bigger neighbour (its centre outside ``box``) the
+    search is repeated on a region 1.25 x the box.
+    """
+    h, w = image.shape[:2]
+    if box is None:
+        res = mesh.detect(image)
+        return None if res is None else np.asarray(res.landmarks, dtype=np.float64)
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    for factor in (2.0, 1.25):
+        half = factor * max(x1 - x0, y1 - y0) / 2
+        rx0, ry0 = max(0, int(cx - half)), max(0, int(cy - half))
+        rx1, ry1 = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+        if rx1 - rx0 < 8 or ry1 - ry0 < 8:
+            return None
+        res = mesh.detect(np.ascontiguousarray(image[ry0:ry1, rx0:rx1]))
+        if res is None:
+            continue
+        lms = np.asarray(res.landmarks, dtype=np.float64) + (rx0, ry0)
+        mx, my = (lms.min(axis=0) + lms.max(axis=0)) / 2
+        if x0 <= mx <= x1 and y0 <= my <= y1:
+            return lms
+    return None
 
 
 # ----------------------------------------------------------------------------- video frames
@@ -265,12 +282,11 @@ class Predictor:
             from detector.checkpoint import load_checkpoint
 
             path = Path(model)
-            if not path.is_file():
-                raise FileNotFoundError(f"checkpoint {path}: no such file")
             try:
                 model, self.meta = load_checkpoint(path)
             except _CHECKPOINT_ERRORS as exc:
-                raise ValueError(f"checkpoint {path}: cannot load ({exc})") from exc
+                msg = str(exc)  # load_checkpoint names the file; errors from deeper down may not
+                raise ValueError(msg if str(path) in msg else f"{path}: cannot load checkpoint ({msg})") from exc
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"model: expected a checkpoint path or torch.nn.Module, got {type(model).__name__}")
         norm = getattr(model, "input_norm", None)

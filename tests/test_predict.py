@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import types
 
 import cv2
 import numpy as np
@@ -12,104 +10,34 @@ import pytest
 import skimage.data
 import torch
 
+from detector import predict as P
+from detector.checkpoint import load_checkpoint, save_checkpoint
+from detector.models import create_model
+
 torch.set_num_threads(1)
 
-SIZE = 64
-
-# --------------------------------------------------------------------------- stand-ins
-# TEMPORARY: synth.face and detector.checkpoint are being written concurrently; until
-# they land, small stand-ins with the agreed contracts are installed here.
-try:
-    import synth.face  # noqa: F401
-except ImportError:
-    import functools
-
-    import mediapipe as mp
-
-    class _Result:
-        def __init__(self, lms):
-            self.landmarks, self.n_faces = lms, 1
-            self.box = (*lms.min(0), *lms.max(0))
-
-    class _Mesh:
-        def __init__(self):
-            self.m = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1)
-
-        def detect(self, image):
-            r = self.m.process(image)
-            if not r.multi_face_landmarks:
-                return None
-            h, w = image.shape[:2]
-            return _Result(np.array([(p.x * w, p.y * h) for p in r.multi_face_landmarks[0].landmark[:468]]))
-
-    def _crop_face(image, landmarks, scale=1.3, size=256):
-        lo, hi = landmarks.min(0), landmarks.max(0)
-        c, side = (lo + hi) / 2, (hi - lo).max() * scale
-        s = size / side
-        m = np.array([[s, 0, size / 2 - s * c[0]], [0, s, size / 2 - s * c[1]]])
-        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
-        return crop, landmarks * s + m[:, 2], m
-
-    _face = types.ModuleType("synth.face")
-    _face.get_detector = functools.lru_cache(None)(_Mesh)
-    _face.crop_face = _crop_face
-    sys.modules["synth.face"] = _face
-
-try:
-    from detector.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
-    from detector.models import create_model
-
-    def make_model():
-        torch.manual_seed(0)
-        return create_model("timm_classifier", backbone="resnet10t")
-
-    def write_checkpoint(model, path):
-        save_checkpoint(path, model)
-except ImportError:
-    class _Tiny(torch.nn.Module):
-        input_norm = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
-            self.head = torch.nn.Linear(4, 1)
-            self.mask = torch.nn.Conv2d(4, 1, 1)
-
-        def forward(self, x):
-            f = torch.relu(self.conv(x))
-            return {"logit": self.head(f.mean((2, 3)))[:, 0], "mask": self.mask(f), "sim": None}
-
-    def make_model():
-        torch.manual_seed(0)
-        return _Tiny()
-
-    def write_checkpoint(model, path):
-        torch.save({"state_dict": model.state_dict()}, path)
-
-    def _load(path):
-        m = _Tiny()
-        m.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
-        return m, {}
-
-    _ckpt = types.ModuleType("detector.checkpoint")
-    _ckpt.load_checkpoint = _load
-    sys.modules["detector.checkpoint"] = _ckpt
-
-from detector import predict as P  # noqa: E402
+SIZE = 64  # face crop side: small to keep the tests fast
 
 
 # --------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def model():
-    return make_model().eval()
+    torch.manual_seed(0)
+    return create_model("timm_classifier", backbone="resnet10t").eval()
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, model):
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    write_checkpoint(model, path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", model)
+
+
+@pytest.fixture(scope="module")
+def mask_ckpt(tmp_path_factory):
+    """A tiny untrained model with a mask head."""
+    torch.manual_seed(0)
+    model = create_model("wavelet_dual_branch", levels=2, width=8, bilinear_dim=4, decoder_dim=8)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_mask.pt", model)
 
 
 @pytest.fixture(scope="module")
@@ -220,17 +148,24 @@ def test_nothing_scored_is_an_error(capsys, tmp_path, ckpt):
     assert code == 2 and "no image or video found" in err and out == ""
 
 
-def test_masks_out(capsys, tmp_path, ckpt, face_png, model):
-    if model(torch.zeros(1, 3, SIZE, SIZE))["mask"] is None:
-        pytest.skip("model without mask head")
+def test_masks_out(capsys, tmp_path, mask_ckpt, face_png, face):
     out_dir = tmp_path / "masks"
-    code, recs, _ = run_json(capsys, "--ckpt", ckpt, "--size", SIZE, "--threshold", 1.0,
+    code, recs, _ = run_json(capsys, "--ckpt", mask_ckpt, "--size", SIZE, "--threshold", 1.0,
                              "--masks-out", out_dir, face_png, face_png)
     assert code == 0
     paths = [r["masks"][0] for r in recs]
     assert paths == [str(out_dir / "astronaut_face0_mask.png"), str(out_dir / "astronaut_face0_mask_2.png")]
     mask = cv2.imread(paths[0], cv2.IMREAD_UNCHANGED)
     assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
+    # Reference: sigmoid of the model's mask logits on the normalised crop, in 0..255.
+    model, _ = load_checkpoint(mask_ckpt)
+    (crop,) = [f.crop for f in P.Predictor(model, size=SIZE).faces(face)]
+    mean = torch.tensor(model.input_norm["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.input_norm["std"]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255 - mean) / std
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x)["mask"])[0, 0].numpy() * 255
+    assert np.abs(mask.astype(float) - ref).max() <= 0.5 + 1e-3
 
 
 # --------------------------------------------------------------------------- videos
