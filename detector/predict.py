@@ -70,6 +70,12 @@ def check_fraction(value: float, name: str) -> float:
     return float(value)
 
 
+def check_batch_size(batch_size: int) -> int:
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {batch_size}")
+    return int(batch_size)
+
+
 def check_frames(frames: int) -> int:
     if int(frames) != frames or frames < 1:
         raise ValueError(f"frames: must be a positive integer, got {frames}")
@@ -91,6 +97,7 @@ class FaceCrop:
 @functools.lru_cache(maxsize=None)
 def _box_detector(min_confidence: float):
     """Per-process mediapipe full-range face detector (bundled in the wheel, no download)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
     import mediapipe as mp
 
     return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
@@ -240,6 +247,19 @@ def sample_video_frames(path, frames: int = 16) -> list[tuple[int, np.ndarray]]:
 
 # ----------------------------------------------------------------------------- predictor
 
+def _device(device) -> torch.device:
+    """torch device from a name; "auto" picks CUDA when available."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+    return dev
+
+
 class Predictor:
     """Face-forgery scores for images and videos.
 
@@ -271,12 +291,8 @@ class Predictor:
         self.threshold = check_fraction(threshold, "threshold")
         self.video_threshold = check_fraction(video_threshold, "video_threshold")
         self.min_face_confidence = check_fraction(min_face_confidence, "min_face_confidence")
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.batch_size = check_batch_size(batch_size)
+        self.device = _device(device)
         self.meta = {}
         if isinstance(model, (str, os.PathLike)):
             from detector.checkpoint import load_checkpoint
@@ -426,7 +442,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--masks-out", type=Path, default=None, metavar="DIR",
                         help="write each face's predicted forgery mask (PNG on the face crop, 255 = forged) here")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, help="faces per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=_int_checked(check_batch_size), default=32,
+                        help="faces per forward pass (default 32)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
     return parser
 
@@ -529,6 +546,7 @@ def format_table(records: list[dict]) -> str:
         rows.append((r["path"], r["kind"], faces, _fmt_prob(r["prob"]), verdict, note))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + ("  " + row[5] if row[5] else "") for row in rows]
+    lines = [line.rstrip() for line in lines]
     counts = {}
     for r in records:
         key = r["verdict"] if r["status"] == "ok" else r["status"]

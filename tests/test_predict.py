@@ -237,6 +237,7 @@ def test_bad_checkpoint_names_the_file(capsys, tmp_path, face_png):
     (["--size", "100"], "multiple of 32"),
     (["--threshold", "1.5"], "threshold"),
     (["--frames", "0"], "frames"),
+    (["--batch-size", "0"], "batch_size"),
 ])
 def test_bad_arguments(capsys, face_png, args, msg):
     with pytest.raises(SystemExit) as exc:
@@ -249,6 +250,10 @@ def test_predictor_validates(model):
         P.Predictor(model, crop_scale=1.0)
     with pytest.raises(ValueError, match="size"):
         P.Predictor(model, size=50)
+    with pytest.raises(ValueError, match="device"):
+        P.Predictor(model, device="nonsense")
+    with pytest.raises(ValueError, match="model"):
+        P.Predictor(object())
     with pytest.raises(ValueError, match="image"):
         P.Predictor(model, size=SIZE).predict_image(np.zeros((64, 64), np.uint8))
 
