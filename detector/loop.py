@@ -1,0 +1,461 @@
+"""The augment-until loop: train ► validate ► evaluate ► stop? ► reweight recipe ► generate more.
+
+Round r (directory ``RUN/round-XX``):
+
+1. train ``epochs_per_round`` epochs on the current pool (identity-disjoint train/val split of all
+   pool directories; the best epoch is picked by validation AUC, never by the evaluation set);
+2. evaluate the best weights on the evaluation set (overall, per generator);
+3. append to ``RUN/metrics.jsonl``; write ``checkpoint.pt``, ``roc.png``, ``loss.png``,
+   ``weights.json``, ``eval_scores.csv``;
+4. stop when the condition holds; otherwise measure, per plan choice key, how many validation
+   fakes the model misses, turn that into recipe weights and generate ``regen_n`` new samples
+   into ``RUN/pool/round-(r+1)`` (``synth.generate.generate``, seed = base seed + round),
+   add them to the pool and continue from the current weights.
+
+``RUN/state.json`` (written atomically after every step) lets ``resume=True`` pick up an
+interrupted run: completed rounds are kept, an interrupted round resumes from its ``last.pt``,
+an interrupted generation resumes (generate is itself resumable).
+
+Reweighting formula (recorded in every ``weights.json``): with ``miss_k`` the share of
+validation fakes carrying choice key k that score below the decision threshold (the validation
+EER threshold) and ``mean_miss`` the share over all validation fakes,
+``w_k = clip((miss_k + eps) / (mean_miss + eps), lo, hi)``; keys seen on fewer than
+``min_count`` validation fakes keep weight 1.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from detector.data import (FaceDataset, Sample, group_identities, identity_split, read_dataset, read_datasets,
+                           split_by_identities)
+from detector.metrics import METRIC_NAMES
+
+STATE = "state.json"
+METRICS_LOG = "metrics.jsonl"
+OPS = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+# which way is better for each metric: a condition must ask for the good direction
+HIGHER_IS_BETTER = {name: name != "eer" for name in METRIC_NAMES}
+
+# ------------------------------------------------------------------------------------ condition
+
+_CLAUSE = re.compile(r"^(?P<metric>[A-Za-z@.0-9_]+)(?:\[(?P<gen>[^\]\s]+)\])?(?P<op>>=|<=|>|<)(?P<value>.+)$")
+
+
+def parse_condition(text: str) -> list[tuple[str, str, float]]:
+    """Parse ``"auc>0.8 and eer<0.2 and auc[dfl_swap]>=0.7"`` into ``[(metric, op, value), ...]``.
+
+    Metrics: ``auc``, ``ap``, ``tpr@fpr0.1``, ``tpr@fpr0.01`` (with ``>``/``>=``) and ``eer``
+    (with ``<``/``<=``); ``metric[generator]`` reads the per-generator metrics. Clauses are joined
+    by ``and``. Errors are ``ValueError`` naming the bad token.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("condition: empty; expected e.g. 'auc>0.8' or 'auc>0.8 and eer<0.2'")
+    clauses = re.split(r"\s+and\s+", text.strip(), flags=re.IGNORECASE)
+    out = []
+    for clause in clauses:
+        token = clause.strip()
+        m = _CLAUSE.match(token.replace(" ", ""))
+        if not m:
+            raise ValueError(f"condition: cannot parse {token!r} in {text!r}; expected <metric><op><number> "
+                             f"with op one of > >= < <=, clauses joined by 'and'")
+        metric, gen, op, value = m["metric"].lower(), m["gen"], m["op"], m["value"]
+        if metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"condition: unknown metric {m['metric']!r} in {text!r}; known: {', '.join(METRIC_NAMES)}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"condition: {value!r} in {token!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"condition: {value!r} in {token!r} is not a finite number")
+        if HIGHER_IS_BETTER[metric] != op.startswith(">"):
+            want = "> or >=" if HIGHER_IS_BETTER[metric] else "< or <="
+            raise ValueError(f"condition: {token!r} asks for a worse {metric}; use {want} with {metric}")
+        out.append((f"{metric}[{gen}]" if gen else metric, op, number))
+    return out
+
+
+def _metric_value(metrics: Mapping, metric: str) -> float:
+    name, _, gen = metric.partition("[")
+    src = metrics
+    if gen:
+        gen = gen.rstrip("]")
+        per = metrics.get("per_generator") or {}
+        if gen not in per:
+            raise ValueError(f"condition: no generator {gen!r} in the evaluation metrics (have {sorted(per)})")
+        src = per[gen]
+    return float(src.get(name, math.nan))
+
+
+def condition_holds(cond: Sequence[tuple[str, str, float]], metrics: Mapping) -> bool:
+    """True when every clause holds; a NaN metric never holds. Unknown generator -> ValueError."""
+    return all(OPS[op](_metric_value(metrics, metric), float(value)) for metric, op, value in cond)
+
+
+def format_condition(cond: Sequence[tuple[str, str, float]]) -> str:
+    return " and ".join(f"{m}{op}{v:g}" for m, op, v in cond)
+
+
+# ------------------------------------------------------------------------------------ reweighting
+
+def miss_rate_weights(keys: Sequence[Sequence[str]], scores: Sequence[float], threshold: float, eps: float = 0.05,
+                      clip: tuple[float, float] = (0.5, 3.0), min_count: int = 5) -> dict:
+    """Recipe weights from the miss rates of validation fakes per plan choice key.
+
+    ``keys[j]``: choice keys of fake j; ``scores[j]``: its fake score (NaN = unscored, ignored);
+    a fake is missed when ``score < threshold``. Returns a JSON-able record: ``weights``
+    (key -> multiplier for ``synth.generate``), per-key ``n``/``missed``/``miss``/``weight``,
+    ``overall_miss``, the formula and its constants.
+    """
+    lo, hi = clip
+    rec = {"formula": "w_k = clip((miss_k + eps) / (mean_miss + eps), lo, hi); n_k < min_count -> 1",
+           "eps": eps, "clip": [lo, hi], "min_count": min_count, "threshold": float(threshold),
+           "n_fakes": 0, "overall_miss": math.nan, "keys": {}, "weights": {}}
+    s = np.asarray(scores, dtype=np.float64)
+    ok = np.isfinite(s)
+    if not math.isfinite(threshold) or not ok.any():
+        rec["note"] = "no usable validation threshold or scores: weights left at 1"
+        return rec
+    missed = s < threshold
+    mean_miss = float(missed[ok].mean())
+    rec.update(n_fakes=int(ok.sum()), overall_miss=mean_miss)
+    per: dict[str, list[int]] = {}
+    for j in np.flatnonzero(ok):
+        for k in dict.fromkeys(keys[j]):
+            per.setdefault(k, []).append(int(missed[j]))
+    for k in sorted(per):
+        n, m = len(per[k]), sum(per[k])
+        miss = m / n
+        w = float(np.clip((miss + eps) / (mean_miss + eps), lo, hi)) if n >= min_count else 1.0
+        rec["keys"][k] = {"n": n, "missed": m, "miss": miss, "weight": w}
+        rec["weights"][k] = w
+    return rec
+
+
+# ------------------------------------------------------------------------------------ config
+
+@dataclass
+class LoopConfig:
+    """Everything that defines a run (stored in ``RUN/state.json``)."""
+
+    data_dirs: list[str]
+    eval_dir: str
+    out_dir: str
+    model_name: str = "freq_attention"
+    model_kwargs: dict = field(default_factory=dict)
+    condition: str = "auc>0.8"
+    max_rounds: int = 5
+    regen_n: int = 2000
+    epochs_per_round: int = 3
+    recipe: str = "mixed"
+    src: str | None = None
+    index: str | None = None
+    regen_size: int | None = None
+    mode: str = "patch"
+    patch: int = 128
+    size: int = 256
+    batch_size: int = 32
+    workers: int = 2
+    gen_workers: int = 2
+    lr: float = 3e-4
+    seed: int = 0
+    val_fraction: float = 0.1
+    max_steps_per_epoch: int | None = None
+    device: str = "cpu"
+    loss_kwargs: dict = field(default_factory=dict)
+    weight_eps: float = 0.05
+    weight_clip: tuple[float, float] = (0.5, 3.0)
+    weight_min_count: int = 5
+
+
+# settings a resumed run may change; everything else must match the stored run
+RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device"}
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _normalised(cfg: LoopConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def _check_resume(stored: Mapping, new: Mapping, path: Path) -> None:
+    for key in new:
+        if key in RESUME_MUTABLE or key not in stored:
+            continue
+        if stored[key] != new[key]:
+            raise ValueError(f"{path}: cannot resume with {key}={new[key]!r}; the run was started with "
+                             f"{key}={stored[key]!r} (only {', '.join(sorted(RESUME_MUTABLE))} may change)")
+
+
+def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
+    """Face source for regeneration: --index, else --src (reusing an index a previous round built),
+    else the index recorded in a data directory's run.json."""
+    if cfg.index:
+        return {"index": cfg.index}
+    if cfg.src:
+        for d in pool[len(cfg.data_dirs):]:
+            if (Path(d) / "index").is_dir():
+                return {"index": str(Path(d) / "index")}
+        return {"src": cfg.src}
+    for d in cfg.data_dirs:
+        run = Path(d) / "run.json"
+        if run.is_file():
+            idx = json.loads(run.read_text()).get("index")
+            if idx:
+                p = Path(idx) if Path(idx).is_absolute() else Path(d) / idx
+                return {"index": str(p)}
+    raise ValueError("regeneration needs faces: pass --index PATH or --src DIR (none found in the data "
+                     f"directories' run.json: {', '.join(cfg.data_dirs)})")
+
+
+def _regen_size(cfg: LoopConfig) -> int:
+    if cfg.regen_size:
+        return cfg.regen_size
+    for d in cfg.data_dirs:
+        run = Path(d) / "run.json"
+        if run.is_file() and json.loads(run.read_text()).get("size"):
+            return int(json.loads(run.read_text())["size"])
+    return 256
+
+
+def _default_generate(**kwargs):
+    from synth.generate import generate
+
+    return generate(**kwargs)
+
+
+# ------------------------------------------------------------------------------------ reporting
+
+def _fmt(x) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def rounds_table(rounds: Sequence[Mapping]) -> str:
+    """Markdown table of completed rounds (eval metrics overall and per generator)."""
+    gens = sorted({g for r in rounds for g in (r["eval"].get("per_generator") or {})})
+    head = ["round", "pool", "train", "val", "best epoch", "val AUC", "eval AUC", "eval AP", "eval EER"] + \
+           [f"{g} AUC" for g in gens] + ["condition", "wall s"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rounds:
+        per = r["eval"].get("per_generator") or {}
+        cells = [str(r["round"]), str(len(r["pool"])), str(r["n_train"]), str(r["n_val"]), str(r["best_epoch"] + 1),
+                 _fmt(r["val"].get("auc")), _fmt(r["eval"].get("auc")), _fmt(r["eval"].get("ap")),
+                 _fmt(r["eval"].get("eer"))] + [_fmt(per.get(g, {}).get("auc")) for g in gens] + \
+                ["met" if r["condition_met"] else "not met", f"{r['wall_s']:.0f}"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _write_eval_scores(path: Path, samples: Sequence[Sample], scores: np.ndarray) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "generator", "score"])
+        for s, sc in zip(samples, scores):
+            w.writerow([s.path, s.label, s.meta.get("generator", ""), "" if not np.isfinite(sc) else f"{sc:.6f}"])
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+class _Logger:
+    def __init__(self, path: Path, log: Callable[[str], None]):
+        self.path, self.log = path, log
+
+    def __call__(self, msg: str) -> None:
+        self.log(msg)
+        with self.path.open("a") as fh:
+            fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+
+def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+             resume: bool = False, generate_fn: Callable | None = None, log: Callable[[str], None] = print,
+             progress: bool = True, **settings) -> dict:
+    """Run (or resume) the augment-until loop; see the module docstring.
+
+    ``settings`` are the :class:`LoopConfig` fields (model_name, model_kwargs, condition,
+    max_rounds, regen_n, epochs_per_round, recipe, src, index, mode, patch, ...).
+    ``generate_fn(out=, n=, recipe=, index= | src=, size=, seed=, workers=, weights=, progress=)``
+    defaults to ``synth.generate.generate``.
+
+    Returns ``{"status": "condition_met" | "max_rounds", "condition_met": bool, "rounds": [...],
+    "table": markdown, "out_dir": str}``. Bad settings or a conflicting resume -> ValueError.
+    """
+    known = {f.name for f in fields(LoopConfig)}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"run_loop: unknown setting(s) {sorted(unknown)}")
+    cfg = LoopConfig(data_dirs=[str(d) for d in data_dirs], eval_dir=str(eval_dir), out_dir=str(out_dir), **settings)
+    cond = parse_condition(cfg.condition)
+    if cfg.max_rounds < 1 or cfg.epochs_per_round < 1 or cfg.regen_n < 1:
+        raise ValueError("max_rounds, epochs_per_round and regen_n must be >= 1")
+    generate_fn = generate_fn or _default_generate
+    out = Path(out_dir)
+    state_path = out / STATE
+    new_cfg = _normalised(cfg)
+    if resume:
+        if not state_path.is_file():
+            raise ValueError(f"{state_path}: nothing to resume (no state.json)")
+        state = json.loads(state_path.read_text())
+        _check_resume(state["config"], new_cfg, state_path)
+        state["config"].update({k: new_cfg[k] for k in RESUME_MUTABLE})
+    else:
+        if state_path.exists():
+            raise ValueError(f"{out}: already holds a run (state.json); pass --resume or choose another --out")
+        if not cfg.data_dirs:
+            raise ValueError("data_dirs: need at least one training data directory")
+        state = {"config": new_cfg, "pool": list(cfg.data_dirs), "rounds": [], "val_identities": None,
+                 "pending_regen": None, "status": "running"}
+    out.mkdir(parents=True, exist_ok=True)
+    say = _Logger(out / "loop.log", log)
+
+    def save_state():
+        _write_json_atomic(state_path, state)
+
+    if state["status"] == "max_rounds" and cfg.max_rounds > len(state["rounds"]):
+        # a finished run resumed with a larger --max-rounds: regenerate from the last round's weights
+        last = state["rounds"][-1]
+        state["status"] = "running"
+        state["pending_regen"] = {"dir": str(out / "pool" / f"round-{last['round'] + 1:02d}"),
+                                  "seed": cfg.seed + last["round"] + 1, "weights": last["weights"]}
+    if state["status"] != "running":
+        say(f"run already finished ({state['status']}) after {len(state['rounds'])} round(s)")
+        return _summary(state, out)
+    if cfg.max_rounds > 1:
+        _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
+    save_state()
+
+    from detector.checkpoint import load_checkpoint, save_checkpoint
+    from detector.losses import DetectorLoss
+    from detector.models import create_model
+    from detector.plots import plot_losses, plot_roc, plot_rounds
+    from detector.train import evaluate, train_round
+
+    if state["rounds"]:
+        model, _ = load_checkpoint(Path(state["rounds"][-1]["checkpoint"]), map_location=cfg.device)
+        model.train()
+        say(f"resuming after round {len(state['rounds'])} from {state['rounds'][-1]['checkpoint']}")
+    else:
+        model = create_model(cfg.model_name, **cfg.model_kwargs)
+    loss_fn = DetectorLoss(**cfg.loss_kwargs)
+    eval_samples = read_dataset(cfg.eval_dir)
+    eval_ds = FaceDataset(eval_samples, mode="full", norm=model.input_norm)
+    say(f"condition: {format_condition(cond)}; eval set {cfg.eval_dir}: {len(eval_samples)} images")
+
+    def regenerate():
+        pend = state["pending_regen"]
+        say(f"generating {cfg.regen_n} samples into {pend['dir']} (seed {pend['seed']}, weights {pend['weights']})")
+        generate_fn(out=pend["dir"], n=cfg.regen_n, recipe=cfg.recipe, size=_regen_size(cfg), seed=pend["seed"],
+                    workers=cfg.gen_workers, weights=pend["weights"] or None, progress=progress,
+                    **_regen_source(cfg, state["pool"]))
+        state["pool"].append(pend["dir"])
+        state["pending_regen"] = None
+        save_state()
+
+    if state["pending_regen"]:
+        regenerate()
+
+    while len(state["rounds"]) < cfg.max_rounds:
+        r = len(state["rounds"]) + 1
+        t0 = time.time()
+        rdir = out / f"round-{r:02d}"
+        pool = read_datasets(state["pool"])
+        if state["val_identities"] is None:
+            train, val = identity_split(pool, cfg.val_fraction, cfg.seed)
+            state["val_identities"] = sorted(group_identities(val))
+            dropped = len(pool) - len(train) - len(val)
+            save_state()
+        else:
+            train, val, dropped = split_by_identities(pool, set(state["val_identities"]))
+        say(f"round {r}/{cfg.max_rounds}: pool {len(pool)} images from {len(state['pool'])} dir(s); "
+            f"train {len(train)}, val {len(val)}, dropped {dropped} (identity overlap)")
+        train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
+                               seed=cfg.seed + 1000 * r)
+        val_ds = FaceDataset(val, "full", norm=model.input_norm)
+        res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr, cfg.batch_size, cfg.workers,
+                          loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
+                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt",
+                          extra={"round": r})
+        eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
+        met = condition_holds(cond, eval_metrics)
+        say(f"round {r}: best epoch {res['best_epoch'] + 1} (val AUC {_fmt(res['best_val_auc'])}); "
+            f"eval AUC {_fmt(eval_metrics.get('auc'))}" +
+            "".join(f", {g} {_fmt(m.get('auc'))}" for g, m in (eval_metrics.get("per_generator") or {}).items()) +
+            f"; condition {'met' if met else 'not met'}")
+
+        val_fake = [(s, sc) for s, sc in zip(val, res["val_scores"] if res["val_scores"] is not None else [])
+                    if s.label == 1]
+        weights = miss_rate_weights([s.meta.get("keys", []) for s, _ in val_fake], [sc for _, sc in val_fake],
+                                    float(res["val_metrics"].get("eer_threshold", math.nan)), cfg.weight_eps,
+                                    tuple(cfg.weight_clip), cfg.weight_min_count)
+        weights["round"] = r
+        _write_json_atomic(rdir / "weights.json", weights)
+        say(f"round {r}: val miss rate {_fmt(weights['overall_miss'])} at threshold {_fmt(weights['threshold'])}; "
+            "weights " + ", ".join(f"{k}={v['weight']:.2f} (miss {v['miss']:.2f}, n {v['n']})"
+                                   for k, v in weights["keys"].items()))
+
+        save_checkpoint(rdir / "checkpoint.pt", model, extra={"round": r, "epoch": res["best_epoch"],
+                                                              "val": res["val_metrics"], "eval": eval_metrics,
+                                                              "mode": cfg.mode, "patch": cfg.patch})
+        _write_eval_scores(rdir / "eval_scores.csv", eval_samples, eval_scores)
+        ok = np.isfinite(eval_scores)
+        labels = np.array([s.label for s in eval_samples])
+        gens = np.array([s.meta.get("generator", "") for s in eval_samples])
+        curves = {"all": (labels[ok], eval_scores[ok])}
+        for g in (eval_metrics.get("per_generator") or {}):
+            sel = ok & ((labels == 0) | (gens == g))
+            curves[g] = (labels[sel], eval_scores[sel])
+        plot_roc(curves, rdir / "roc.png", title=f"round {r}: evaluation ROC")
+        plot_losses(rdir / "train_log.jsonl", rdir / "loss.png", title=f"round {r}: training")
+
+        record = {"round": r, "pool": list(state["pool"]), "n_train": len(train), "n_val": len(val),
+                  "n_dropped": dropped, "best_epoch": res["best_epoch"], "val": res["val_metrics"],
+                  "eval": eval_metrics, "condition": format_condition(cond), "condition_met": met,
+                  "weights": weights["weights"], "checkpoint": str(rdir / "checkpoint.pt"),
+                  "wall_s": round(time.time() - t0, 1)}
+        with (out / METRICS_LOG).open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        (rdir / "last.pt").unlink(missing_ok=True)  # the round is complete; its resume state is no longer needed
+        state["rounds"].append(record)
+        if met:
+            state["status"] = "condition_met"
+        elif r >= cfg.max_rounds:
+            state["status"] = "max_rounds"
+        else:
+            state["pending_regen"] = {"dir": str(out / "pool" / f"round-{r + 1:02d}"), "seed": cfg.seed + r + 1,
+                                      "weights": weights["weights"]}
+        save_state()
+        plot_rounds(state["rounds"], out / "rounds.png")
+        if state["status"] != "running":
+            break
+        regenerate()
+    summary = _summary(state, out)
+    say(("condition met" if summary["condition_met"] else f"condition not met after {len(state['rounds'])} round(s)")
+        + f" ({format_condition(cond)})\n" + summary["table"])
+    return summary
+
+
+def _summary(state: Mapping, out: Path) -> dict:
+    table = rounds_table(state["rounds"])
+    (out / "summary.md").write_text(f"# augment-until run {out}\n\nstatus: {state['status']}; condition: "
+                                    f"{state['config']['condition']}\n\n{table}\n")
+    return {"status": state["status"], "condition_met": state["status"] == "condition_met",
+            "rounds": list(state["rounds"]), "table": table, "out_dir": str(out)}

@@ -1,0 +1,290 @@
+"""One training round: AdamW + cosine schedule, per-epoch validation, best-epoch selection.
+
+The best epoch is chosen by AUC on the *validation split of the training pool* (never on an
+evaluation set). ``OUT/best.pt`` (a :mod:`detector.checkpoint` file) holds the best weights,
+``OUT/last.pt`` the full training state for resuming an interrupted round, ``OUT/train_log.jsonl``
+one line per step and per epoch.
+
+DDP: when started by ``torchrun`` (``WORLD_SIZE > 1`` in the environment) the round initialises a
+``gloo`` process group, wraps the model in DistributedDataParallel and gives each rank its own
+share of the balanced batches; rank 0 alone validates and writes files, and every rank ends with
+the best weights.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from detector.checkpoint import save_checkpoint
+from detector.data import BalancedBatchSampler, FaceDataset, collate, size_grouped_batches
+from detector.metrics import compute_metrics
+
+LAST_STATE = "last.pt"
+TRAIN_LOG = "train_log.jsonl"
+
+
+# ---------------------------------------------------------------------------------- distributed
+
+def dist_env() -> tuple[int, int]:
+    """``(rank, world_size)`` from the torchrun environment (``(0, 1)`` when not distributed)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise the gloo process group when launched by torchrun; returns ``(rank, world_size)``."""
+    rank, world = dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _broadcast(obj, world: int):
+    if world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _worker_init(_):
+    cv2.setNumThreads(1)  # DataLoader workers share the cores with the training process
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------------------------- scoring
+
+@torch.no_grad()
+def score_dataset(model: torch.nn.Module, dataset: FaceDataset, batch_size: int = 16, workers: int = 0,
+                  device: str = "cpu", progress: bool = False, desc: str = "score") -> tuple[np.ndarray, int]:
+    """Fake probability (sigmoid of the logit) for every sample of ``dataset``.
+
+    Images are batched by native size (mode ``full`` keeps each face's own size). Returns
+    ``(scores float64 (N,), n_skipped)``; unreadable samples get NaN and are counted.
+    """
+    was_training = model.training
+    model.eval()
+    scores = np.full(len(dataset), np.nan)
+    sizes = dataset.native_sizes() if dataset.mode == "full" else [(0, 0)] * len(dataset)
+    loader = DataLoader(dataset, batch_sampler=size_grouped_batches(sizes, batch_size), num_workers=workers,
+                        collate_fn=collate, worker_init_fn=_worker_init if workers else None)
+    skipped = 0
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        skipped += batch["skipped"]
+        if "image" not in batch:
+            continue
+        logit = model(batch["image"].to(device))["logit"].float()
+        scores[batch["index"].numpy()] = torch.sigmoid(logit).cpu().numpy()
+    model.train(was_training)
+    return scores, skipped
+
+
+def evaluate(model: torch.nn.Module, dataset: FaceDataset, batch_size: int = 16, workers: int = 0,
+             device: str = "cpu", progress: bool = False, desc: str = "eval") -> tuple[dict, np.ndarray]:
+    """Score ``dataset`` and compute metrics (per generator, per video when the samples say so).
+
+    Returns ``(metrics, scores)``; ``metrics["n_skipped"]`` counts unreadable images (left out).
+    """
+    scores, skipped = score_dataset(model, dataset, batch_size, workers, device, progress, desc)
+    ok = np.isfinite(scores)
+    samples = [s for s, k in zip(dataset.samples, ok) if k]
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    generators = [s.meta.get("generator", "unknown") for s in samples]
+    videos = [s.meta.get("video") for s in samples]
+    metrics = compute_metrics(labels, scores[ok], generators=generators,
+                              videos=videos if all(v is not None for v in videos) and videos else None)
+    metrics["n_skipped"] = int(skipped)
+    return metrics, scores
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _auc_key(metrics: dict) -> float:
+    auc = metrics.get("auc", math.nan)
+    return auc if math.isfinite(auc) else -math.inf
+
+
+class _JsonlLog:
+    def __init__(self, path: Path | None):
+        self.fh = path.open("a") if path is not None else None
+
+    def write(self, rec: dict) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps(rec) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# --------------------------------------------------------------------------------------- round
+
+def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, epochs: int,
+                out_dir: str | Path, lr: float = 3e-4, batch_size: int = 32, workers: int = 2,
+                loss_fn: Callable | None = None, device: str = "cpu", log: Callable[[str], None] = print, *,
+                weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
+                max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
+                resume: bool = True, grad_clip: float = 5.0) -> dict:
+    """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
+
+    Parameters
+    ----------
+    model : built by ``detector.models.create_model`` (its ``input_norm`` should match the datasets').
+    train_ds : a :class:`FaceDataset` (usually mode ``patch``, ``augment=True``); batches are balanced
+        real/fake by :class:`BalancedBatchSampler` (``ceil(len / batch_size)`` batches per epoch, or
+        ``max_steps_per_epoch``).
+    val_ds : a :class:`FaceDataset` in mode ``full`` (whole faces) or None (then the last epoch wins).
+    loss_fn : ``loss_fn(out, label, mask, mask_valid) -> (total, parts)``; default ``DetectorLoss()``.
+    out_dir : receives ``best_name`` (best weights, checkpoint format), ``last.pt``, ``train_log.jsonl``.
+    resume : continue from ``out_dir/last.pt`` when present (same epochs/batches schedule).
+
+    Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
+    ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
+    NaN for unreadable), ``history`` (per-epoch dicts), ``best_path``, ``world_size``, ``wall_s``.
+    On return the model holds the best epoch's weights.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs: expected >= 1, got {epochs}")
+    if loss_fn is None:
+        from detector.losses import DetectorLoss
+
+        loss_fn = DetectorLoss()
+    rank, world = init_distributed()
+    main = rank == 0
+    out_dir = Path(out_dir)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    _barrier(world)
+    say = log if main else (lambda _msg: None)
+    t_start = time.time()
+
+    model.to(device)
+    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
+    steps = min(len(sampler), max_steps_per_epoch or len(sampler))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
+
+    state = {"epoch": -1, "best_epoch": -1, "best_key": -math.inf, "history": [], "val_scores": None,
+             "val_metrics": None, "step": 0}
+    last_path, best_path = out_dir / LAST_STATE, out_dir / best_name
+    if resume and last_path.is_file():
+        ck = torch.load(last_path, map_location="cpu", weights_only=True)
+        if ck["epochs"] != epochs or ck["steps"] != steps:
+            raise ValueError(f"{last_path}: saved for epochs={ck['epochs']}, steps={ck['steps']}; "
+                             f"this round asks for epochs={epochs}, steps={steps} (delete it to restart the round)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state = json.loads(ck["state"])
+        state["best_key"] = -math.inf if state["best_key"] is None else state["best_key"]
+        state["val_scores"] = ck["val_scores"].numpy() if ck.get("val_scores") is not None else None
+        say(f"resuming round from {last_path} after epoch {state['epoch'] + 1}/{epochs}")
+
+    jlog = _JsonlLog(out_dir / TRAIN_LOG if main else None)
+    try:
+        for epoch in range(state["epoch"] + 1, epochs):
+            t0 = time.time()
+            train_ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                                worker_init_fn=_worker_init if workers else None)
+            net.train()
+            losses, skipped = [], 0
+            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
+                       leave=False)
+            for k, batch in enumerate(bar):
+                if k >= steps:
+                    break
+                skipped += batch["skipped"]
+                if "image" not in batch:
+                    continue
+                out = net(batch["image"].to(device))
+                loss, parts = loss_fn(out, batch["label"].to(device), batch["mask"].to(device),
+                                      batch["mask_valid"].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                opt.step()
+                sched.step()
+                state["step"] += 1
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                jlog.write({"kind": "step", "epoch": epoch, "step": state["step"], "lr": sched.get_last_lr()[0],
+                            **{k2: float(v) for k2, v in parts.items()}, "loss": losses[-1]})
+            _barrier(world)
+
+            rec = {"kind": "epoch", "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                   "train_skipped": skipped, "steps": len(losses)}
+            if main:
+                no_val = val_ds is None or not len(val_ds)
+                if not no_val:
+                    metrics, scores = evaluate(model, val_ds, val_batch_size, workers, device, progress, "validate")
+                else:
+                    metrics, scores = {"auc": math.nan, "warning": "no validation set"}, None
+                rec.update({"val_auc": metrics.get("auc"), "val": metrics})
+                key = _auc_key(metrics)
+                improved = state["best_epoch"] < 0 or key > state["best_key"] or no_val
+                if improved:
+                    state.update(best_epoch=epoch, best_key=key, val_metrics=metrics, val_scores=scores)
+                    save_checkpoint(best_path, model, extra={**(extra or {}), "epoch": epoch, "val": metrics})
+                rec.update({"best": improved, "time_s": round(time.time() - t0, 2)})
+                state["history"].append(rec)
+                state["epoch"] = epoch
+                jlog.write(rec)
+                vs = state["val_scores"]
+                _atomic_torch_save({
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epochs": epochs, "steps": steps,
+                    "state": json.dumps({k: v for k, v in state.items() if k != "val_scores"} |
+                                        {"best_key": None if state["best_key"] == -math.inf else state["best_key"]}),
+                    "val_scores": torch.from_numpy(vs) if vs is not None else None,
+                }, last_path)
+                say(f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f}, val AUC {rec['val_auc']:.4f}"
+                    f"{' (best)' if improved else ''}, {rec['time_s']:.0f} s")
+            else:
+                state["epoch"] = epoch
+            _barrier(world)
+    finally:
+        jlog.close()
+
+    summary = None
+    if main:
+        summary = {"best_epoch": state["best_epoch"], "best_val_auc": state["val_metrics"].get("auc"),
+                   "val_metrics": state["val_metrics"], "history": state["history"],
+                   "val_scores": state["val_scores"], "best_path": str(best_path)}
+    summary = _broadcast(summary, world)
+    _barrier(world)
+    best = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(best)
+    summary.update(world_size=world, wall_s=round(time.time() - t_start, 2))
+    return summary
