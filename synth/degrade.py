@@ -1,0 +1,477 @@
+"""Degradations ("non-real characteristics") applied to a source face before blending.
+
+Blur, compression, resampling and noise ops.  Every op takes and returns a uint8
+HxWx3 RGB image (the output has the input's shape) and raises ``ValueError`` naming
+the argument on bad input.  Noise ops draw only from an explicit
+``rng: np.random.Generator``.  The ops run per sample during mass generation (typically
+at 256x256), so they use OpenCV on float32/uint8 arrays and avoid Python loops over
+pixels.  Border handling is OpenCV's default (reflect-101) unless stated.
+
+``OPS`` at the bottom registers every op with the domain of each parameter.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import cv2
+import numpy as np
+from scipy.special import ndtri
+
+from ._checks import check_image, check_rng
+from .params import Op, Param
+
+__all__ = [
+    "gaussian_blur", "mean_blur", "dual_blur", "bokeh_blur", "tilt_shift_blur", "motion_blur",
+    "disc_kernel", "motion_kernel",
+    "jpeg", "jpeg_ratio", "jpeg_quality_for_ratio",
+    "downup", "INTERPOLATIONS",
+    "gaussian_noise", "poisson_noise", "salt_pepper",
+    "OPS",
+]
+
+KSIZES = (3, 5, 7, 9, 11)
+
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "area": cv2.INTER_AREA,
+    "lanczos": cv2.INTER_LANCZOS4,
+}
+
+
+# --------------------------------------------------------------------------- validation
+
+def _round_uint8(x: np.ndarray) -> np.ndarray:
+    """Same as ``to_uint8`` (round half to even, saturate) for float32 HxWx3, ~3x faster."""
+    return cv2.add(x, 0.0, dtype=cv2.CV_8U)
+
+
+def _check_number(value, name: str, low=None, high=None, *, integer: bool = False,
+                  low_open: bool = False) -> float:
+    """Return ``value`` if it is a real (or integer) number inside [low, high], else raise."""
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, kinds):
+        raise ValueError(f"{name}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name}: must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name}: must be <= {high}, got {value!r}")
+    return value
+
+
+def _check_choice(value, name: str, choices) -> None:
+    if isinstance(value, (bool, np.bool_)) or value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- blurs
+
+def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.ndarray:
+    """Gaussian blur with a ``ksize`` x ``ksize`` kernel (ksize in 3, 5, 7, 9, 11).
+
+    ``sigma`` (pixels) 0 derives it from ksize as OpenCV does: 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8.
+    """
+    check_image(image)
+    _check_choice(ksize, "ksize", KSIZES)
+    _check_number(sigma, "sigma", 0.0)
+    return cv2.GaussianBlur(image, (int(ksize), int(ksize)), float(sigma))
+
+
+def mean_blur(image: np.ndarray, ksize: int = 5) -> np.ndarray:
+    """Box (mean) blur with a ``ksize`` x ``ksize`` kernel (ksize in 3, 5, 7, 9, 11)."""
+    check_image(image)
+    _check_choice(ksize, "ksize", KSIZES)
+    return cv2.blur(image, (int(ksize), int(ksize)))
+
+
+def _taps_kernel(positions, weights) -> np.ndarray:
+    """Odd square kernel equal to a weighted sum of bilinear samples.
+
+    ``positions`` are (dy, dx) offsets in pixels relative to the output pixel; a
+    bilinear sample at a fractional offset spreads its weight over the 4 nearest
+    pixels.  The kernel is centred (anchor at the middle) for ``cv2.filter2D``.
+    """
+    positions = np.asarray(positions, np.float64)
+    weights = np.asarray(weights, np.float64) / np.sum(weights)
+    half = int(np.ceil(np.abs(positions).max())) + 1
+    kernel = np.zeros((2 * half + 1, 2 * half + 1), np.float64)
+    for (dy, dx), w in zip(positions, weights):
+        y0, x0 = math.floor(dy), math.floor(dx)
+        fy, fx = dy - y0, dx - x0
+        for yy, wy in ((y0, 1 - fy), (y0 + 1, fy)):
+            for xx, wx in ((x0, 1 - fx), (x0 + 1, fx)):
+                kernel[yy + half, xx + half] += w * wy * wx
+    return kernel.astype(np.float32)
+
+
+def _dual_down(src: np.ndarray, offset: float) -> np.ndarray:
+    """One Kawase dual-filter downsample pass (H, W even -> H/2, W/2).
+
+    Output pixel (i, j) samples the source at its centre (2i + 0.5, 2j + 0.5) with weight 4
+    and at the 4 diagonal points offset by +-0.5*offset source pixels with weight 1 (/8),
+    as the GPU shader does with bilinear, clamp-to-edge sampling.
+    """
+    d = 0.5 * offset
+    pos = [(0.5, 0.5)] + [(0.5 + sy * d, 0.5 + sx * d) for sy in (-1, 1) for sx in (-1, 1)]
+    kernel = _taps_kernel(pos, [4, 1, 1, 1, 1])
+    return cv2.filter2D(src, -1, kernel, borderType=cv2.BORDER_REPLICATE)[::2, ::2]
+
+
+_UP_TAPS = [((0, -2), 1), ((1, -1), 2), ((2, 0), 1), ((1, 1), 2),
+            ((0, 2), 1), ((-1, 1), 2), ((-2, 0), 1), ((-1, -1), 2)]
+
+
+def _dual_up(src: np.ndarray, offset: float) -> np.ndarray:
+    """One Kawase dual-filter upsample pass (h, w -> 2h, 2w).
+
+    Output pixel 2k + p sits at source coordinate k - 0.25 + 0.5p; it averages 8 bilinear
+    samples at +-offset source pixels along the axes (weight 1) and +-offset/2 on the
+    diagonals (weight 2).  Each of the 4 output phases is one filter2D at source size.
+    """
+    h, w = src.shape[:2]
+    out = np.empty((2 * h, 2 * w) + src.shape[2:], src.dtype)
+    d = 0.5 * offset  # half a source pixel, scaled: the shader's "halfpixel * offset"
+    for py in (0, 1):
+        for px in (0, 1):
+            by, bx = -0.25 + 0.5 * py, -0.25 + 0.5 * px
+            pos = [(by + ty * d, bx + tx * d) for (ty, tx), _ in _UP_TAPS]
+            kernel = _taps_kernel(pos, [wt for _, wt in _UP_TAPS])
+            out[py::2, px::2] = cv2.filter2D(src, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+    return out
+
+
+def dual_blur(image: np.ndarray, iterations: int = 2, offset: float = 1.0) -> np.ndarray:
+    """Kawase dual-filter blur (Bjorge, SIGGRAPH 2015): ``iterations`` downsample passes
+    (each halves the size) followed by as many upsample passes back to full size.
+
+    ``offset`` (>0) spreads the sampling taps (in half source pixels); the blur radius
+    roughly doubles with each iteration.  The image is edge-padded to a multiple of
+    ``2**iterations`` and cropped back, so any size works.
+    """
+    check_image(image)
+    _check_number(iterations, "iterations", 1, 8, integer=True)
+    _check_number(offset, "offset", 0.0, 8.0, low_open=True)
+    h, w = image.shape[:2]
+    m = 2 ** int(iterations)
+    ph, pw = -h % m, -w % m
+    x = image.astype(np.float32)
+    if ph or pw:
+        x = cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REPLICATE)
+    for _ in range(iterations):
+        x = _dual_down(x, offset)
+    for _ in range(iterations):
+        x = _dual_up(x, offset)
+    return _round_uint8(x[:h, :w])
+
+
+def disc_kernel(radius: float) -> np.ndarray:
+    """Anti-aliased disc ("bokeh", circular aperture) kernel, float32, sums to 1.
+
+    Pixel weight = clip(radius + 0.5 - distance, 0, 1) (approximate pixel coverage).
+    """
+    _check_number(radius, "radius", 0.0, low_open=True)
+    half = max(1, int(math.floor(radius + 0.5)))
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    kernel = np.clip(radius + 0.5 - np.hypot(yy, xx), 0.0, 1.0).astype(np.float32)
+    return kernel / kernel.sum()
+
+
+def bokeh_blur(image: np.ndarray, radius: float = 3.0) -> np.ndarray:
+    """Lens (defocus) blur: convolution with an anti-aliased disc of ``radius`` pixels."""
+    check_image(image)
+    _check_number(radius, "radius", 0.0, 64.0, low_open=True)
+    # float32 filter2D: faster than the uint8 path and rounds once at the end.
+    return _round_uint8(cv2.filter2D(image.astype(np.float32), -1, disc_kernel(radius)))
+
+
+def motion_kernel(length: int, angle: float) -> np.ndarray:
+    """Linear motion-blur kernel, float32, sums to 1.
+
+    A box of ``length`` pixels centred on the kernel (for even lengths the two end
+    pixels get weight 1/2), rotated by ``angle`` degrees (counter-clockwise on screen,
+    0 = horizontal) with bilinear interpolation.  Kernel size: length, rounded up to odd.
+    """
+    _check_number(length, "length", 1, integer=True)
+    _check_number(angle, "angle")
+    k = int(length) | 1
+    kernel = np.zeros((k, k), np.float32)
+    row = np.ones(k, np.float32)
+    if length % 2 == 0:
+        row[0] = row[-1] = 0.5
+    kernel[k // 2] = row
+    if angle % 180:
+        c = (k - 1) / 2.0
+        rot = cv2.getRotationMatrix2D((c, c), float(angle), 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (k, k), flags=cv2.INTER_LINEAR)
+    return kernel / kernel.sum()
+
+
+def motion_blur(image: np.ndarray, length: int = 7, angle: float = 0.0) -> np.ndarray:
+    """Linear motion blur along ``angle`` degrees over ``length`` pixels (see :func:`motion_kernel`)."""
+    check_image(image)
+    _check_number(length, "length", 1, 128, integer=True)
+    _check_number(angle, "angle")
+    return _round_uint8(cv2.filter2D(image.astype(np.float32), -1, motion_kernel(length, angle)))
+
+
+def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: float = 0.3,
+                    max_sigma: float = 3.0, angle: float = 0.0) -> np.ndarray:
+    """Tilt-shift (miniature) blur: a sharp band, Gaussian blur growing away from it.
+
+    The band is a strip of ``band_width`` (fraction of the image extent across the band)
+    centred at ``band_center`` (fraction along that direction: 0 = top for angle 0), and
+    rotated by ``angle`` degrees (0 = horizontal band, 90 = vertical band).  Outside the
+    band the blur sigma grows linearly with the distance to the band, reaching
+    ``max_sigma`` pixels at the farthest pixel.  Implemented by blending a few
+    progressively blurred copies (sigma steps <= 1.5 px) by that distance.
+    """
+    check_image(image)
+    _check_number(band_center, "band_center", 0.0, 1.0)
+    _check_number(band_width, "band_width", 0.0, 1.0)
+    _check_number(max_sigma, "max_sigma", 0.0, 32.0)
+    _check_number(angle, "angle")
+    h, w = image.shape[:2]
+    t = math.radians(angle)
+    ny, nx = math.cos(t), math.sin(t)  # unit normal of the band (y down)
+    extent = abs(h * ny) + abs(w * nx)  # image extent along the normal
+    yy = np.arange(h, dtype=np.float32)[:, None] - (h - 1) / 2.0
+    xx = np.arange(w, dtype=np.float32)[None, :] - (w - 1) / 2.0
+    dist = np.abs(yy * ny + xx * nx - (band_center - 0.5) * extent)
+    dist = np.maximum(dist - 0.5 * band_width * extent, 0.0)
+    far = float(dist.max())
+    if max_sigma == 0 or far == 0:
+        return image.copy()
+    n_steps = min(6, max(1, math.ceil(max_sigma / 1.5)))
+    # level position in [0, n_steps]: 0 = sharp copy, n_steps = max_sigma copy
+    level = dist * (n_steps / far)
+    img = image.astype(np.float32)
+    out = np.zeros_like(img)
+    for k in range(n_steps + 1):
+        weight = np.maximum(1.0 - np.abs(level - k), 0.0)  # hat: only 2 levels overlap
+        if not weight.any():
+            continue
+        sigma = max_sigma * k / n_steps
+        # 3-sigma kernel (as OpenCV uses for uint8); its float default of 4 sigma is 2x slower
+        ksize = 2 * math.ceil(3 * sigma) + 1
+        copy = img if k == 0 else cv2.GaussianBlur(img, (ksize, ksize), sigma)
+        out += copy * cv2.merge([weight, weight, weight])
+    return _round_uint8(out)
+
+
+# --------------------------------------------------------------------------- compression
+
+def _encode_jpeg(image_bgr: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("cv2.imencode failed to encode a JPEG")
+    return buf
+
+
+def _decode_jpeg(buf: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def jpeg(image: np.ndarray, quality: int = 75) -> np.ndarray:
+    """JPEG round trip through OpenCV/libjpeg at ``quality`` 1..100 (4:2:0 chroma subsampling)."""
+    check_image(image)
+    _check_number(quality, "quality", 1, 100, integer=True)
+    return _decode_jpeg(_encode_jpeg(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality))
+
+
+def _search_quality(image: np.ndarray, ratio: float) -> tuple[int, float, np.ndarray]:
+    """Binary search of the JPEG quality whose compressed size / raw size is closest to ratio."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    raw = float(image.size)
+    cache: dict[int, np.ndarray] = {}
+
+    def achieved(q: int) -> float:
+        if q not in cache:
+            cache[q] = _encode_jpeg(bgr, q)
+        return cache[q].size / raw
+
+    # Size grows (almost always) monotonically with quality: find the smallest quality
+    # reaching the target, then keep it or its lower neighbour, whichever is closer.
+    lo, hi = 1, 100
+    if achieved(lo) >= ratio:
+        hi = lo
+    elif achieved(hi) <= ratio:
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if achieved(mid) >= ratio:
+            hi = mid
+        else:
+            lo = mid
+    best = min((lo, hi), key=lambda q: (abs(achieved(q) - ratio), q))
+    return best, achieved(best), cache[best]
+
+
+def jpeg_quality_for_ratio(image: np.ndarray, ratio: float) -> tuple[int, float]:
+    """Integer JPEG quality whose compressed bytes / raw bytes (H*W*3) is closest to ``ratio``.
+
+    Returns ``(quality, achieved_ratio)``.  Ratios outside what quality 1..100 can reach
+    give quality 1 or 100.
+    """
+    check_image(image)
+    _check_number(ratio, "ratio", 0.0, 1.0, low_open=True)
+    quality, achieved, _ = _search_quality(image, ratio)
+    return quality, achieved
+
+
+def jpeg_ratio(image: np.ndarray, ratio: float = 0.05) -> np.ndarray:
+    """JPEG round trip at the quality whose compression ratio is closest to ``ratio``.
+
+    ``ratio`` = compressed bytes / raw bytes (H*W*3), in (0, 1]; about 8 encodes per call.
+    """
+    check_image(image)
+    _check_number(ratio, "ratio", 0.0, 1.0, low_open=True)
+    _, _, buf = _search_quality(image, ratio)
+    return _decode_jpeg(buf)
+
+
+# --------------------------------------------------------------------------- resampling
+
+def downup(image: np.ndarray, scale: float = 0.5, interpolation: str = "linear") -> np.ndarray:
+    """Downscale by ``scale`` in (0, 1] and back up to the original size.
+
+    ``interpolation`` (a key of :data:`INTERPOLATIONS`) is used both ways; "linear" and
+    "nearest" downscaling alias like a naive resizer does.
+    """
+    check_image(image)
+    _check_number(scale, "scale", 0.0, 1.0, low_open=True)
+    _check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    h, w = image.shape[:2]
+    flag = INTERPOLATIONS[interpolation]
+    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=flag)
+    return cv2.resize(small, (w, h), interpolation=flag)
+
+
+# --------------------------------------------------------------------------- noise
+
+@functools.lru_cache(maxsize=1)
+def _normal_table() -> np.ndarray:
+    """Standard normal quantiles at the 65536 midpoints (k + 0.5) / 65536 (read-only)."""
+    table = ndtri((np.arange(65536) + 0.5) / 65536).astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def _standard_normal(rng: np.random.Generator, shape) -> np.ndarray:
+    """float32 N(0, 1) samples by inverse CDF of 16-bit uniforms.
+
+    About 3x faster than ``rng.standard_normal``; the discretisation (65536 levels,
+    tails cut at +-4.17 sigma) is invisible after rounding to uint8.
+    """
+    return np.take(_normal_table(), rng.integers(0, 65536, size=shape, dtype=np.uint16))
+
+
+def gaussian_noise(image: np.ndarray, rng: np.random.Generator, mean: float = 0.0,
+                   sigma: float = 5.0) -> np.ndarray:
+    """Additive Gaussian noise, independent per pixel and channel, in 0..255 units."""
+    check_image(image)
+    check_rng(rng)
+    _check_number(mean, "mean")
+    _check_number(sigma, "sigma", 0.0)
+    noise = _standard_normal(rng, image.shape)
+    noise *= sigma
+    noise += mean
+    # saturating add with round-half-even, same as to_uint8(image + noise) but faster
+    return cv2.add(image, noise, dtype=cv2.CV_8U)
+
+
+_POISSON_EXACT_BELOW = 16.0
+
+
+def poisson_noise(image: np.ndarray, rng: np.random.Generator, peak: float = 1000.0) -> np.ndarray:
+    """Shot (Poisson) noise: a pixel of value v collects Poisson(v / 255 * peak) photons.
+
+    ``peak`` = photon count at white; lower peak = noisier (variance in grey levels is
+    255 * v / peak).  Means below 16 photons are drawn exactly with ``rng.poisson``; above,
+    the Gaussian N(lam, lam) approximation is used (about 10x faster; its quantiles differ
+    from Poisson's by about (z**2 - 1) / 6 photons, i.e. < 0.2 grey level at |z| < 2 for
+    the default peak of 1000).
+    """
+    check_image(image)
+    check_rng(rng)
+    _check_number(peak, "peak", 0.0, low_open=True)
+    lam = image.astype(np.float32) * np.float32(peak / 255.0)
+    counts = _standard_normal(rng, image.shape)
+    counts *= np.sqrt(lam)
+    counts += lam
+    low = lam < _POISSON_EXACT_BELOW
+    if low.any():
+        counts[low] = rng.poisson(lam[low])
+    counts *= np.float32(255.0 / peak)
+    return _round_uint8(counts)
+
+
+def salt_pepper(image: np.ndarray, rng: np.random.Generator, amount: float = 0.01,
+                salt_ratio: float = 0.5) -> np.ndarray:
+    """Impulse noise: a fraction ``amount`` of pixels (all 3 channels) set to white
+    (probability ``salt_ratio``) or black."""
+    check_image(image)
+    check_rng(rng)
+    _check_number(amount, "amount", 0.0, 1.0)
+    _check_number(salt_ratio, "salt_ratio", 0.0, 1.0)
+    u = rng.random(image.shape[:2], dtype=np.float32)
+    out = image.copy()
+    salt = amount * salt_ratio
+    out[u < salt] = 255
+    out[(u >= salt) & (u < amount)] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- registry
+
+_KSIZE = Param("int", choices=KSIZES, default=5, doc="kernel size (pixels)")
+
+OPS: tuple[Op, ...] = (
+    Op("gaussian_blur", "blur", gaussian_blur, {
+        "ksize": _KSIZE,
+        "sigma": Param("float", 0.0, 10.0, default=0.0, doc="pixels; 0 = derived from ksize"),
+    }, doc="Gaussian blur"),
+    Op("mean_blur", "blur", mean_blur, {"ksize": _KSIZE}, doc="box blur"),
+    Op("dual_blur", "blur", dual_blur, {
+        "iterations": Param("int", 1, 4, default=2, doc="down/up pass pairs"),
+        "offset": Param("float", 0.5, 3.0, default=1.0, doc="tap spread (half source pixels)"),
+    }, doc="Kawase dual-filter blur"),
+    Op("bokeh_blur", "blur", bokeh_blur, {
+        "radius": Param("float", 1.0, 8.0, default=3.0, doc="disc radius (pixels)"),
+    }, doc="lens (disc) blur"),
+    Op("tilt_shift_blur", "blur", tilt_shift_blur, {
+        "band_center": Param("float", 0.0, 1.0, default=0.5, doc="fraction across the band"),
+        "band_width": Param("float", 0.0, 1.0, default=0.3, doc="fraction of the image extent"),
+        "max_sigma": Param("float", 0.5, 8.0, default=3.0, doc="sigma at the farthest pixel"),
+        "angle": Param("float", -90.0, 90.0, default=0.0, doc="degrees, 0 = horizontal band"),
+    }, doc="tilt-shift blur"),
+    Op("motion_blur", "blur", motion_blur, {
+        "length": Param("int", 3, 21, default=7, doc="pixels"),
+        "angle": Param("float", 0.0, 180.0, default=0.0, doc="degrees, 0 = horizontal"),
+    }, doc="linear motion blur"),
+    Op("jpeg", "compression", jpeg, {
+        "quality": Param("int", 1, 100, default=75),
+    }, doc="JPEG at a quality"),
+    Op("jpeg_ratio", "compression", jpeg_ratio, {
+        "ratio": Param("float", 0.005, 1.0, default=0.05, doc="compressed / raw bytes"),
+    }, doc="JPEG at a compression ratio"),
+    Op("downup", "resample", downup, {
+        "scale": Param("float", 0.1, 1.0, default=0.5),
+        "interpolation": Param("choice", choices=tuple(INTERPOLATIONS), default="linear"),
+    }, doc="downscale then upscale back"),
+    Op("gaussian_noise", "noise", gaussian_noise, {
+        "mean": Param("float", -20.0, 20.0, default=0.0, doc="0..255 units"),
+        "sigma": Param("float", 0.0, 50.0, default=5.0, doc="0..255 units"),
+    }, random=True, doc="additive Gaussian noise"),
+    Op("poisson_noise", "noise", poisson_noise, {
+        "peak": Param("float", 5.0, 10000.0, default=1000.0, doc="photons at white"),
+    }, random=True, doc="shot noise"),
+    Op("salt_pepper", "noise", salt_pepper, {
+        "amount": Param("float", 0.0, 0.2, default=0.01, doc="fraction of pixels"),
+        "salt_ratio": Param("float", 0.0, 1.0, default=0.5, doc="fraction of those set white"),
+    }, random=True, doc="salt-and-pepper noise"),
+)
