@@ -262,3 +262,10 @@ def test_add_predict_arguments_defaults():
     args = P.add_predict_arguments(argparse.ArgumentParser()).parse_args(["--ckpt", "c.pt", "a.png"])
     assert (args.crop_scale, args.size, args.threshold, args.frames, args.video_threshold) == (1.3, 256, 0.5, 16, 0.5)
     assert args.masks_out is None and args.json is False and args.inputs == ["a.png"]
+
+
+def test_detector_cli_runs_predict(capsys, ckpt, face_png):
+    from detector.cli import main as detector_main
+
+    assert detector_main(["predict", "--ckpt", str(ckpt), "--size", str(SIZE), "--threshold", "1.0", str(face_png)]) == 0
+    assert "astronaut.png" in capsys.readouterr().out
