@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from importlib import metadata
@@ -143,8 +144,9 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
 
 
 # ---------------------------------------------------------------------------- backends
-# A backend is a context manager yielding an object with submit(fn, arg) -> future,
-# wait_any(futures, timeout) -> done futures, and abort(futures) (drop in-flight work).
+# A backend is a context manager yielding an object with ``slots`` (tasks it runs at once),
+# submit(fn, arg) -> future, wait_any(futures, timeout) -> done futures,
+# cancel_pending(futures) -> the ones it could cancel (not started), abort(futures).
 
 class _SerialBackend:
     """Runs each task at submission, in this process."""
@@ -158,6 +160,9 @@ class _SerialBackend:
 
     def wait_any(self, futures, timeout):
         return [f for f in futures if f.done()]
+
+    def cancel_pending(self, futures) -> list:
+        return []
 
     def abort(self, futures) -> None:
         pass
@@ -184,9 +189,11 @@ class _LokyBackend:
     def wait_any(self, futures, timeout):
         return futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED).done
 
+    def cancel_pending(self, futures) -> list:
+        return [f for f in futures if f.cancel()]  # only succeeds for tasks not yet started
+
     def abort(self, futures) -> None:
-        for f in futures:
-            f.cancel()
+        self.cancel_pending(futures)
         self.executor.shutdown(wait=False, kill_workers=True)
 
 
@@ -207,6 +214,9 @@ class _DaskBackend:
             return wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED").done
         except TimeoutError:
             return []
+
+    def cancel_pending(self, futures) -> list:
+        return []  # dask does not tell queued from running tasks: let them all finish
 
     def abort(self, futures) -> None:
         self.client.cancel(list(futures))
@@ -269,11 +279,11 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
     At most ``window`` chunks are in flight or waiting for an earlier one, so memory stays
     bounded whatever ``n`` is.
     """
-    window = 2 * backend.slots + 2
+    window = 2 * backend.slots
     in_flight: dict[Any, int] = {}
     done: dict[int, _ChunkResult] = {}
     next_start = first
-    exhausted = False
+    exhausted = draining = False
     try:
         while True:
             while not exhausted and stop.level == 0 and len(in_flight) + len(done) < window:
@@ -284,11 +294,22 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
                 in_flight[backend.submit(_make_chunk, chunk)] = chunk.start
             if not in_flight:
                 return
+            if stop.level == 1 and not draining:
+                draining = True  # first Ctrl-C: only the chunks already running finish
+                for fut in backend.cancel_pending(list(in_flight)):
+                    del in_flight[fut]
+                if not in_flight:
+                    return
             finished = backend.wait_any(list(in_flight), timeout=0.5)
             if stop.level >= 2:
                 return
             for fut in finished:
-                result = fut.result()
+                try:
+                    result = fut.result()
+                except BrokenProcessPool:
+                    if stop.level:  # a worker caught Ctrl-C before it could ignore it
+                        return
+                    raise
                 done[in_flight.pop(fut)] = result
             while next_start in done:
                 result = done.pop(next_start)
@@ -397,9 +418,9 @@ def _normalise_weights(weights) -> dict | None:
 
 
 def _chunk_size(remaining: int, slots: int) -> int:
-    # Small enough that every worker gets several chunks (and a resumed run loses little),
-    # large enough that task overhead stays negligible.
-    return max(1, min(128, math.ceil(remaining / (4 * slots))))
+    # Small enough that every worker gets several chunks and Ctrl-C drains quickly (about
+    # 2 chunks per worker are in flight), large enough that task overhead stays negligible.
+    return max(1, min(64, math.ceil(remaining / (4 * slots))))
 
 
 def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, size: int = 256, seed: int = 0,
