@@ -406,19 +406,11 @@ class Predictor:
 
 # ----------------------------------------------------------------------------- CLI
 
-def _ranged(check):
+def _arg(convert, check):
+    """argparse type: ``check(convert(text))``, its ValueError shown as a usage error."""
     def parse(text):
         try:
-            return check(float(text))
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
-
-
-def _int_checked(check):
-    def parse(text):
-        try:
-            return check(int(text))
+            return check(convert(text))
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
@@ -429,20 +421,20 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--ckpt", required=True, help="checkpoint file (.pt) of a trained detector")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, videos (" + " ".join(sorted(VIDEO_EXTS)) + ") or folders (searched recursively)")
-    parser.add_argument("--crop-scale", type=_ranged(check_crop_scale), default=1.3,
+    parser.add_argument("--crop-scale", type=_arg(float, check_crop_scale), default=1.3,
                         help="face crop side relative to the face, %s..%s (default 1.3; use the training value)" % CROP_SCALE_RANGE)
-    parser.add_argument("--size", type=_int_checked(check_size), default=256,
+    parser.add_argument("--size", type=_arg(int, check_size), default=256,
                         help="face crop side in pixels fed to the model, multiple of 32 (default 256; use the training value)")
-    parser.add_argument("--threshold", type=_ranged(lambda v: check_fraction(v, "threshold")), default=0.5,
+    parser.add_argument("--threshold", type=_arg(float, lambda v: check_fraction(v, "threshold")), default=0.5,
                         help="a face is fake when its probability exceeds this (default 0.5)")
-    parser.add_argument("--frames", type=_int_checked(check_frames), default=16,
+    parser.add_argument("--frames", type=_arg(int, check_frames), default=16,
                         help="frames sampled evenly per video (default 16)")
-    parser.add_argument("--video-threshold", type=_ranged(lambda v: check_fraction(v, "video_threshold")), default=0.5,
+    parser.add_argument("--video-threshold", type=_arg(float, lambda v: check_fraction(v, "video_threshold")), default=0.5,
                         help="a video is fake when the share of fake frames exceeds this (default 0.5)")
     parser.add_argument("--masks-out", type=Path, default=None, metavar="DIR",
                         help="write each face's predicted forgery mask (PNG on the face crop, 255 = forged) here")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default cpu)")
-    parser.add_argument("--batch-size", type=_int_checked(check_batch_size), default=32,
+    parser.add_argument("--batch-size", type=_arg(int, check_batch_size), default=32,
                         help="faces per forward pass (default 32)")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
     return parser
