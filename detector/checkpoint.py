@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
 from pathlib import Path
 
@@ -79,7 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(f"{path}: checkpoint file not found")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - the unpickler raises many types on foreign files; re-raised with the path
         raise ValueError(f"{path}: not a readable detector checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _KEYS):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__

@@ -10,7 +10,8 @@ After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 20
    stream by its own sigmoid map and sums them. As in the paper the two streams go on
    separately; the fused features of every depth are collected.
 3. The fused features are average-pooled to the deepest size, concatenated and mixed by
-   a 1x1 conv to ``embed_dim`` channels (the aggregated map).
+   a 1x1 conv + BN (no ReLU, so patch features can point in opposite directions) to
+   ``embed_dim`` channels (the aggregated map).
 4. Local relation: the aggregated map is pooled onto a ``grid x grid`` lattice of
    patches and ``sim = (cos + 1) / 2`` between all patch pairs, (B, grid^2, grid^2).
 5. Head: upper triangle of ``sim`` (+ globally pooled aggregated features when
@@ -111,7 +112,8 @@ class FreqAttentionDetector(nn.Module):
                                       in_chans=self.freq_input.out_channels)
         chans = self.rgb.feature_info.channels()
         self.fusion = nn.ModuleList(AttentionFusion(c, fusion_reduction) for c in chans)
-        self.aggregate = ConvBNAct(sum(chans), embed_dim, 1)
+        # No ReLU: the relation needs signed patch features (cos = -1 <=> s_ij = 0).
+        self.aggregate = nn.Sequential(nn.Conv2d(sum(chans), embed_dim, 1, bias=False), nn.BatchNorm2d(embed_dim))
         n_pairs = grid * grid * (grid * grid - 1) // 2
         self.register_buffer("_triu", torch.triu_indices(grid * grid, grid * grid, offset=1), persistent=False)
         self.head = mlp_head(n_pairs + (embed_dim if self.head_pooled else 0), head_hidden, dropout)
