@@ -341,6 +341,9 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         return _summary(state, out)
     if cfg.max_rounds > 1:
         _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
+    for d in state["pool"] + [cfg.eval_dir]:
+        if not Path(d).exists():
+            raise ValueError(f"{d}: dataset path does not exist")
     save_state()
 
     from detector.checkpoint import load_checkpoint, save_checkpoint

@@ -1,0 +1,180 @@
+"""``detector`` command line: ``train`` (augment-until loop), ``eval``, ``predict``. Parsing only.
+
+Exit codes: 0 ok / condition met; 1 ``train`` stopped at --max-rounds without meeting the
+condition (``predict``: a fake was found); 2 usage or input error (message names the file/key);
+130 interrupted (``train``: rerun with --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from detector.predict import add_predict_arguments, run_predict
+
+EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# train option -> LoopConfig field (options default to None: given ones override a resumed run's)
+_TRAIN_OPTIONS = {
+    "eval": "eval_dir", "model": "model_name", "augment_until": "condition", "max_rounds": "max_rounds",
+    "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
+    "regen_size": "regen_size", "mode": "mode", "patch": "patch", "size": "size", "batch_size": "batch_size",
+    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "seed": "seed", "val_fraction": "val_fraction",
+    "max_steps_per_epoch": "max_steps_per_epoch", "device": "device",
+}
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="training data: `synth generate` output, manifest.csv dir or real/+fake/ folders (repeatable)")
+    p.add_argument("--eval", metavar="DIR", help="evaluation set (never trained or tuned on)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (only --out is needed)")
+    p.add_argument("--model", help="model name (default freq_attention)")
+    p.add_argument("--backbone", help="timm backbone name, added to the model kwargs")
+    p.add_argument("--model-kwargs", type=_json_dict, metavar="JSON", help='extra model kwargs, e.g. \'{"alpha": 0.33}\'')
+    p.add_argument("--loss-kwargs", type=_json_dict, metavar="JSON", help="DetectorLoss kwargs, e.g. '{\"lambda_sim\": 1}'")
+    p.add_argument("--augment-until", metavar="COND", help='stop condition on the eval metrics (default "auc>0.8")')
+    p.add_argument("--max-rounds", type=int, help="rounds before giving up (default 5)")
+    p.add_argument("--regen-n", type=int, help="samples generated per new round (default 2000)")
+    p.add_argument("--epochs-per-round", type=int, help="epochs per round (default 3)")
+    p.add_argument("--recipe", help="synth recipe for regeneration (default mixed)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--index", metavar="PATH", help="synth index of the faces to regenerate from")
+    src.add_argument("--src", metavar="DIR", help="face images to regenerate from (indexed once)")
+    p.add_argument("--regen-size", type=int, help="synth output size (default: as the --data run, else 256)")
+    p.add_argument("--mode", choices=("patch", "resize"), help="patch: native-resolution crops (default); resize: whole face resized")
+    p.add_argument("--patch", type=int, help="patch side in px (mode patch, default 128)")
+    p.add_argument("--size", type=int, help="resized side in px (mode resize, default 256)")
+    p.add_argument("--batch-size", type=int, help="default 32")
+    p.add_argument("--workers", type=int, help="data loader processes (default 2)")
+    p.add_argument("--gen-workers", type=int, help="generation processes (default 2)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 3e-4)")
+    p.add_argument("--seed", type=int, help="base seed (default 0)")
+    p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch")
+    p.add_argument("--device", help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from detector.loop import STATE, run_loop
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    state_path = Path(args.out) / STATE
+    settings: dict = {}
+    if args.resume and state_path.is_file():
+        settings = json.loads(state_path.read_text())["config"]
+    settings.update({field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None})
+    if args.data:
+        settings["data_dirs"] = args.data
+    if args.model_kwargs is not None or args.backbone:
+        kw = dict(args.model_kwargs if args.model_kwargs is not None else settings.get("model_kwargs", {}))
+        if args.backbone:
+            kw["backbone"] = args.backbone
+        settings["model_kwargs"] = kw
+    if args.loss_kwargs is not None:
+        settings["loss_kwargs"] = args.loss_kwargs
+    for need, opt in (("data_dirs", "--data"), ("eval_dir", "--eval")):
+        if need not in settings:
+            raise ValueError(f"{opt} is required (unless --resume finds {state_path})")
+    settings.pop("out_dir", None)
+    if "weight_clip" in settings:
+        settings["weight_clip"] = tuple(settings["weight_clip"])
+    summary = run_loop(settings.pop("data_dirs"), settings.pop("eval_dir"), args.out, resume=args.resume,
+                       progress=not args.no_progress, **settings)
+    return EXIT_OK if summary["condition_met"] else EXIT_NOT_MET
+
+
+def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="detector checkpoint (.pt)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout)")
+    p.add_argument("--out", metavar="JSON", help="write the metrics here (and a ROC plot next to it, *_roc.png)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from detector.checkpoint import load_checkpoint
+    from detector.data import FaceDataset, read_dataset
+    from detector.metrics import format_metrics
+    from detector.plots import plot_roc
+    from detector.train import evaluate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    samples = read_dataset(args.data)
+    model, _ = load_checkpoint(args.ckpt, map_location=args.device)
+    ds = FaceDataset(samples, mode="full", norm=model.input_norm)
+    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, args.device, not args.no_progress)
+    print(format_metrics(metrics))
+    if metrics["n_skipped"]:
+        print(f"skipped {metrics['n_skipped']} unreadable image(s)")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"ckpt": str(args.ckpt), "data": str(args.data), **metrics}, indent=1))
+        ok = np.isfinite(scores)
+        labels = np.array([s.label for s in samples])
+        gens = np.array([s.meta.get("generator", "") for s in samples])
+        curves = {"all": (labels[ok], scores[ok])}
+        curves.update({g: (labels[ok & ((labels == 0) | (gens == g))], scores[ok & ((labels == 0) | (gens == g))])
+                       for g in metrics.get("per_generator") or {}})
+        png = plot_roc(curves, out.with_name(out.stem + "_roc.png"), title=f"{Path(args.data).name}")
+        print(f"wrote {out} and {png}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detector", description="Face-forgery detector: train, evaluate, predict.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train with the augment-until loop",
+                       description="Train round by round on synth data; after each round evaluate on --eval, stop "
+                                   "when --augment-until holds, else generate more fakes aimed at the misses.")
+    _add_train_arguments(p)
+    p.set_defaults(func=run_train)
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
+    _add_eval_arguments(p)
+    p.set_defaults(func=run_eval)
+    p = sub.add_parser("predict", help="score faces in images / videos")
+    add_predict_arguments(p)
+    p.set_defaults(func=run_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
+        print(f"detector {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        hint = "; rerun with --resume to continue" if args.command == "train" else ""
+        print(f"detector {args.command}: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detector.checkpoint import load_checkpoint
+from detector.cli import main
+from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
+from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
+from detector.models import create_model
+from detector.train import train_round
+
+torch.set_num_threads(1)
+
+TINY = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
+FAST = dict(model_name="freq_attention", model_kwargs=TINY, patch=32, batch_size=8, workers=0, epochs_per_round=1,
+            regen_n=8, weight_min_count=2, lr=3e-3)
+
+
+# ------------------------------------------------------------------------------------ condition
+
+def test_parse_condition_valid():
+    assert parse_condition("auc>0.8") == [("auc", ">", 0.8)]
+    assert parse_condition(" AUC >= 0.9  and eer<0.2 AND tpr@fpr0.01>0.5 and auc[dfl_swap]>.7 ") == [
+        ("auc", ">=", 0.9), ("eer", "<", 0.2), ("tpr@fpr0.01", ">", 0.5), ("auc[dfl_swap]", ">", 0.7)]
+    assert parse_condition("ap>=0.9 and tpr@fpr0.1>0.3") == [("ap", ">=", 0.9), ("tpr@fpr0.1", ">", 0.3)]
+
+
+@pytest.mark.parametrize("text, token", [
+    ("auc>0.8 and acc>0.5", "'acc'"),
+    ("auc>0.8 and", "'auc>0.8 and'"),
+    ("auc=0.8", "'auc=0.8'"),
+    ("auc>high", "'high'"),
+    ("auc>0.8 or ap>0.9", "'auc>0.8 or ap>0.9'"),
+    ("eer>0.1", "'eer>0.1'"),
+    ("auc<0.9", "'auc<0.9'"),
+    ("", "empty"),
+])
+def test_parse_condition_errors_name_the_bad_token(text, token):
+    with pytest.raises(ValueError) as e:
+        parse_condition(text)
+    assert token in str(e.value)
+
+
+def test_condition_holds():
+    m = {"auc": 0.85, "ap": 0.9, "eer": 0.2, "tpr@fpr0.1": 0.5, "per_generator": {"sbi": {"auc": 0.95}, "x": {"auc": 0.6}}}
+    assert condition_holds(parse_condition("auc>0.8 and eer<=0.2"), m)
+    assert not condition_holds(parse_condition("auc>0.8 and eer<0.2"), m)
+    assert condition_holds(parse_condition("auc[sbi]>0.9"), m)
+    assert not condition_holds(parse_condition("auc>0.8 and auc[x]>0.7"), m)
+    assert not condition_holds(parse_condition("auc>0.5"), {"auc": math.nan})
+    with pytest.raises(ValueError, match="no generator 'dfl_swap'"):
+        condition_holds(parse_condition("auc[dfl_swap]>0.5"), m)
+
+
+# ---------------------------------------------------------------------------------- reweighting
+
+def test_miss_rate_weights_formula():
+    keys = [["blend=alpha", "pairing=self"]] * 4 + [["blend=poisson", "pairing=self"]] * 4 + [["blend=rare"]]
+    scores = [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.9, 0.9]  # poisson fakes mostly missed
+    rec = miss_rate_weights(keys, scores, threshold=0.5, eps=0.05, clip=(0.5, 3.0), min_count=2)
+    mean = 3 / 9
+    assert rec["overall_miss"] == pytest.approx(mean)
+    assert rec["keys"]["blend=poisson"] == {"n": 4, "missed": 3, "miss": 0.75,
+                                            "weight": pytest.approx((0.75 + 0.05) / (mean + 0.05))}
+    assert rec["weights"]["blend=alpha"] == 0.5  # (0 + .05) / (.333 + .05) = 0.13, clipped to 0.5
+    assert rec["weights"]["pairing=self"] == pytest.approx((3 / 8 + 0.05) / (mean + 0.05))
+    assert rec["weights"]["blend=rare"] == 1.0  # n=1 < min_count
+    assert "clip" in rec["formula"]
+    assert miss_rate_weights(keys, scores, threshold=math.nan)["weights"] == {}
+
+
+# ------------------------------------------------------------------------------------ loop e2e
+
+def _toy_eval_dir(path):
+    """A csv-format evaluation set with two generators, built from a toy synth directory."""
+    d = write_toy_synth_dir(path, n=12, size=64, seed=99, n_identities=12)
+    rows = [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
+    (d / "manifest.jsonl").unlink()
+    with (d / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "mask", "generator", "identity"])
+        for k, r in enumerate(rows):
+            w.writerow([r["real"], 0, "", "real", r["target_id"]])
+            w.writerow([r["fake"], 1, r["mask"], "gen_a" if k % 2 else "gen_b", r["target_id"]])
+    return d
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    return write_toy_synth_dir(root / "data", n=24, size=64, seed=0), _toy_eval_dir(root / "eval")
+
+
+class FakeGenerate:
+    """Stands in for synth.generate.generate: writes a toy synth directory, records calls."""
+
+    def __init__(self, fail_first=False):
+        self.calls, self.fail_first = [], fail_first
+
+    def __call__(self, out, n, recipe, size, seed, workers, weights, progress, **source):
+        self.calls.append({"out": out, "n": n, "recipe": recipe, "seed": seed, "weights": weights, **source})
+        if self.fail_first and len(self.calls) == 1:
+            raise KeyboardInterrupt
+        write_toy_synth_dir(out, n=n, size=size, seed=seed)
+
+
+def _check_round_artefacts(rdir):
+    model, meta = load_checkpoint(rdir / "checkpoint.pt")  # torch.load(weights_only=True) inside
+    assert meta["model_name"] == "freq_attention" and "eval" in meta["extra"]
+    assert torch.load(rdir / "checkpoint.pt", weights_only=True)["model_kwargs"] == TINY
+    for name in ("roc.png", "loss.png"):
+        assert (rdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    w = json.loads((rdir / "weights.json").read_text())
+    assert {"formula", "threshold", "overall_miss", "keys", "weights"} <= set(w)
+    assert not (rdir / "last.pt").exists()
+    assert len((rdir / "eval_scores.csv").read_text().splitlines()) == 25
+
+
+def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
+    data, ev = toy
+    gen = FakeGenerate()
+    run = tmp_path / "run"
+    summary = run_loop([data], ev, run, condition="auc>1", max_rounds=2, index="/faces/index", seed=5,
+                       generate_fn=gen, progress=False, log=lambda m: None, **FAST)
+    assert summary["status"] == "max_rounds" and not summary["condition_met"]
+    assert len(gen.calls) == 1
+    call = gen.calls[0]
+    assert call["out"] == str(run / "pool" / "round-02") and call["seed"] == 5 + 2 and call["index"] == "/faces/index"
+    w1 = json.loads((run / "round-01" / "weights.json").read_text())
+    assert call["weights"] == w1["weights"] and call["weights"]  # round-1 miss rates drive regeneration
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in lines] == [1, 2]
+    assert lines[1]["pool"] == [str(data), str(run / "pool" / "round-02")]
+    assert lines[1]["n_train"] + lines[1]["n_val"] + lines[1]["n_dropped"] == 48 + 16
+    assert set(lines[0]["eval"]["per_generator"]) == {"gen_a", "gen_b"}
+    for r in (1, 2):
+        _check_round_artefacts(run / f"round-{r:02d}")
+    assert (run / "rounds.png").is_file() and "| 2 |" in (run / "summary.md").read_text()
+    assert "gen_a AUC" in summary["table"]
+    # the validation identities never reach training, in any round
+    state = json.loads((run / "state.json").read_text())
+    val_ids = set(state["val_identities"])
+    assert val_ids and state["status"] == "max_rounds"
+
+    # resuming a finished run does no work and reports the same result
+    again = run_loop([data], ev, run, resume=True, condition="auc>1", max_rounds=2, index="/faces/index", seed=5,
+                     generate_fn=gen, progress=False, log=lambda m: None, **FAST)
+    assert again["status"] == "max_rounds" and len(gen.calls) == 1 and len(again["rounds"]) == 2
+    # a conflicting resume is refused, naming the key
+    with pytest.raises(ValueError, match="patch=64"):
+        run_loop([data], ev, run, resume=True, **{**FAST, "patch": 64}, index="/faces/index", seed=5)
+    with pytest.raises(ValueError, match="already holds a run"):
+        run_loop([data], ev, run, index="/faces/index", **FAST)
+
+
+def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
+    data, ev = toy
+    gen = FakeGenerate(fail_first=True)
+    run = tmp_path / "run"
+    kw = dict(condition="auc>1", max_rounds=2, index="/faces/index", progress=False, log=lambda m: None, **FAST)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop([data], ev, run, generate_fn=gen, **kw)
+    state = json.loads((run / "state.json").read_text())
+    assert len(state["rounds"]) == 1 and state["pending_regen"]["dir"].endswith("round-02")
+    log1 = (run / "round-01" / "train_log.jsonl").read_text()
+    summary = run_loop([data], ev, run, resume=True, generate_fn=gen, **kw)
+    assert len(gen.calls) == 2 and gen.calls[0] == gen.calls[1]  # same regeneration retried
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert (run / "round-01" / "train_log.jsonl").read_text() == log1  # round 1 not retrained
+    # --max-rounds raised on a finished run: continues with round 3 from round 2's weights
+    summary = run_loop([data], ev, run, resume=True, generate_fn=gen, **{**kw, "max_rounds": 3})
+    assert len(summary["rounds"]) == 3 and gen.calls[-1]["out"].endswith("round-03")
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_train_round_resumes_from_last_state(toy, tmp_path):
+    data, _ = toy
+    train, val = identity_split(read_dataset(data), 0.2, seed=0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm)
+    vds = FaceDataset(val, "full", norm=model.input_norm)
+    res = train_round(model, tds, vds, 2, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None)
+    assert res["history"][res["best_epoch"]]["val_auc"] == max(h["val_auc"] for h in res["history"])
+    assert res["val_scores"].shape == (len(val),)
+    msgs = []
+    res2 = train_round(create_model("freq_attention", **TINY), tds, vds, 2, tmp_path, lr=3e-3, batch_size=8,
+                       workers=0, progress=False, log=msgs.append)
+    assert any("resuming" in m for m in msgs) and res2["best_epoch"] == res["best_epoch"]
+    assert np.array_equal(res2["val_scores"], res["val_scores"])
+    with pytest.raises(ValueError, match="epochs=2"):
+        train_round(model, tds, vds, 3, tmp_path, batch_size=8, workers=0, progress=False, log=msgs.append)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+def test_cli_train_eval_and_exit_codes(toy, tmp_path, capsys):
+    data, ev = toy
+    run = tmp_path / "run"
+    base = ["train", "--data", str(data), "--eval", str(ev), "--out", str(run), "--model", "freq_attention",
+            "--model-kwargs", json.dumps(TINY), "--patch", "32", "--batch-size", "8", "--workers", "0",
+            "--epochs-per-round", "1", "--no-progress"]
+    assert main(base + ["--augment-until", "auc>1", "--max-rounds", "1"]) == 1  # condition not met
+    assert "condition not met" in capsys.readouterr().out
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 1  # finished: nothing to do
+    # more rounds need faces to regenerate from: usage error naming the options
+    assert main(["train", "--out", str(run), "--resume", "--max-rounds", "2", "--no-progress"]) == 2
+    assert "--index" in capsys.readouterr().err
+
+    out = tmp_path / "m.json"
+    assert main(["eval", "--ckpt", str(run / "round-01" / "checkpoint.pt"), "--data", str(ev), "--out", str(out),
+                 "--workers", "0", "--no-progress"]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 24 and set(metrics["per_generator"]) == {"gen_a", "gen_b"}
+    assert (tmp_path / "m_roc.png").is_file() and "gen_a" in capsys.readouterr().out
+
+    assert main(base[:-1] + ["--out", str(tmp_path / "r2"), "--augment-until", "auc>0.8 or ap>1"]) == 2
+    assert "'auc>0.8 or ap>1'" in capsys.readouterr().err
+    assert main(["eval", "--ckpt", str(tmp_path / "none.pt"), "--data", str(ev)]) == 2
+    assert "none.pt" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nodata"), "--eval", str(ev), "--out", str(tmp_path / "r3"),
+                 "--no-progress"]) == 2
+    assert "nodata" in capsys.readouterr().err
+
+
+def test_rounds_table_lists_generators():
+    rounds = [{"round": 1, "pool": ["a"], "n_train": 10, "n_val": 2, "best_epoch": 0, "val": {"auc": 0.9},
+               "eval": {"auc": 0.7, "ap": 0.8, "eer": 0.3, "per_generator": {"sbi": {"auc": 0.75}}},
+               "condition_met": False, "wall_s": 12.0}]
+    table = rounds_table(rounds)
+    assert "sbi AUC" in table and "| 1 | 1 | 10 | 2 | 1 | 0.900 | 0.700 | 0.800 | 0.300 | 0.750 | not met | 12 |" in table
