@@ -91,26 +91,44 @@ def to_luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * wts).sum(dim=1, keepdim=True)
 
 
+def _lowpass_operators(h: int, w: int, alpha: float, dtype: torch.dtype, device: torch.device):
+    """Truncated DCT rows and the low-frequency mask for :func:`dct_highpass`.
+
+    Only coefficients with u < alpha*H and v < alpha*W can be low (u/H + v/W < alpha), so the
+    low-pass part needs just those rows of D_H and D_W: about (alpha)^2 of the full work.
+    """
+    ku = min(h, math.ceil(alpha * h))
+    kv = min(w, math.ceil(alpha * w))
+    low = 1.0 - highpass_mask(h, w, alpha, dtype, device)[:ku, :kv]
+    return dct_matrix(h, dtype, device)[:ku], dct_matrix(w, dtype, device)[:kv], low
+
+
+def _apply_highpass(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    # x = lowpass + highpass exactly (orthonormal DCT), so highpass = x - D^T (low * D x D^T) D.
+    return x - dh.T @ ((dh @ x @ dw.T) * low) @ dw
+
+
 def dct_highpass(x: torch.Tensor, alpha: float = 0.33, grayscale: bool = False) -> torch.Tensor:
     """High-pass filter in the DCT domain: ``idct2(mask * dct2(x))``.
 
     x: float (B, C, H, W), any range. Coefficients with ``u/H + v/W < alpha`` (see
     :func:`highpass_mask`; ``u + v < alpha*N`` for N x N) are zeroed, per channel.
     With ``grayscale=True`` the input must be RGB and the output is the filtered
-    luminance, (B, 1, H, W). Same dtype and device as x.
+    luminance, (B, 1, H, W). Same dtype and device as x. Computed as x minus its low-pass
+    part, which only needs the first ceil(alpha*H) x ceil(alpha*W) coefficients.
     """
     _check_bchw(x)
     if grayscale:
         x = to_luminance(x)
     h, w = x.shape[-2:]
-    return idct2(dct2(x) * highpass_mask(h, w, alpha, x.dtype, x.device))
+    return _apply_highpass(x, *_lowpass_operators(h, w, alpha, x.dtype, x.device))
 
 
 class DCTHighPass(nn.Module):
     """Module form of :func:`dct_highpass` (no parameters).
 
-    The coefficient mask is kept as a non-persistent buffer and rebuilt only when the
-    input size, dtype or device changes, so checkpoints do not depend on the input size.
+    The low-frequency mask is kept as a non-persistent buffer ``low_mask`` and rebuilt only
+    when the input size, dtype or device changes, so checkpoints do not depend on the size.
     """
 
     def __init__(self, alpha: float = 0.33, grayscale: bool = False):
@@ -118,24 +136,27 @@ class DCTHighPass(nn.Module):
         highpass_mask(1, 1, alpha)  # validate alpha early
         self.alpha = float(alpha)
         self.grayscale = bool(grayscale)
-        self.register_buffer("freq_mask", torch.empty(0), persistent=False)
+        self.register_buffer("low_mask", torch.empty(0), persistent=False)
+        self._size: tuple[int, int] | None = None
 
     def out_channels(self, in_channels: int) -> int:
         """Channels produced for an input of ``in_channels`` channels."""
         return 1 if self.grayscale else in_channels
 
-    def _mask_for(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = self.freq_mask
-        if m.shape != (h, w) or m.dtype != x.dtype or m.device != x.device:
-            self.freq_mask = highpass_mask(h, w, self.alpha, x.dtype, x.device)
-        return self.freq_mask
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_bchw(x)
         if self.grayscale:
             x = to_luminance(x)
-        return idct2(dct2(x) * self._mask_for(x))
+        h, w = x.shape[-2:]
+        if self._needs_mask(x):
+            self.low_mask, self._size = _lowpass_operators(h, w, self.alpha, x.dtype, x.device)[2], (h, w)
+        ku, kv = self.low_mask.shape
+        return _apply_highpass(x, dct_matrix(h, x.dtype, x.device)[:ku], dct_matrix(w, x.dtype, x.device)[:kv],
+                               self.low_mask)
+
+    def _needs_mask(self, x: torch.Tensor) -> bool:
+        m = self.low_mask
+        return self._size != tuple(x.shape[-2:]) or m.dtype != x.dtype or m.device != x.device
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, grayscale={self.grayscale}"

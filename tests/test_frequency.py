@@ -78,6 +78,14 @@ def test_highpass_keeps_checkerboard():
     assert torch.allclose(out[..., 4:-4, 4:-4], cb[..., 4:-4, 4:-4], atol=0.02)
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.33, 0.5, 1.2])
+def test_highpass_matches_full_dct_definition(alpha):
+    x = torch.randn(2, 3, 20, 28, dtype=torch.float64)
+    ref = idct2(dct2(x) * highpass_mask(20, 28, alpha, torch.float64))
+    assert torch.allclose(dct_highpass(x, alpha), ref, atol=1e-10)
+    assert torch.allclose(DCTHighPass(alpha)(x), ref, atol=1e-10)
+
+
 def test_highpass_grayscale_and_module_match_function():
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     g = dct_highpass(x, grayscale=True)
@@ -85,7 +93,7 @@ def test_highpass_grayscale_and_module_match_function():
     assert torch.allclose(g, dct_highpass(to_luminance(x)))
     mod = DCTHighPass(alpha=0.33)
     assert torch.allclose(mod(x), dct_highpass(x))
-    assert mod.freq_mask.shape == (32, 32)
+    assert mod.low_mask.shape == (11, 11)  # ceil(0.33 * 32): only low coefficients are computed
     assert torch.allclose(mod(x[..., :16, :24]), dct_highpass(x[..., :16, :24]))  # mask rebuilt per size
     assert list(mod.parameters()) == [] and mod.state_dict() == {}
     assert DCTHighPass(grayscale=True)(x).shape == (2, 1, 32, 32)
