@@ -1,0 +1,238 @@
+"""Colour transfer from a reference (the target face) to an image (the source face).
+
+Every method has the signature ``fn(image, reference, mask=None, ref_mask=None, **params)``:
+``image`` and ``reference`` are uint8 HxWx3 RGB (their sizes may differ: only the
+reference's statistics are used); the result is uint8 with ``image``'s shape.
+Statistics of ``image`` come from the pixels where ``mask`` > 0.5 and those of
+``reference`` from ``ref_mask`` > 0.5 (whole images when ``None``); the fitted
+mapping is applied to the whole image, since the caller blends only the mask region.
+Masks are HxW uint8 (0..255), bool or float in [0, 1]; an empty mask is a ``ValueError``.
+
+Methods (``METHODS`` / ``transfer``):
+
+- ``linear``: per-channel mean and standard deviation in RGB.
+- ``reinhard``: mean and standard deviation per channel in CIE L*a*b* (Reinhard et al.
+  2001), computed on float [0, 1] RGB for precision.
+- ``idt``: iterative distribution transfer (Pitie et al. 2005): random 3-D rotations and
+  1-D quantile matching of the projections.  Random: it takes ``rng`` (a
+  ``np.random.Generator``) like the noise ops, so ``Op.random`` is true and the pipeline
+  records the seed; the same seed gives the same output.
+- ``histogram``: per-channel histogram matching, identical to
+  ``skimage.exposure.match_histograms(image, reference, channel_axis=-1)`` when no mask is given.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ._checks import check_image, check_rng, mask_to_float
+from .params import Op, Param
+
+__all__ = ["linear_transfer", "reinhard_transfer", "idt_transfer", "histogram_transfer",
+           "transfer", "METHODS", "OPS"]
+
+# below this standard deviation a channel is treated as flat: shift it, do not rescale
+_FLAT_STD = 1e-6
+
+
+def _round_uint8(x: np.ndarray) -> np.ndarray:
+    """Round half to even and saturate float32 HxWx3 (0..255 units) to uint8, like to_uint8."""
+    return cv2.add(x, 0.0, dtype=cv2.CV_8U)
+
+
+def _stats_mask(mask, shape, name: str) -> np.ndarray | None:
+    """uint8 0/1 mask of the pixels used for statistics (``mask`` > 0.5), or None."""
+    if mask is None:
+        return None
+    selected = mask_to_float(mask, shape, name) > 0.5
+    if not selected.any():
+        raise ValueError(f"{name}: empty mask (no pixel above 0.5), cannot compute colour statistics")
+    return selected.view(np.uint8)
+
+
+def _check_inputs(image, reference, mask, ref_mask):
+    check_image(image, "image")
+    check_image(reference, "reference")
+    return (_stats_mask(mask, image.shape[:2], "mask"),
+            _stats_mask(ref_mask, reference.shape[:2], "ref_mask"))
+
+
+def _mean_std(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = cv2.meanStdDev(x, mask=mask)
+    return mean.ravel(), std.ravel()
+
+
+def _gain(std_src: np.ndarray, std_ref: np.ndarray) -> np.ndarray:
+    flat = std_src < _FLAT_STD
+    return np.where(flat, 1.0, std_ref / np.where(flat, 1.0, std_src))
+
+
+def linear_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
+    """Match per-channel RGB mean and standard deviation of ``image`` to ``reference``.
+
+    ``out = (x - mean_img) * std_ref / std_img + mean_ref`` per channel (a flat channel
+    is only shifted), rounded and clipped to uint8.
+    """
+    m, rm = _check_inputs(image, reference, mask, ref_mask)
+    mean_s, std_s = _mean_std(image, m)
+    mean_r, std_r = _mean_std(reference, rm)
+    gain = _gain(std_s, std_r)
+    # affine per channel on uint8 = one 256-entry lookup table per channel
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    lut = np.clip(np.rint((levels - mean_s) * gain + mean_r), 0, 255).astype(np.uint8)
+    return cv2.LUT(image, lut[None])
+
+
+def _to_lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2LAB)
+
+
+def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
+    """Match per-channel mean and standard deviation in CIE L*a*b* (Reinhard et al. 2001).
+
+    OpenCV float Lab (L in 0..100, a/b about -128..127) of RGB scaled to [0, 1]; colours
+    that leave the RGB gamut are clipped.
+    """
+    m, rm = _check_inputs(image, reference, mask, ref_mask)
+    lab = _to_lab(image)
+    mean_s, std_s = _mean_std(lab, m)
+    # only the reference's statistics matter: convert just the selected pixels
+    ref_px = reference if rm is None else reference[rm.view(bool)][:, None, :]
+    mean_r, std_r = _mean_std(_to_lab(ref_px), None)
+    gain = _gain(std_s, std_r).astype(np.float32)
+    lab *= gain
+    lab += (mean_r - mean_s * gain).astype(np.float32)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    rgb *= np.float32(255)
+    return _round_uint8(rgb)
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """Haar-distributed 3x3 orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return (q * np.sign(np.diag(r))).astype(np.float32)
+
+
+def _sample(pixels: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    if len(pixels) <= n:
+        return pixels
+    return pixels[rng.choice(len(pixels), n, replace=False)]
+
+
+_IDT_BINS = 256  # piecewise-linear 1-D maps on this many bins (Pitie et al. use ~300)
+_IDT_SAMPLES = 4096  # pixels per image used for the quantiles (subsampled with rng)
+
+
+def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None, *,
+                 rng: np.random.Generator, n_iter: int = 10) -> np.ndarray:
+    """Iterative distribution transfer (Pitie, Kokaram & Dahyot 2005), RGB in 0..255 units.
+
+    Each of ``n_iter`` iterations draws a random rotation from ``rng``, projects the colours
+    of both images on its 3 axes and moves every image pixel along each axis so that the
+    1-D distribution of the (masked) image pixels matches the reference's.  The 1-D maps
+    are quantile maps estimated from up to 4096 pixels of each image (drawn with ``rng``)
+    and applied as 256-bin piecewise-linear lookup tables (vectorised over all pixels);
+    projections outside the sampled range are translated like the nearest end.
+    """
+    m, rm = _check_inputs(image, reference, mask, ref_mask)
+    check_rng(rng)
+    if isinstance(n_iter, (bool, np.bool_)) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"n_iter: expected an integer >= 1, got {n_iter!r}")
+    h, w = image.shape[:2]
+    x = image.astype(np.float32)  # HxWx3, updated in place
+    src_idx = np.flatnonzero(m) if m is not None else np.arange(h * w)
+    src_idx = _sample(src_idx, rng, _IDT_SAMPLES)
+    ref_px = reference.reshape(-1, 3) if rm is None else reference[rm.view(bool)]
+    ref_px = _sample(ref_px, rng, _IDT_SAMPLES).astype(np.float32)
+    q_src = (np.arange(len(src_idx)) + 0.5) / len(src_idx)
+    q_ref = (np.arange(len(ref_px)) + 0.5) / len(ref_px)
+    grid = np.arange(_IDT_BINS + 1) / _IDT_BINS
+    # per-axis LUTs over 256 bins spanning the sampled image projections: displacement at
+    # each bin's left knot and its change across the bin (a piecewise-linear map)
+    disp0 = np.empty((1, _IDT_BINS, 3), np.float32)
+    ddisp = np.empty((1, _IDT_BINS, 3), np.float32)
+    to_bins = np.zeros((3, 4), np.float32)  # affine map: RGB -> bin coordinate per axis
+    for _ in range(int(n_iter)):
+        rot = _random_rotation(rng)
+        src_proj = np.sort((x.reshape(-1, 3)[src_idx] @ rot).T, axis=1)
+        ref_proj = np.sort((ref_px @ rot).T, axis=1)
+        for a in range(3):
+            lo = float(src_proj[a, 0])
+            span = max(float(src_proj[a, -1]) - lo, 1e-3)
+            knots = lo + grid * span
+            # quantile map: the reference quantile function of the image CDF at each knot
+            target = np.interp(np.interp(knots, src_proj[a], q_src), q_ref, ref_proj[a])
+            disp = target - knots
+            disp0[0, :, a] = disp[:-1]
+            ddisp[0, :, a] = np.diff(disp)
+            to_bins[a, :3] = rot[:, a] * (_IDT_BINS / span)
+            to_bins[a, 3] = -lo * _IDT_BINS / span
+        t = cv2.transform(x, to_bins)
+        # projections outside the sampled range keep the end displacement (a translation)
+        np.maximum(t, np.float32(0), out=t)
+        np.minimum(t, np.float32(_IDT_BINS - 1e-3), out=t)
+        idx = t.astype(np.uint8)
+        cv2.subtract(t, idx, dst=t, dtype=cv2.CV_32F)  # fraction inside the bin
+        t *= cv2.LUT(idx, ddisp)
+        t += cv2.LUT(idx, disp0)
+        x += cv2.transform(t, rot)  # displacement back to RGB
+    return _round_uint8(x)
+
+
+def _histogram(image: np.ndarray, channel: int, mask: np.ndarray | None) -> np.ndarray:
+    """int64 counts of the 256 levels of one channel (masked pixels only when ``mask``)."""
+    return cv2.calcHist([image], [channel], mask, [256], [0, 256]).ravel().astype(np.int64)
+
+
+def _match_lut(src_counts: np.ndarray, ref_counts: np.ndarray) -> np.ndarray:
+    """256-entry lookup table matching one channel's CDF to the reference's.
+
+    Same computation as skimage's ``_match_cumulative_cdf`` for unsigned integers
+    (including truncation to uint8), so the unmasked result equals ``match_histograms``.
+    """
+    ref_values = np.flatnonzero(ref_counts)
+    src_quantiles = np.cumsum(src_counts) / src_counts.sum()
+    ref_quantiles = np.cumsum(ref_counts[ref_values]) / ref_counts.sum()
+    return np.interp(src_quantiles, ref_quantiles, ref_values).astype(np.uint8)
+
+
+def histogram_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
+    """Per-channel histogram (CDF) matching of ``image`` to ``reference``.
+
+    Without masks identical to ``skimage.exposure.match_histograms(image, reference,
+    channel_axis=-1)`` (which truncates matched values to uint8); with masks the CDFs
+    come from the masked pixels and the resulting per-channel maps recolour every pixel.
+    """
+    m, rm = _check_inputs(image, reference, mask, ref_mask)
+    lut = np.stack([_match_lut(_histogram(image, c, m), _histogram(reference, c, rm))
+                    for c in range(3)], axis=-1)
+    return cv2.LUT(image, lut[None])
+
+
+METHODS = {
+    "linear": linear_transfer,
+    "reinhard": reinhard_transfer,
+    "idt": idt_transfer,
+    "histogram": histogram_transfer,
+}
+
+
+def transfer(image: np.ndarray, reference: np.ndarray, method: str, mask=None, ref_mask=None,
+             **options) -> np.ndarray:
+    """Colour-transfer ``image`` towards ``reference`` with the method named ``method``.
+
+    ``options`` go to the method (``idt`` needs ``rng=`` and takes ``n_iter=``).
+    """
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method: unknown colour transfer {method!r}; known: {sorted(METHODS)}")
+    return METHODS[method](image, reference, mask, ref_mask, **options)
+
+
+OPS: tuple[Op, ...] = (
+    Op("linear", "color", linear_transfer, {}, doc="RGB mean/std transfer"),
+    Op("reinhard", "color", reinhard_transfer, {}, doc="Lab mean/std transfer (Reinhard 2001)"),
+    Op("idt", "color", idt_transfer, {
+        "n_iter": Param("int", 1, 30, default=10, doc="random rotations"),
+    }, random=True, doc="iterative distribution transfer (Pitie 2005)"),
+    Op("histogram", "color", histogram_transfer, {}, doc="per-channel histogram matching"),
+)
