@@ -187,7 +187,12 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     t_start = time.time()
 
     model.to(device)
-    net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
+    # broadcast_buffers=False: models keep size-dependent non-persistent buffers (e.g. a DCT mask rebuilt
+    # for rank 0's validation sizes) that must not be broadcast; BN statistics stay per rank and every
+    # rank ends with rank 0's best weights. find_unused_parameters: the mask/similarity heads get no
+    # gradient in batches whose masks are all invalid.
+    net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
+           if world > 1 else model)
     sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
     steps = min(len(sampler), max_steps_per_epoch or len(sampler))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
