@@ -403,8 +403,9 @@ class FaceDataset(Dataset):
     ``mask`` (1,H,W) float32 [0,1] (forged pixels), ``mask_valid`` float32 scalar (0 when a fake
     has no mask), ``index`` int; or ``None`` when the image is unreadable (see :func:`collate`).
 
-    Modes: ``patch`` (train): ``patch`` px crop at native resolution; with probability
-    ``boundary_fraction`` a fake's crop is centred near the mask boundary; the crop's label is 1
+    Modes: ``patch`` (train): ``patch`` px crop at native resolution; a fake's crop is centred
+    (with jitter of up to a quarter patch) near the mask boundary with probability
+    ``boundary_fraction``, else on a forged pixel; a real's crop is uniform. The crop's label is 1
     when its mean mask value exceeds ``fake_threshold`` (a real's crop is always 0).
     ``resize``: whole face resized to ``size``. ``full`` (eval): whole face, native, multiple of 32.
 
@@ -466,7 +467,11 @@ class FaceDataset(Dataset):
         p = self.patch
         img, mask = _pad_to(img, p, p), _pad_to(mask, p, p)
         h, w = mask.shape
-        pts = _boundary_points(mask) if label == 1 and valid and rng.random() < self.boundary_fraction else ()
+        pts = ()
+        if label == 1 and valid:
+            # fakes: centre on the blending boundary (where the traces are) or inside the forged
+            # region, so fake images give forged patches; clean patches come from the reals
+            pts = _boundary_points(mask) if rng.random() < self.boundary_fraction else np.argwhere(mask > 0.5)
         if len(pts):
             cy, cx = pts[rng.integers(len(pts))]
             jitter = rng.integers(-p // 4, p // 4 + 1, size=2)

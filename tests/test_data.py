@@ -188,6 +188,13 @@ def test_patch_boundary_crops_straddle_the_mask(tmp_path):
     assert all(0.0 < m < 1.0 for m in means)
 
 
+def test_patch_interior_crops_are_forged(tmp_path):
+    ds = FaceDataset(_bright_square_dataset(tmp_path, size=160), mode="patch", patch=32, boundary_fraction=0.0)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        assert all(ds[i]["label"].item() == 1 and ds[i]["mask"].mean().item() > 0.25 for i in range(len(ds)))
+
+
 def test_real_crops_are_label_zero_with_valid_empty_mask(tmp_path):
     img = np.full((64, 64, 3), 200, np.uint8)
     _write(tmp_path / "r.png", img)
