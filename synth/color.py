@@ -107,10 +107,11 @@ def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_m
     return _round_uint8(rgb)
 
 
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """Haar-distributed 3x3 orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    return (q * np.sign(np.diag(r))).astype(np.float32)
+def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n Haar-distributed 3x3 orthogonal matrices (QR of Gaussian matrices, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, 3, 3)))
+    signs = np.sign(np.diagonal(r, axis1=1, axis2=2))
+    return (q * signs[:, None, :]).astype(np.float32)
 
 
 def _sample(pixels: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -141,7 +142,7 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
     h, w = image.shape[:2]
     x = image.astype(np.float32)  # HxWx3, updated in place
     src_idx = np.flatnonzero(m) if m is not None else np.arange(h * w)
-    src_idx = _sample(src_idx, rng, _IDT_SAMPLES)
+    src_idx = np.sort(_sample(src_idx, rng, _IDT_SAMPLES))  # sorted: cache-friendly gathers
     ref_px = reference.reshape(-1, 3) if rm is None else reference[rm.view(bool)]
     ref_px = _sample(ref_px, rng, _IDT_SAMPLES).astype(np.float32)
     q_src = (np.arange(len(src_idx)) + 0.5) / len(src_idx)
@@ -152,8 +153,7 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
     disp0 = np.empty((1, _IDT_BINS, 3), np.float32)
     ddisp = np.empty((1, _IDT_BINS, 3), np.float32)
     to_bins = np.zeros((3, 4), np.float32)  # affine map: RGB -> bin coordinate per axis
-    for _ in range(int(n_iter)):
-        rot = _random_rotation(rng)
+    for rot in _random_rotations(rng, int(n_iter)):
         src_proj = np.sort((x.reshape(-1, 3)[src_idx] @ rot).T, axis=1)
         ref_proj = np.sort((ref_px @ rot).T, axis=1)
         for a in range(3):
@@ -169,8 +169,8 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
             to_bins[a, 3] = -lo * _IDT_BINS / span
         t = cv2.transform(x, to_bins)
         # projections outside the sampled range keep the end displacement (a translation)
-        np.maximum(t, np.float32(0), out=t)
-        np.minimum(t, np.float32(_IDT_BINS - 1e-3), out=t)
+        cv2.threshold(t, 0, 0, cv2.THRESH_TOZERO, dst=t)  # max(t, 0)
+        cv2.threshold(t, _IDT_BINS - 1e-3, 0, cv2.THRESH_TRUNC, dst=t)  # min(t, 255.999)
         idx = t.astype(np.uint8)
         cv2.subtract(t, idx, dst=t, dtype=cv2.CV_32F)  # fraction inside the bin
         t *= cv2.LUT(idx, ddisp)

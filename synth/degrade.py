@@ -89,24 +89,28 @@ def mean_blur(image: np.ndarray, ksize: int = 5) -> np.ndarray:
     return cv2.blur(image, (int(ksize), int(ksize)))
 
 
-def _taps_kernel(positions, weights) -> np.ndarray:
-    """Odd square kernel equal to a weighted sum of bilinear samples.
+def _taps_kernel(positions, weights) -> tuple[np.ndarray, tuple[int, int]]:
+    """Kernel and anchor equal to a weighted sum of bilinear samples, for ``cv2.filter2D``.
 
-    ``positions`` are (dy, dx) offsets in pixels relative to the output pixel; a
-    bilinear sample at a fractional offset spreads its weight over the 4 nearest
-    pixels.  The kernel is centred (anchor at the middle) for ``cv2.filter2D``.
+    ``positions`` are (dy, dx) offsets in pixels relative to the output pixel; a bilinear
+    sample at a fractional offset spreads its weight over the 4 nearest pixels.  The
+    kernel is trimmed to its non-zero support (always including offset 0 for the anchor).
     """
-    positions = np.asarray(positions, np.float64)
     weights = np.asarray(weights, np.float64) / np.sum(weights)
-    half = int(np.ceil(np.abs(positions).max())) + 1
-    kernel = np.zeros((2 * half + 1, 2 * half + 1), np.float64)
+    taps: dict[tuple[int, int], float] = {}
     for (dy, dx), w in zip(positions, weights):
         y0, x0 = math.floor(dy), math.floor(dx)
         fy, fx = dy - y0, dx - x0
         for yy, wy in ((y0, 1 - fy), (y0 + 1, fy)):
             for xx, wx in ((x0, 1 - fx), (x0 + 1, fx)):
-                kernel[yy + half, xx + half] += w * wy * wx
-    return kernel.astype(np.float32)
+                if wy * wx > 0:
+                    taps[yy, xx] = taps.get((yy, xx), 0.0) + w * wy * wx
+    ys = [y for y, _ in taps] + [0]
+    xs = [x for _, x in taps] + [0]
+    kernel = np.zeros((max(ys) - min(ys) + 1, max(xs) - min(xs) + 1), np.float32)
+    for (y, x), w in taps.items():
+        kernel[y - min(ys), x - min(xs)] = w
+    return kernel, (-min(xs), -min(ys))
 
 
 def _dual_down(src: np.ndarray, offset: float) -> np.ndarray:
@@ -118,8 +122,8 @@ def _dual_down(src: np.ndarray, offset: float) -> np.ndarray:
     """
     d = 0.5 * offset
     pos = [(0.5, 0.5)] + [(0.5 + sy * d, 0.5 + sx * d) for sy in (-1, 1) for sx in (-1, 1)]
-    kernel = _taps_kernel(pos, [4, 1, 1, 1, 1])
-    return cv2.filter2D(src, -1, kernel, borderType=cv2.BORDER_REPLICATE)[::2, ::2]
+    kernel, anchor = _taps_kernel(pos, [4, 1, 1, 1, 1])
+    return cv2.filter2D(src, -1, kernel, anchor=anchor, borderType=cv2.BORDER_REPLICATE)[::2, ::2]
 
 
 _UP_TAPS = [((0, -2), 1), ((1, -1), 2), ((2, 0), 1), ((1, 1), 2),
@@ -140,8 +144,8 @@ def _dual_up(src: np.ndarray, offset: float) -> np.ndarray:
         for px in (0, 1):
             by, bx = -0.25 + 0.5 * py, -0.25 + 0.5 * px
             pos = [(by + ty * d, bx + tx * d) for (ty, tx), _ in _UP_TAPS]
-            kernel = _taps_kernel(pos, [wt for _, wt in _UP_TAPS])
-            out[py::2, px::2] = cv2.filter2D(src, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+            kernel, anchor = _taps_kernel(pos, [wt for _, wt in _UP_TAPS])
+            out[py::2, px::2] = cv2.filter2D(src, -1, kernel, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
     return out
 
 
@@ -248,19 +252,18 @@ def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: flo
         return image.copy()
     n_steps = min(6, max(1, math.ceil(max_sigma / 1.5)))
     # level position in [0, n_steps]: 0 = sharp copy, n_steps = max_sigma copy
-    level = dist * (n_steps / far)
-    img = image.astype(np.float32)
-    out = np.zeros_like(img)
-    for k in range(n_steps + 1):
-        weight = np.maximum(1.0 - np.abs(level - k), 0.0)  # hat: only 2 levels overlap
-        if not weight.any():
+    level = dist * np.float32(n_steps / far)
+    out = None
+    # From the blurriest copy down to the sharp one: a pixel at level l in [k, k + 1] ends
+    # as (k + 1 - l) * copy_k + (l - k) * copy_{k+1}; copies above keep weight 1, below 0.
+    for k in range(n_steps, -1, -1):
+        copy = image if k == 0 else cv2.GaussianBlur(image, (0, 0), max_sigma * k / n_steps)
+        if out is None:
+            out = copy
             continue
-        sigma = max_sigma * k / n_steps
-        # 3-sigma kernel (as OpenCV uses for uint8); its float default of 4 sigma is 2x slower
-        ksize = 2 * math.ceil(3 * sigma) + 1
-        copy = img if k == 0 else cv2.GaussianBlur(img, (ksize, ksize), sigma)
-        out += copy * cv2.merge([weight, weight, weight])
-    return _round_uint8(out)
+        weight = np.minimum(np.maximum(np.float32(k + 1) - level, 0), 1)
+        out = cv2.blendLinear(copy, out, weight, 1 - weight)
+    return out
 
 
 # --------------------------------------------------------------------------- compression
@@ -296,18 +299,16 @@ def _search_quality(image: np.ndarray, ratio: float) -> tuple[int, float, np.nda
 
     # Size grows (almost always) monotonically with quality: find the smallest quality
     # reaching the target, then keep it or its lower neighbour, whichever is closer.
-    lo, hi = 1, 100
-    if achieved(lo) >= ratio:
-        hi = lo
-    elif achieved(hi) <= ratio:
-        lo = hi
+    # lo = 0 and hi = 101 are virtual bounds (never encoded): about 7 encodes in all.
+    lo, hi = 0, 101
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if achieved(mid) >= ratio:
             hi = mid
         else:
             lo = mid
-    best = min((lo, hi), key=lambda q: (abs(achieved(q) - ratio), q))
+    candidates = [q for q in (lo, hi) if 1 <= q <= 100]
+    best = min(candidates, key=lambda q: (abs(achieved(q) - ratio), q))
     return best, achieved(best), cache[best]
 
 

@@ -196,6 +196,40 @@ def test_dual_blur_first_pass_with_offset_one_is_box_downsample(face):
     np.testing.assert_allclose(down, ref, atol=1e-3)
 
 
+def _bilinear(img, y, x):
+    """Reference bilinear sampling with clamp-to-edge (what a GPU texture fetch does)."""
+    h, w = img.shape[:2]
+    y = np.clip(y, 0, h - 1)
+    x = np.clip(x, 0, w - 1)
+    y0, x0 = np.floor(y).astype(int), np.floor(x).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    return ((1 - fy) * ((1 - fx) * img[y0, x0] + fx * img[y0, x1])
+            + fy * ((1 - fx) * img[y1, x0] + fx * img[y1, x1]))
+
+
+@pytest.mark.parametrize("offset", [1.0, 1.7, 2.5])
+def test_dual_passes_match_shader_sampling(offset):
+    src = np.random.default_rng(0).uniform(0, 255, (16, 20, 3))
+    f32 = src.astype(np.float32)
+    d = 0.5 * offset
+    # downsample: output (i, j) centred at source (2i + 0.5, 2j + 0.5) in pixel-centre units
+    yy, xx = np.mgrid[0:8, 0:10].astype(float)
+    cy, cx = 2 * yy + 0.5, 2 * xx + 0.5
+    ref = 4 * _bilinear(src, cy, cx)
+    for sy in (-1, 1):
+        for sx in (-1, 1):
+            ref += _bilinear(src, cy + sy * d, cx + sx * d)
+    np.testing.assert_allclose(D._dual_down(f32, offset), ref / 8, atol=1e-3)
+    # upsample: output (m, n) centred at source (m / 2 - 0.25, n / 2 - 0.25)
+    yy, xx = np.mgrid[0:32, 0:40].astype(float)
+    cy, cx = yy / 2 - 0.25, xx / 2 - 0.25
+    ref = np.zeros((32, 40, 3))
+    for (ty, tx), wt in D._UP_TAPS:
+        ref += wt * _bilinear(src, cy + ty * d, cx + tx * d)
+    np.testing.assert_allclose(D._dual_up(f32, offset), ref / 12, atol=1e-3)
+
+
 def test_tilt_shift_band_sharp_far_blurred(face):
     big = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     out = D.tilt_shift_blur(big, band_center=0.5, band_width=0.2, max_sigma=4.0)
