@@ -242,8 +242,9 @@ def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: flo
     """Tilt-shift (miniature) blur: a sharp band, Gaussian blur growing away from it.
 
     The band is a strip of ``band_width`` (fraction of the image extent across the band)
-    centred at ``band_center`` (fraction along that direction: 0 = top for angle 0), and
-    rotated by ``angle`` degrees (0 = horizontal band, 90 = vertical band).  Outside the
+    centred at ``band_center`` (fraction along that direction: 0 = top for angle 0, left
+    for angle 90), and rotated by ``angle`` degrees counter-clockwise on screen (0 =
+    horizontal band, 90 = vertical band).  Outside the
     band the blur sigma grows linearly with the distance to the band, reaching
     ``max_sigma`` pixels at the farthest pixel.  Implemented by blending a few
     progressively blurred copies (sigma steps <= 1.5 px) by that distance.
@@ -347,7 +348,7 @@ def jpeg_quality_for_ratio(image: np.ndarray, ratio: float) -> tuple[int, float]
 def jpeg_ratio(image: np.ndarray, ratio: float = 0.05) -> np.ndarray:
     """JPEG round trip at the quality whose compression ratio is closest to ``ratio``.
 
-    ``ratio`` = compressed bytes / raw bytes (H*W*3), in (0, 1]; about 8 encodes per call.
+    ``ratio`` = compressed bytes / raw bytes (H*W*3), in (0, 1]; 7 encodes per call.
     """
     check_image(image)
     _check_number(ratio, "ratio", 0.0, 1.0, low_open=True)
@@ -395,7 +396,10 @@ def _standard_normal(rng: np.random.Generator, shape) -> np.ndarray:
 
 def gaussian_noise(image: np.ndarray, rng: np.random.Generator, mean: float = 0.0,
                    sigma: float = 5.0) -> np.ndarray:
-    """Additive Gaussian noise, independent per pixel and channel, in 0..255 units."""
+    """Additive Gaussian noise, independent per pixel and channel, in 0..255 units.
+
+    Normal draws use an inverse-CDF table of 16-bit uniforms (see ``_standard_normal``).
+    """
     check_image(image)
     check_rng(rng)
     _check_number(mean, "mean")
@@ -403,7 +407,7 @@ def gaussian_noise(image: np.ndarray, rng: np.random.Generator, mean: float = 0.
     noise = _standard_normal(rng, image.shape)
     noise *= sigma
     noise += mean
-    # saturating add with round-half-even, same as to_uint8(image + noise) but faster
+    # saturating add, round half to even: to_uint8(image + noise) up to float32 ties, faster
     return cv2.add(image, noise, dtype=cv2.CV_8U)
 
 
@@ -415,7 +419,7 @@ def poisson_noise(image: np.ndarray, rng: np.random.Generator, peak: float = 100
 
     ``peak`` = photon count at white; lower peak = noisier (variance in grey levels is
     255 * v / peak).  Means below 16 photons are drawn exactly with ``rng.poisson``; above,
-    the Gaussian N(lam, lam) approximation is used (about 10x faster; its quantiles differ
+    the Gaussian N(lam, lam) approximation is used (several times faster; its quantiles differ
     from Poisson's by about (z**2 - 1) / 6 photons, i.e. < 0.2 grey level at |z| < 2 for
     the default peak of 1000).
     """
