@@ -176,3 +176,10 @@ def test_checkpoint_reload_never_downloads(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x)["logit"], model(x)["logit"])
+
+
+@pytest.mark.parametrize("name", ["freq_attention", "timm_classifier"])
+def test_default_backbone_builds_offline(name):
+    model = create_model(name).eval()  # pretrained=False by default: nothing is downloaded
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64))["logit"].shape == (1,)

@@ -3,6 +3,13 @@
 Importing this package registers every model module.
 """
 from detector.models import baselines, freq_attention  # noqa: F401  (registers the models)
-from detector.models.registry import IMAGENET_NORM, create_model, list_models, register_model
+from detector.models.registry import (
+    DEFAULT_BACKBONE,
+    DEFAULT_INPUT_SIZE,
+    IMAGENET_NORM,
+    create_model,
+    list_models,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "register_model", "IMAGENET_NORM"]
+__all__ = ["create_model", "list_models", "register_model", "IMAGENET_NORM", "DEFAULT_BACKBONE", "DEFAULT_INPUT_SIZE"]

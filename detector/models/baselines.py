@@ -13,13 +13,13 @@ from torch import nn
 
 from detector.frequency import swd
 from detector.models.blocks import ConvBNAct, UNetDecoder, bilinear_pool
-from detector.models.registry import IMAGENET_NORM, register_model
+from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
 
 class TimmClassifier(nn.Module):
     """``timm.create_model(backbone, num_classes=1)`` returning ``{"logit", "mask": None, "sim": None}``."""
 
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False, **timm_kwargs):
+    def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained: bool = False, **timm_kwargs):
         super().__init__()
         self.net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, **timm_kwargs)
         cfg = getattr(self.net, "pretrained_cfg", None) or {}

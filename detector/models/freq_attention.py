@@ -30,47 +30,36 @@ from torch import nn
 
 from detector.frequency import DCTHighPass, SRMConv
 from detector.models.blocks import AttentionFusion, ConvBNAct, UNetDecoder, mlp_head, patch_similarity
-from detector.models.registry import IMAGENET_NORM, register_model
-
-DEFAULT_BACKBONE = "resnet18"
+from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
 
-class _DCTInput(nn.Module):
-    def __init__(self, alpha: float):
-        super().__init__()
-        self.dct = DCTHighPass(alpha)
-        self.out_channels = 3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dct(x)
-
-
-class _SRMInput(nn.Module):
-    def __init__(self, alpha: float):
-        super().__init__()
-        self.srm = SRMConv(3)
-        self.out_channels = self.srm.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.srm(x)
-
-
-class _DCTSRMInput(nn.Module):
-    def __init__(self, alpha: float):
-        super().__init__()
-        self.dct = DCTHighPass(alpha)
-        self.srm = SRMConv(3)
-        self.out_channels = 3 + self.srm.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.dct(x), self.srm(x)], dim=1)
-
-
-FREQ_INPUTS: dict[str, Callable[[float], nn.Module]] = {
-    "dct": _DCTInput,
-    "srm": _SRMInput,
-    "dct+srm": _DCTSRMInput,
+# Fixed frequency transforms of the RGB input: name -> (builder(alpha), output channels).
+FREQ_TRANSFORMS: dict[str, tuple[Callable[[float], nn.Module], int]] = {
+    "dct": (lambda alpha: DCTHighPass(alpha), 3),
+    "srm": (lambda alpha: SRMConv(3), 9),
 }
+FREQ_INPUTS = ("dct", "srm", "dct+srm")
+
+
+class FrequencyInput(nn.Module):
+    """The frequency stream's input: the named fixed transforms of x, concatenated on channels.
+
+    ``kind`` is ``"dct"`` (DCT high-pass, 3 channels), ``"srm"`` (SRM residuals, 9) or
+    ``"dct+srm"`` (12). No trainable parameters.
+    """
+
+    def __init__(self, kind: str = "dct", alpha: float = 0.33):
+        super().__init__()
+        if kind not in FREQ_INPUTS:
+            raise ValueError(f"freq_input: expected one of {list(FREQ_INPUTS)}, got {kind!r}")
+        names = kind.split("+")
+        self.transforms = nn.ModuleList(FREQ_TRANSFORMS[n][0](alpha) for n in names)
+        self.out_channels = sum(FREQ_TRANSFORMS[n][1] for n in names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.transforms) == 1:
+            return self.transforms[0](x)
+        return torch.cat([t(x) for t in self.transforms], dim=1)
 
 
 class FreqAttentionDetector(nn.Module):
@@ -96,8 +85,6 @@ class FreqAttentionDetector(nn.Module):
         fusion_reduction: int = 4,
     ):
         super().__init__()
-        if freq_input not in FREQ_INPUTS:
-            raise ValueError(f"freq_input: expected one of {sorted(FREQ_INPUTS)}, got {freq_input!r}")
         depths = tuple(int(d) for d in fusion_depths)
         if len(depths) < 1 or list(depths) != sorted(set(depths)):
             raise ValueError(f"fusion_depths: expected increasing, distinct feature indices, got {fusion_depths!r}")
@@ -105,7 +92,7 @@ class FreqAttentionDetector(nn.Module):
             raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
         self.grid = grid
         self.head_pooled = bool(head_pooled)
-        self.freq_input = FREQ_INPUTS[freq_input](alpha)
+        self.freq_input = FrequencyInput(freq_input, alpha)
         # pretrained is passed through; timm only fetches weights when it is True.
         self.rgb = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths)
         self.freq = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths,
