@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from detector.frequency import DCTHighPass, SRMConv
-from detector.models.blocks import AttentionFusion, ConvBNAct, UNetDecoder, mlp_head, patch_similarity
+from detector.models.blocks import AttentionFusion, UNetDecoder, mlp_head, patch_similarity
 from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
 
