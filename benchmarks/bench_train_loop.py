@@ -40,6 +40,7 @@ import torch
 
 from detector.data import read_dataset, write_toy_synth_dir
 from detector.loop import run_loop
+from detector.models import DEFAULT_BACKBONE
 
 TINY = {"freq_attention": {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16},
         "timm_classifier": {"backbone": "test_resnet"},
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="freq_attention:patch,timm_classifier:resize,timm_classifier:patch",
                     help="comma-separated model:mode; the first is the reference loop")
     ap.add_argument("--independent", action="store_true", help="each variant runs its own loop (own regeneration)")
-    ap.add_argument("--backbone", default="resnet18")
+    ap.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                    help=f"timm backbone shared by all variants (default {DEFAULT_BACKBONE})")
     ap.add_argument("--recipe", default="mixed")
     ap.add_argument("--n", type=int, default=4000, help="base pool size (samples; each gives a real and a fake)")
     ap.add_argument("--regen-n", type=int, default=2000)
