@@ -82,7 +82,7 @@ def _subset_eval(eval_dir: str, limit: int, out: Path) -> str:
             g = s.meta.get("generator", "")
             if per.get(g, 0) < limit:
                 per[g] = per.get(g, 0) + 1
-                w.writerow([s.path, s.label, s.mask_path or "", g, s.group[0] if s.group else ""])
+                w.writerow([s.path, s.label, s.mask_path or "", g, s.group[0] if s.group else ""])  # absolute paths
     return str(out)
 
 

@@ -82,7 +82,7 @@ def read_synth_dir(out: str | Path) -> list[Sample]:
     Each ``status == "ok"`` line gives a real (``group = (target_id,)``) and a fake
     (``group = (target_id, source_id)``, ``meta["keys"] = choice_keys(plan)``). Other lines are skipped.
     """
-    out = Path(out)
+    out = Path(out).absolute()
     manifest = out / "manifest.jsonl"
     if not manifest.is_file():
         raise ValueError(f"{out}: no manifest.jsonl (expected the output directory of `synth generate`)")
@@ -122,7 +122,7 @@ def read_manifest_csv(path: str | Path) -> list[Sample]:
     csv_path = path / "manifest.csv" if path.is_dir() else path
     if not csv_path.is_file():
         raise ValueError(f"{path}: no manifest.csv")
-    root = csv_path.parent
+    root = csv_path.parent.absolute()
     samples = []
     with csv_path.open(newline="") as fh:
         reader = csv.DictReader(fh)
@@ -159,7 +159,7 @@ def read_folders(path: str | Path) -> list[Sample]:
     A fake's mask is ``DIR/mask/<path relative to fake/>`` when that file exists. Each image is its
     own identity (folders carry no identity information).
     """
-    path = Path(path)
+    path = Path(path).absolute()
     samples = []
     for sub, label in (("real", 0), ("fake", 1)):
         for p in _images_under(path / sub):
