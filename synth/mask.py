@@ -1,0 +1,316 @@
+"""Face region masks from landmarks, their random deformation, and occlusion subtraction.
+
+Regions (``REGIONS``: name -> function(landmarks (468, 2)) -> list of (K, 2) float32 polygons):
+
+- ``full``: convex hull of the face oval (forehead to chin).
+- ``inner``: convex hull of brows, eyes, nose and lips (the classic "inner face" swap).
+- ``lower``: the face-oval hull below the line through the lowest eye landmark, parallel
+  to the inter-ocular axis (cheeks, nose tip, mouth, jaw, chin).
+- ``eyes``: two polygons, each eye contour hull enlarged x1.5 about its centre (lids).
+- ``nose``: hull of the nose landmarks (bridge between the eyes to the nostrils).
+- ``mouth``: hull of the outer lip contour enlarged x1.2 about its centre.
+
+Deformation (the SBI / "seed mask" idea of never reusing the exact landmark hull):
+:func:`sample_mask_params` draws a plain JSON-able dict; :func:`build_mask` applies it
+deterministically (same landmarks, region and params -> byte-identical mask), in this order:
+
+1. ``jitter_px``/``jitter_seed``: every hull vertex moves by a uniform offset in
+   [-jitter_px, jitter_px]^2 (offsets drawn from ``default_rng(jitter_seed)``);
+2. ``scale``: the polygon is scaled about its centroid, then re-hulled (convex);
+3. ``warp_px``/``warp_grid``/``warp_seed``: the outline, resampled to 96 points, is
+   displaced by a smooth random field (bilinear interpolation of a (grid+1)^2 lattice of
+   uniform [-warp_px, warp_px]^2 displacements spanning the polygon box) -> wavy edges;
+4. fill (binary 0/255); ``morph_px``: dilate (> 0) or erode (< 0) by a disc of that radius;
+5. ``feather``: Gaussian blur with that sigma (px); 0 keeps the mask binary.
+
+Jitter, warp and morph ranges are given as fractions of the face size (longer side of the
+landmark box) and resolved to pixels when sampling, so the recorded params are in pixels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ._checks import check_rng, mask_to_float
+from .face import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, NOSE, RIGHT_BROW, RIGHT_EYE, CONTOURS, check_landmarks, face_size
+
+__all__ = ["REGIONS", "DEFAULT_RANGES", "IDENTITY_PARAMS", "region_polygons", "polygon_mask",
+           "sample_mask_params", "build_mask", "subtract_occlusion", "feather_mask", "region_size"]
+
+_SHIFT = 4  # fillPoly sub-pixel bits: vertices are rounded to 1/16 px
+_OUTLINE_POINTS = 96
+
+
+def _hull(pts: np.ndarray) -> np.ndarray:
+    return cv2.convexHull(np.ascontiguousarray(pts, dtype=np.float32)).reshape(-1, 2)
+
+
+def _enlarge(poly: np.ndarray, factor: float) -> np.ndarray:
+    c = poly.mean(axis=0)
+    return (c + (poly - c) * factor).astype(np.float32)
+
+
+def _clip_half_plane(poly: np.ndarray, normal: np.ndarray, t: float) -> np.ndarray:
+    """Part of a convex polygon where ``p . normal >= t`` (Sutherland-Hodgman, one plane)."""
+    out = []
+    d = poly @ normal - t
+    n = len(poly)
+    for i in range(n):
+        j = (i + 1) % n
+        if d[i] >= 0:
+            out.append(poly[i])
+        if (d[i] >= 0) != (d[j] >= 0):
+            a = d[i] / (d[i] - d[j])
+            out.append(poly[i] + a * (poly[j] - poly[i]))
+    return np.array(out, dtype=np.float32).reshape(-1, 2)
+
+
+_INNER = np.concatenate([LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE, NOSE, LIPS])
+
+
+def _outer_lips(lm: np.ndarray) -> np.ndarray:
+    # The outer lip contour is the lips loop with the larger hull.
+    loops = [lm[c] for c in CONTOURS["lips"]]
+    return max(loops, key=lambda p: cv2.contourArea(_hull(p)))
+
+
+def _lower(lm: np.ndarray) -> list[np.ndarray]:
+    le, re = lm[LEFT_EYE].mean(0), lm[RIGHT_EYE].mean(0)
+    axis = le - re
+    axis = axis / max(float(np.linalg.norm(axis)), 1e-6)
+    down = np.array([-axis[1], axis[0]], np.float32)
+    if float((lm[LIPS].mean(0) - (le + re) / 2) @ down) < 0:
+        down = -down
+    t = float(np.max(lm[np.concatenate([LEFT_EYE, RIGHT_EYE])] @ down))
+    return [_clip_half_plane(_hull(lm[FACE_OVAL]), down, t)]
+
+
+#: region name -> function(landmarks float32 (468, 2)) -> list of float32 (K, 2) polygons.
+REGIONS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
+    "full": lambda lm: [_hull(lm[FACE_OVAL])],
+    "inner": lambda lm: [_hull(lm[_INNER])],
+    "lower": _lower,
+    "eyes": lambda lm: [_enlarge(_hull(lm[LEFT_EYE]), 1.5), _enlarge(_hull(lm[RIGHT_EYE]), 1.5)],
+    "nose": lambda lm: [_hull(lm[NOSE])],
+    "mouth": lambda lm: [_enlarge(_hull(_outer_lips(lm)), 1.2)],
+}
+
+
+def region_polygons(landmarks, region: str) -> list[np.ndarray]:
+    """Polygons of ``region`` (a key of ``REGIONS``) for ``landmarks`` (468, 2)."""
+    if region not in REGIONS:
+        raise ValueError(f"region: expected one of {sorted(REGIONS)}, got {region!r}")
+    return REGIONS[region](check_landmarks(landmarks))
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in tuple(shape)[:2])
+    except (TypeError, ValueError):
+        raise ValueError(f"shape: expected (H, W), got {shape!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"shape: expected positive (H, W), got {shape!r}")
+    return h, w
+
+
+def polygon_mask(shape, polygons) -> np.ndarray:
+    """uint8 HxW mask, 255 inside any of ``polygons`` (each (K, 2) x, y), 0 outside.
+
+    Polygons are filled as given (sub-pixel vertices, no anti-aliasing, so values are
+    exactly {0, 255}); region functions already return convex hulls where appropriate.
+    """
+    h, w = _check_shape(shape)
+    mask = np.zeros((h, w), np.uint8)
+    pts = []
+    for i, p in enumerate(polygons):
+        p = np.asarray(p, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise ValueError(f"polygons[{i}]: expected shape (K, 2), got {p.shape}")
+        if not np.isfinite(p).all():
+            raise ValueError(f"polygons[{i}]: contains NaN or inf")
+        if len(p) >= 3:
+            # clamp far-away vertices so the fixed-point coordinates cannot overflow
+            p = np.clip(p, -4 * max(h, w), 5 * max(h, w))
+            pts.append(np.rint(p * (1 << _SHIFT)).astype(np.int32))
+    if pts:
+        cv2.fillPoly(mask, pts, 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    return mask
+
+
+#: Default sampling ranges of :func:`sample_mask_params` ((low, high), inclusive).
+DEFAULT_RANGES = {
+    "jitter": (0.0, 0.03),   # max vertex offset, fraction of face size
+    "scale": (0.85, 1.15),   # area-ish scale about the centroid (linear factor)
+    "warp": (0.0, 0.02),     # smooth boundary displacement, fraction of face size
+    "warp_grid": (2, 5),     # lattice cells per side of the warp field
+    "morph": (-0.02, 0.02),  # erode (<0) / dilate (>0) radius, fraction of face size
+    "feather": (0.0, 8.0),   # Gaussian sigma in pixels
+}
+_RANGE_LIMITS = {"jitter": (0.0, 0.5), "scale": (0.1, 4.0), "warp": (0.0, 0.5), "warp_grid": (1, 32),
+                 "morph": (-0.5, 0.5), "feather": (0.0, 256.0)}
+
+#: Parameters that leave the region polygon unchanged (binary hull mask).
+IDENTITY_PARAMS = {"jitter_px": 0.0, "jitter_seed": 0, "scale": 1.0, "warp_px": 0.0, "warp_grid": 1,
+                   "warp_seed": 0, "morph_px": 0, "feather": 0.0}
+
+
+def _resolve_ranges(ranges: dict) -> dict:
+    unknown = set(ranges) - set(DEFAULT_RANGES)
+    if unknown:
+        raise ValueError(f"unknown mask range(s) {sorted(unknown)}; expected some of {sorted(DEFAULT_RANGES)}")
+    out = {}
+    for k, default in DEFAULT_RANGES.items():
+        r = ranges.get(k, default)
+        if isinstance(r, (int, float)) and not isinstance(r, bool):
+            r = (r, r)
+        try:
+            lo, hi = (float(v) for v in r)
+        except (TypeError, ValueError):
+            raise ValueError(f"{k}: expected a number or a (low, high) pair, got {r!r}") from None
+        lim_lo, lim_hi = _RANGE_LIMITS[k]
+        if not (lim_lo <= lo <= hi <= lim_hi):
+            raise ValueError(f"{k}: expected {lim_lo} <= low <= high <= {lim_hi}, got ({lo}, {hi})")
+        out[k] = (lo, hi)
+    return out
+
+
+def region_size(landmarks, region: str) -> float:
+    """Longer side of the bounding box of the largest polygon of ``region`` (pixels)."""
+    return float(max(np.ptp(q, axis=0).max() for q in region_polygons(landmarks, region)))
+
+
+def sample_mask_params(rng: np.random.Generator, landmarks_or_face_size, region: str | None = None,
+                       **ranges) -> dict:
+    """Draw deformation parameters for :func:`build_mask` (plain JSON-able dict).
+
+    landmarks_or_face_size: landmarks (468, 2) or a size in pixels, used to turn the
+    fractional ranges (jitter, warp, morph) into pixels. With landmarks the reference size
+    is the face size (longer side of the landmark box), or, when ``region`` is given, the
+    size of that region (:func:`region_size`), so that small regions (eyes, mouth) are
+    deformed in proportion instead of being eroded away.
+    ranges: override :data:`DEFAULT_RANGES` entries with (low, high) or a fixed number.
+    """
+    check_rng(rng)
+    if np.ndim(landmarks_or_face_size) == 0:
+        size = float(landmarks_or_face_size)
+        if not np.isfinite(size) or size <= 0:
+            raise ValueError(f"landmarks_or_face_size: expected a positive face size, got {landmarks_or_face_size!r}")
+    elif region is not None:
+        size = region_size(landmarks_or_face_size, region)
+    else:
+        size = face_size(landmarks_or_face_size)
+    r = _resolve_ranges(ranges)
+    u = lambda k: float(rng.uniform(*r[k]))  # noqa: E731
+    return {
+        "jitter_px": round(u("jitter") * size, 4),
+        "jitter_seed": int(rng.integers(0, 2**31 - 1)),
+        "scale": round(u("scale"), 6),
+        "warp_px": round(u("warp") * size, 4),
+        "warp_grid": int(rng.integers(int(r["warp_grid"][0]), int(r["warp_grid"][1]) + 1)),
+        "warp_seed": int(rng.integers(0, 2**31 - 1)),
+        "morph_px": int(round(u("morph") * size)),
+        "feather": round(u("feather"), 4),
+    }
+
+
+def _check_params(params: dict) -> dict:
+    if not isinstance(params, dict):
+        raise ValueError(f"params: expected a dict, got {type(params).__name__}")
+    missing = set(IDENTITY_PARAMS) - set(params)
+    if missing:
+        raise ValueError(f"params: missing key(s) {sorted(missing)}")
+    p = {k: params[k] for k in IDENTITY_PARAMS}
+    for k in ("jitter_px", "warp_px", "feather"):
+        if not (np.isfinite(p[k]) and p[k] >= 0):
+            raise ValueError(f"params[{k!r}]: expected a number >= 0, got {p[k]!r}")
+    if not (np.isfinite(p["scale"]) and p["scale"] > 0):
+        raise ValueError(f"params['scale']: expected a number > 0, got {p['scale']!r}")
+    if int(p["warp_grid"]) < 1:
+        raise ValueError(f"params['warp_grid']: expected an integer >= 1, got {p['warp_grid']!r}")
+    return p
+
+
+def _resample_closed(poly: np.ndarray, n: int) -> np.ndarray:
+    """n points evenly spaced by arc length along the closed polygon."""
+    closed = np.vstack([poly, poly[:1]]).astype(np.float64)
+    seg = np.sqrt((np.diff(closed, axis=0) ** 2).sum(1))
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] <= 0:
+        return poly.astype(np.float64)
+    t = np.linspace(0.0, s[-1], n, endpoint=False)
+    return np.stack([np.interp(t, s, closed[:, 0]), np.interp(t, s, closed[:, 1])], axis=1)
+
+
+def _warp_points(pts: np.ndarray, box, grid: int, amp: float, seed: int) -> np.ndarray:
+    lattice = np.random.default_rng(seed).uniform(-1.0, 1.0, (grid + 1, grid + 1, 2)) * amp
+    x0, y0, x1, y1 = box
+    u = np.clip((pts[:, 0] - x0) / max(x1 - x0, 1e-6) * grid, 0, grid)
+    v = np.clip((pts[:, 1] - y0) / max(y1 - y0, 1e-6) * grid, 0, grid)
+    i = np.minimum(u.astype(int), grid - 1)
+    j = np.minimum(v.astype(int), grid - 1)
+    fu, fv = (u - i)[:, None], (v - j)[:, None]
+    d = (lattice[j, i] * (1 - fu) * (1 - fv) + lattice[j, i + 1] * fu * (1 - fv)
+         + lattice[j + 1, i] * (1 - fu) * fv + lattice[j + 1, i + 1] * fu * fv)
+    return pts + d
+
+
+def build_mask(shape, landmarks, region: str, params: dict | None = None) -> np.ndarray:
+    """Deformed mask of ``region`` as uint8 HxW (0..255; exactly {0, 255} when feather is 0).
+
+    shape: (H, W) of the image the landmarks belong to. params: from
+    :func:`sample_mask_params` (None = :data:`IDENTITY_PARAMS`). Deterministic.
+    """
+    h, w = _check_shape(shape)
+    p = _check_params(IDENTITY_PARAMS if params is None else params)
+    polys = region_polygons(landmarks, region)
+    jit = np.random.default_rng(int(p["jitter_seed"]))
+    shaped = []
+    for poly in polys:
+        poly = poly.astype(np.float64)
+        if p["jitter_px"] > 0:
+            poly = poly + jit.uniform(-1.0, 1.0, poly.shape) * p["jitter_px"]
+        if p["scale"] != 1.0:
+            c = poly.mean(axis=0)
+            poly = c + (poly - c) * p["scale"]
+        if p["jitter_px"] > 0 or p["scale"] != 1.0:
+            poly = _hull(poly).astype(np.float64)
+        shaped.append(poly)
+    if p["warp_px"] > 0:
+        allp = np.vstack(shaped)
+        box = (*allp.min(0), *allp.max(0))
+        shaped = [_warp_points(_resample_closed(q, _OUTLINE_POINTS), box, int(p["warp_grid"]),
+                               p["warp_px"], int(p["warp_seed"])) for q in shaped]
+    mask = polygon_mask((h, w), shaped)
+    r = int(p["morph_px"])
+    if r != 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(r) + 1, 2 * abs(r) + 1))
+        mask = cv2.dilate(mask, k) if r > 0 else cv2.erode(mask, k)
+    if p["feather"] >= 0.3:  # below that a Gaussian kernel is a no-op
+        mask = feather_mask(mask, float(p["feather"]))
+    return mask
+
+
+def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a uint8 mask (separable filter: cv2.GaussianBlur's bit-exact uint8
+    path is ~10x slower for large sigmas)."""
+    k = cv2.getGaussianKernel(2 * int(np.ceil(3.0 * sigma)) + 1, sigma)
+    return cv2.sepFilter2D(mask, -1, k, k, borderType=cv2.BORDER_REPLICATE)
+
+
+def subtract_occlusion(mask: np.ndarray, occlusion: np.ndarray) -> np.ndarray:
+    """``clip(mask - occlusion, 0, 1)`` in the dtype of ``mask``.
+
+    mask: uint8 0..255, bool or float [0, 1]; occlusion: same kinds (1 / 255 = occluded),
+    same HxW. uint8 in -> uint8 out (rounded), float in -> same float dtype, bool in -> bool
+    (``mask - occlusion >= 0.5``).
+    """
+    m = mask_to_float(mask, name="mask")
+    o = mask_to_float(occlusion, m.shape, name="occlusion")
+    out = np.clip(m - o, 0.0, 1.0)
+    if mask.dtype == np.uint8:
+        return np.rint(out * 255.0).astype(np.uint8)
+    if mask.dtype == np.bool_:
+        return out >= 0.5
+    return out.astype(mask.dtype)
