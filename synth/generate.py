@@ -76,6 +76,7 @@ class _Chunk:
 
     out: str
     index_path: str
+    index_hash: str
     recipe: Recipe
     seed: int
     size: int
@@ -92,22 +93,23 @@ class _ChunkResult:
     skipped: list[dict]  # {"i", "file", "reason", "reason_kind"}
 
 
-# Deliberate per-process cache: index path -> (pool, face cache), built on first use in
-# each worker process so faces are decoded and cropped once per process, not per chunk.
-_WORKER_STATE: dict[str, tuple[FacePool, FaceCache]] = {}
+# Deliberate per-process cache: (index path, index hash) -> (pool, face cache), built on
+# first use in each worker process so faces are decoded and cropped once per process.
+_WORKER_STATE: dict[tuple[str, str], tuple[FacePool, FaceCache]] = {}
 _WORKER_LOCK = threading.Lock()  # dask workers may run several threads
 
 
-def _worker_state(index_path: str) -> tuple[FacePool, FaceCache]:
+def _worker_state(index_path: str, index_hash: str = "") -> tuple[FacePool, FaceCache]:
+    key = (index_path, index_hash)  # the hash: an index rebuilt in place is a new one
     with _WORKER_LOCK:
-        state = _WORKER_STATE.get(index_path)
+        state = _WORKER_STATE.get(key)
         if state is None:
             import cv2
 
             cv2.setNumThreads(1)  # one worker per core already; OpenCV threads only contend
             _WORKER_STATE.clear()  # a process serves one run at a time
             pool = FacePool.from_index(load_index(index_path))
-            state = _WORKER_STATE[index_path] = (pool, FaceCache(pool, max_items=_FACE_CACHE_ITEMS))
+            state = _WORKER_STATE[key] = (pool, FaceCache(pool, max_items=_FACE_CACHE_ITEMS))
         return state
 
 
@@ -120,7 +122,7 @@ def _relative_message(exc: BaseException, root: str) -> str:
 
 def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     """Worker task: plan, render and write samples ``[chunk.start, chunk.stop)``."""
-    pool, faces = _worker_state(chunk.index_path)
+    pool, faces = _worker_state(chunk.index_path, chunk.index_hash)
     lines, skipped = [], []
     for i in range(chunk.start, chunk.stop):
         plan = sample_plan(chunk.recipe, pool, i, chunk.seed, chunk.size, chunk.weights)
@@ -493,7 +495,8 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
 
     with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
         csize = _chunk_size(n - first, be.slots)
-        chunks = (_Chunk(abs_out, resolved_index, rec, seed, size, weights, s, min(s + csize, n))
+        chunks = (_Chunk(abs_out, resolved_index, definition["index_hash"], rec, seed, size, weights,
+                         s, min(s + csize, n))
                   for s in range(first, n, csize))
 
         def on_result(result: _ChunkResult) -> None:

@@ -1,0 +1,358 @@
+"""The generation job end to end: real index, recipes, render and writer, on the embedded
+astronaut (and a tiny corpus of good and bad files). Small n and 64 px keep it fast; the
+dask and kill-and-resume tests are marked ``slow``."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from synth import writer
+from synth.generate import BACKENDS, generate
+from synth.index import build_index, load_index
+from synth.pool import FacePool
+from synth.render import FaceCache, render
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+def read_png(path: Path) -> np.ndarray:
+    """PNG -> RGB (or grey) array, failing loudly if the file is not a readable PNG."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+def tree_bytes(out: Path) -> dict[str, bytes]:
+    """All sample files of a run, by relative path."""
+    return {p.relative_to(out).as_posix(): p.read_bytes()
+            for kind in writer.KINDS for p in sorted((out / kind).rglob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A serial run of the default recipe on the embedded default face (n=6, 64 px)."""
+    out = tmp_path_factory.mktemp("gen") / "serial"
+    generate(out, 6, size=SIZE, backend="serial", progress=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- basics
+
+def test_writer_paths_are_sharded_by_ten_thousand():
+    assert writer.sample_paths(123) == {"real": "real/000/000123.png", "fake": "fake/000/000123.png",
+                                        "mask": "mask/000/000123.png"}
+    assert writer.sample_paths(123_456)["fake"] == "fake/012/123456.png"
+    assert writer.sample_paths(1_234_567)["mask"] == "mask/123/1234567.png"
+    with pytest.raises(ValueError, match="sample index"):
+        writer.sample_id(-1)
+
+
+def test_scan_manifest_cuts_a_partial_last_line(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    good = writer.dumps_line({"i": 0, "status": "ok"}) + writer.dumps_line(
+        {"i": 1, "status": "skipped", "reason": "r", "reason_kind": "ImageReadError", "file": "a.png"})
+    path.write_text(good + '{"i": 2, "sta')
+    state = writer.scan_manifest(path)
+    assert (state.next_i, state.n_ok, state.n_skipped, state.reasons) == (2, 1, 1, {"ImageReadError": 1})
+    assert state.skipped == [{"i": 1, "file": "a.png", "reason": "r"}]
+    assert path.read_text() == good
+    assert writer.scan_manifest(tmp_path / "missing.jsonl").next_i == 0
+
+
+def test_default_run_layout_manifest_and_report(base):
+    assert (base / "default-src" / "astronaut.png").is_file()
+    assert load_index(base / "index").ok.sum() == 1
+    recs = lines(base)
+    assert [r["i"] for r in recs] == list(range(6))
+    assert [r["id"] for r in recs] == [f"{i:06d}" for i in range(6)]
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert ok, "no sample rendered"
+    for r in ok:
+        assert r["real"] == f"real/000/{r['id']}.png" and r["label"] == 1
+        real, fake, mask = (read_png(base / r[k]) for k in ("real", "fake", "mask"))
+        assert real.shape == fake.shape == (SIZE, SIZE, 3) and mask.shape == (SIZE, SIZE)
+        assert real.dtype == fake.dtype == mask.dtype == np.uint8
+        assert not np.array_equal(real, fake)
+        assert mask.max() >= 128
+        plan = r["plan"]
+        assert plan["index"] == r["i"] and plan["size"] == SIZE and plan["pairing"] == "self"
+        assert r["target_id"] == r["source_id"] == "astronaut.png" == plan["target"]
+    text = (base / "manifest.jsonl").read_text()
+    assert str(base) not in text and "/tmp" not in text  # no absolute paths in lines
+
+    report = json.loads((base / "report.json").read_text())
+    assert report["n_requested"] == 6 and report["complete"] is True
+    assert report["n_ok"] == len(ok) and report["n_ok"] + report["n_skipped"] == 6
+    assert len(report["skipped"]) == report["n_skipped"] == sum(report["skip_reasons"].values())
+    assert report["recipe"] == "mixed" and report["seed"] == 0 and report["size"] == SIZE
+    assert set(report["versions"]) == {"python", "numpy", "cv2", "mediapipe", "synth"}
+    run = json.loads((base / "run.json").read_text())
+    assert run["index"] == "index" and run["src"] == "skimage:astronaut" and run["n"] == 6
+    assert not list(base.rglob("*.tmp"))
+
+
+def test_joblib_two_workers_matches_serial_bytes(base, tmp_path):
+    out = tmp_path / "joblib"
+    report = generate(out, 6, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
+    assert report["n_ok"] + report["n_skipped"] == 6
+    assert (out / "manifest.jsonl").read_bytes() == (base / "manifest.jsonl").read_bytes()
+    assert tree_bytes(out) == tree_bytes(base)
+
+
+def test_other_seed_gives_other_samples(base, tmp_path):
+    out = tmp_path / "seed1"
+    generate(out, 6, index=base / "index", size=SIZE, seed=1, backend="serial", progress=False)
+    a, b = lines(base), lines(out)
+    assert [r["plan"]["seed"] for r in a] != [r["plan"]["seed"] for r in b]
+    assert tree_bytes(out) != tree_bytes(base)
+
+
+def test_replay_from_manifest_is_byte_identical(base):
+    pool = FacePool.from_index(load_index(base / "index"))
+    faces = FaceCache(pool)
+    for r in lines(base):
+        if r["status"] != "ok":
+            continue
+        real, fake, mask = render(r["plan"], faces)
+        for kind, img in zip(("real", "fake", "mask"), (real, fake, mask)):
+            assert np.array_equal(read_png(base / r[kind]), img), (r["id"], kind)
+
+
+def test_rerun_of_finished_run_does_nothing(base, capsys):
+    before = {p: p.stat().st_mtime_ns for p in (base / "manifest.jsonl", base / "report.json")}
+    report = generate(base, 6, size=SIZE, backend="serial", progress=False)
+    assert "nothing to do" in capsys.readouterr().out
+    assert report == json.loads((base / "report.json").read_text())
+    assert before == {p: p.stat().st_mtime_ns for p in before}
+
+
+@pytest.mark.parametrize("change, key", [({"seed": 5}, "seed"), ({"size": 96}, "size"), ({"n": 7}, "n"),
+                                          ({"recipe": "self-blend"}, "recipe"),
+                                          ({"weights": {"blend=alpha": 2.0}}, "weights")])
+def test_different_definition_in_same_out_is_refused(base, change, key):
+    args = {"n": 6, "size": SIZE, "backend": "serial", "progress": False, **change}
+    with pytest.raises(ValueError, match=rf"{base}.*different run: {key} was"):
+        generate(base, **args)
+
+
+def test_argument_errors(tmp_path, base):
+    with pytest.raises(ValueError, match="backend: unknown 'threads'"):
+        generate(tmp_path / "x", 2, backend="threads")
+    with pytest.raises(ValueError, match="n: expected"):
+        generate(tmp_path / "x", -1)
+    with pytest.raises(ValueError, match="either src .* or index"):
+        generate(tmp_path / "x", 2, src=tmp_path, index=base / "index", backend="serial")
+    with pytest.raises(ValueError, match="scheduler"):
+        generate(tmp_path / "y", 2, index=base / "index", size=SIZE, backend="dask", progress=False)
+    assert set(BACKENDS) == {"serial", "joblib", "dask"}
+
+
+def test_swap_only_recipe_needs_two_faces(base, tmp_path):
+    spec = tmp_path / "swap-only.yaml"
+    spec.write_text(f"extends: {REPO / 'recipes' / 'mixed.yaml'}\nname: swap-only\npairing: {{self: 0, swap: 1}}\n")
+    with pytest.raises(ValueError, match=r"recipe 'swap-only' .*at least 2 usable faces.*index"):
+        generate(tmp_path / "s", 2, recipe=spec, index=base / "index", size=SIZE, backend="serial", progress=False)
+
+
+# ---------------------------------------------------------------------------- resume
+
+def test_resume_after_truncation_is_byte_identical(base, tmp_path):
+    out = tmp_path / "resume"
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("index", "default-src"))
+    full = (base / "manifest.jsonl").read_bytes()
+    keep = full.split(b"\n")[:2]
+    # two whole lines, then half of the third (an append cut by a crash); files of later
+    # samples are left damaged or missing, as a crash mid-chunk would leave them
+    (out / "manifest.jsonl").write_bytes(b"\n".join(keep) + b"\n" + full.split(b"\n")[2][:40])
+    for r in lines(base)[2:]:
+        if r["status"] == "ok":
+            (out / r["fake"]).write_bytes(b"garbage")
+            (out / r["mask"]).unlink()
+    (out / "report.json").unlink()
+    # the copy has no index of its own: same definition = same index content (hash)
+    report = generate(out, 6, index=base / "index", size=SIZE, backend="serial", progress=False)
+    assert (out / "manifest.jsonl").read_bytes() == full
+    assert tree_bytes(out) == tree_bytes(base)
+    assert report["n_made_this_run"] == 4 and report["n_done"] == 6
+
+
+def test_manifest_out_of_order_is_an_error(base, tmp_path):
+    out = tmp_path / "bad"
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("index", "default-src"))
+    recs = (base / "manifest.jsonl").read_text().splitlines(keepends=True)
+    (out / "manifest.jsonl").write_text(recs[1] + recs[0])
+    with pytest.raises(ValueError, match=r"manifest.jsonl:1: .*expected sample 0, found 1"):
+        writer.scan_manifest(out / "manifest.jsonl")
+
+
+_CHILD = """
+import sys
+from synth.generate import generate
+generate(sys.argv[1], int(sys.argv[2]), index=sys.argv[3], size={size}, workers=2, backend="joblib", progress=False)
+"""
+
+
+def _start_child(out: Path, n: int, index: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _CHILD.format(size=SIZE), str(out), str(n), str(index)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_lines(out: Path, proc: subprocess.Popen, k: int, timeout: float = 60) -> int:
+    manifest = out / "manifest.jsonl"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if manifest.exists():
+            count = manifest.read_bytes().count(b"\n")
+            if count >= k:
+                return count
+        if proc.poll() is not None:
+            pytest.fail(f"child ended before writing {k} lines: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    pytest.fail(f"no {k} manifest lines within {timeout} s")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_clean_run(base, tmp_path, capsys):
+    n = 48
+    clean = tmp_path / "clean"
+    generate(clean, n, index=base / "index", size=SIZE, backend="serial", progress=False)
+
+    out = tmp_path / "killed"
+    proc = _start_child(out, n, base / "index")
+    done = _wait_for_lines(out, proc, 6)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-run
+    proc.wait()
+    assert done < n, "the run finished before it could be killed"
+    report = generate(out, n, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
+    assert report["n_done"] == n and report["n_made_this_run"] < n
+    assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
+    assert tree_bytes(out) == tree_bytes(clean)
+    assert not list(out.rglob("*.tmp"))
+    capsys.readouterr()
+    generate(out, n, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
+    assert "nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sigint_keeps_manifest_consistent(base, tmp_path):
+    n = 400
+    out = tmp_path / "sigint"
+    proc = _start_child(out, n, base / "index")
+    _wait_for_lines(out, proc, 1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted: " in err and "rerun the same command to continue" in err
+    done = int(err.split("interrupted: ")[1].split(" done")[0])
+    recs = lines(out)
+    assert 0 < done == len(recs) < n and [r["i"] for r in recs] == list(range(done))
+    report = json.loads((out / "report.json").read_text())
+    assert report["complete"] is False and report["n_done"] == done
+
+
+# --------------------------------------------------------------------- bad input corpus
+
+def _bomb_png() -> bytes:
+    """A valid PNG header declaring 100000 x 100000 pixels (a decompression bomb), no real data."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Good faces (astronaut, its mirror image, grey, RGBA and 16-bit variants) and bad files."""
+    from skimage import data
+
+    src = tmp_path_factory.mktemp("corpus") / "src"
+    src.mkdir()
+    face = cv2.resize(data.astronaut()[:320, 80:400], (256, 256), interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(face, cv2.COLOR_RGB2BGR)
+    cv2.imwrite(str(src / "good_a.png"), bgr)
+    cv2.imwrite(str(src / "good_b.jpg"), bgr[:, ::-1])
+    cv2.imwrite(str(src / "gray.png"), cv2.cvtColor(face, cv2.COLOR_RGB2GRAY))
+    cv2.imwrite(str(src / "rgba.png"), np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]))
+    cv2.imwrite(str(src / "deep16.png"), bgr.astype(np.uint16) * 257)
+    good_png = (src / "good_a.png").read_bytes()
+    (src / "truncated.png").write_bytes(good_png[: len(good_png) // 3])
+    (src / "corrupt.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    (src / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(src / "tiny.png"), bgr[:16, :16])
+    (src / "bomb.png").write_bytes(_bomb_png())
+    cv2.imwrite(str(src / "faceless.png"), np.full((128, 128, 3), 90, np.uint8))
+    idx = src.parent / "index"
+    build_index(src, idx, workers=1, progress=False)
+    return src, idx
+
+
+def test_bad_inputs_are_indexed_out_and_generation_skips_unreadable_sources(corpus, tmp_path):
+    src, idx = corpus
+    status = {r["relpath"]: r["status"] for r in load_index(idx).records}
+    assert "notes.txt" not in status
+    for name in ("truncated.png", "corrupt.jpg", "tiny.png", "bomb.png"):
+        assert status[name] == "unreadable", name
+    assert status["faceless.png"] == "no_face"
+    good = {"good_a.png", "good_b.jpg", "gray.png", "rgba.png", "deep16.png"}
+    assert {k for k, s in status.items() if s == "ok"} == good
+
+    # a source that was fine when indexed becomes unreadable before generation
+    work = tmp_path / "src"
+    shutil.copytree(src, work)
+    idx2 = tmp_path / "index"
+    build_index(work, idx2, workers=1, progress=False)
+    (work / "gray.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+
+    n = 20
+    out = tmp_path / "out"
+    report = generate(out, n, index=idx2, size=SIZE, backend="serial", progress=False)
+    recs = lines(out)
+    assert [r["i"] for r in recs] == list(range(n))
+    uses_gray = {r["i"] for r in recs if "gray.png" in (r["plan"]["target"], r["plan"]["source"])}
+    assert uses_gray, "no sample drew the broken face; pick another n"
+    unreadable = {r["i"] for r in recs if r["status"] == "skipped" and r["reason_kind"] == "ImageReadError"}
+    assert unreadable == uses_gray
+    for r in recs:
+        if r["status"] == "skipped":
+            assert r["reason"] and r["file"] and str(work) not in r["reason"]
+    assert report["skip_reasons"].get("ImageReadError") == len(uses_gray)
+    assert report["n_ok"] + report["n_skipped"] == n == report["n_done"]
+    assert {s["i"] for s in report["skipped"]} >= uses_gray
+    assert all(s["file"] == "gray.png" for s in report["skipped"] if s["i"] in uses_gray and s["i"] in unreadable)
+    assert any(r["plan"]["pairing"] == "swap" for r in recs)  # two+ faces: the mixed recipe swaps too
+
+
+# ------------------------------------------------------------------------------- dask
+
+@pytest.mark.slow
+def test_dask_local_cluster_gives_the_same_manifest(base, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        out = tmp_path / "dask"
+        report = generate(out, 6, index=base / "index", size=SIZE, backend="dask",
+                          scheduler=cluster.scheduler_address, progress=False)
+    assert report["n_done"] == 6 and report["backend"] == "dask"
+    assert (out / "manifest.jsonl").read_bytes() == (base / "manifest.jsonl").read_bytes()
+    assert tree_bytes(out) == tree_bytes(base)
