@@ -109,12 +109,16 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     return _deep_merge(base, data)
 
 
+# Choice sets are replaced whole, not merged: a child recipe lists what it allows.
+_REPLACED_WHOLE = ("ops", "regions", "pairing")
+
+
 def _deep_merge(base: dict, child: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in child.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("ops", "regions"):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in _REPLACED_WHOLE:
             out[key] = _deep_merge(out[key], value)
-        else:  # op groups and region weights are replaced whole: a child lists what it allows
+        else:
             out[key] = copy.deepcopy(value)
     return out
 
