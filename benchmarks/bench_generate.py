@@ -3,7 +3,7 @@
 For each N: ``synth.generate.generate`` (recipe, size, workers as given) into a fresh
 directory, versus the *I/O floor*: the same worker count doing only the unavoidable work
 per sample (decode the target source image, resize it to SIZE, encode + atomically write
-three PNGs through the same writer) with no ops. Rates are samples (= fakes) per second,
+three PNGs through the same writer, one sync per chunk) with no ops. Rates are samples (= fakes) per second,
 median over ``--repeats``; peak RSS is summed over the job's process and its workers
 (sampled from /proc every 0.2 s). The index is built once (``--index``, default
 WORK/index) and reused by every run.
@@ -78,7 +78,7 @@ def _floor_chunk(index_path: str, out: str, seed: int, size: int, start: int, st
     import cv2
 
     from synth.generate import _worker_state
-    from synth.writer import write_sample
+    from synth.writer import sync_outputs, write_sample
 
     pool, _ = _worker_state(index_path)  # same per-process pool the job uses
     yy, xx = np.mgrid[:size, :size]
@@ -87,7 +87,8 @@ def _floor_chunk(index_path: str, out: str, seed: int, size: int, start: int, st
     for i in range(start, stop):
         key = pool.keys[pool.target_for(i, seed)]
         img = cv2.resize(pool.loader(key), (size, size), interpolation=cv2.INTER_AREA)
-        write_sample(out, i, img, img, mask)
+        write_sample(out, i, img, img, mask, fsync=False)
+    sync_outputs(out)  # as the job does once per chunk
     return stop - start
 
 

@@ -138,10 +138,11 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
             skipped.append({k: record[k] for k in ("i", "file", "reason", "reason_kind")})
             lines.append(writer.dumps_line(record))
             continue
-        rel = writer.write_sample(chunk.out, i, real, fake, mask)
+        rel = writer.write_sample(chunk.out, i, real, fake, mask, fsync=False)
         record = {"i": i, "id": sid, "label": 1, **rel, "target_id": plan["target"],
                   "source_id": plan["source"], "status": "ok", "plan": plan}
         lines.append(writer.dumps_line(record))
+    writer.sync_outputs(chunk.out)  # the parent appends these lines only after this
     return _ChunkResult(chunk.start, chunk.stop, lines, skipped)
 
 
@@ -176,14 +177,18 @@ def _ignore_sigint() -> None:
 
 
 class _LokyBackend:
-    """joblib's loky process pool (robust to worker crashes, reused across calls)."""
+    """A private loky process pool (joblib's; robust to worker crashes) for one run.
+
+    Private rather than loky's reusable executor: that one is shared with joblib.Parallel,
+    which expects its own subclass there and breaks if we installed a plain one.
+    """
 
     def __init__(self, workers: int):
-        from joblib.externals.loky import get_reusable_executor
+        from joblib.externals.loky import ProcessPoolExecutor
 
         self.slots = workers
         threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-        self.executor = get_reusable_executor(max_workers=workers, initializer=_ignore_sigint, env=threads)
+        self.executor = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint, env=threads)
 
     def submit(self, fn, arg):
         return self.executor.submit(fn, arg)
@@ -231,7 +236,11 @@ def _serial(workers, scheduler):
 
 @contextlib.contextmanager
 def _joblib(workers, scheduler):
-    yield _LokyBackend(workers)
+    backend = _LokyBackend(workers)
+    try:
+        yield backend
+    finally:
+        backend.executor.shutdown(wait=True)  # no-op after abort(), which killed the workers
 
 
 @contextlib.contextmanager

@@ -8,9 +8,10 @@ Layout (``OUT`` = the run directory)::
 The shard directory is ``i // 10000`` (3 digits), so no directory holds more than 10,000
 files; the file stem is the sample index zero-padded to 6 digits (more for i >= 10**6).
 
-Every file is written atomically (encode in memory, temporary file, ``fsync``,
-``os.replace``; see :func:`synth.io.write_image_atomic`), and a manifest line is appended
-only after the files it names are in place, so after a crash the manifest is always a
+Every file is written atomically (encode in memory, temporary file, ``os.replace``; see
+:func:`synth.io.write_image_atomic`) and flushed to disk (``fsync``, or one
+:func:`sync_outputs` per chunk), and a manifest line is appended only after the files it
+names are on disk, so after a crash the manifest is always a
 prefix of the finished run: a resumed run re-makes the samples after that prefix and
 overwrites whatever partial files they left.
 """
@@ -27,7 +28,7 @@ import numpy as np
 
 from synth.io import write_image_atomic
 
-__all__ = ["KINDS", "SHARD_SIZE", "PNG_PARAMS", "sample_id", "sample_paths", "write_sample",
+__all__ = ["KINDS", "SHARD_SIZE", "PNG_PARAMS", "sample_id", "sample_paths", "write_sample", "sync_outputs",
            "dumps_line", "ManifestState", "scan_manifest", "iter_manifest", "append_lines",
            "write_json_atomic", "sweep_tmp"]
 
@@ -60,6 +61,7 @@ def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarr
 
     Returns the relative paths (:func:`sample_paths`). Shard directories are created on
     demand. Each file is written atomically, so a reader never sees a half-written PNG.
+    ``fsync=False`` leaves flushing to a later :func:`sync_outputs` (the job does one per chunk).
     """
     out = Path(out)
     rel = sample_paths(i)
@@ -68,6 +70,41 @@ def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarr
         path.parent.mkdir(parents=True, exist_ok=True)
         write_image_atomic(path, image, ".png", PNG_PARAMS, fsync=fsync)
     return rel
+
+
+def _libc_syncfs():
+    try:
+        import ctypes
+        import ctypes.util
+
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux / no syncfs
+        return None
+    return fn
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def sync_outputs(out) -> None:
+    """Flush every file written under ``out`` to disk.
+
+    One ``syncfs`` of the output file system per chunk instead of an ``fsync`` per file
+    (3 per sample): the same guarantee for the manifest (its lines are appended only after
+    this returns) at a fraction of the cost. Falls back to ``os.sync()`` without syncfs.
+    """
+    if _SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        if _SYNCFS(fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({out}) failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def dumps_line(record: Mapping[str, Any]) -> str:
