@@ -1,0 +1,319 @@
+"""Tests for synth.blend: formulas vs references, Poisson exactness, OpenCV agreement."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from synth import blend as B
+from synth.params import Op, Param
+
+
+def _face_pair(size: int = 128):
+    """Astronaut target, chelsea source (both resized), face-sized elliptical uint8 mask."""
+    target = cv2.resize(data.astronaut(), (size, size), interpolation=cv2.INTER_AREA)
+    source = cv2.resize(data.chelsea(), (size, size), interpolation=cv2.INTER_AREA)
+    mask = np.zeros((size, size), np.uint8)
+    f = size / 512
+    cv2.ellipse(mask, (round(215 * f), round(115 * f)), (round(45 * f), round(60 * f)), 0, 0, 360, 255, -1)
+    return source, target, mask
+
+
+def _lap(a: np.ndarray) -> np.ndarray:
+    """5-point Laplacian on the image interior (shape (H-2, W-2, ...)), float64."""
+    a = a.astype(np.float64)
+    return a[2:, 1:-1] + a[:-2, 1:-1] + a[1:-1, 2:] + a[1:-1, :-2] - 4 * a[1:-1, 1:-1]
+
+
+def _domain(mask: np.ndarray) -> np.ndarray:
+    """The documented Poisson domain: mask > 0.5 (uint8: > 127) minus the image frame."""
+    dom = B.mask_to_float(mask) > 0.5
+    dom[0] = dom[-1] = False
+    dom[:, 0] = dom[:, -1] = False
+    return dom
+
+
+def _mixed_div(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Reference: -sum_q v_pq on the interior, v_pq = larger of (s_p-s_q, t_p-t_q) in magnitude."""
+    s, t = s.astype(np.float64), t.astype(np.float64)
+    total = np.zeros(s[1:-1, 1:-1].shape)
+    c = np.s_[1:-1, 1:-1]
+    for nb in (np.s_[2:, 1:-1], np.s_[:-2, 1:-1], np.s_[1:-1, 2:], np.s_[1:-1, :-2]):
+        ds, dt = s[c] - s[nb], t[c] - t[nb]
+        total -= np.where(np.abs(ds) > np.abs(dt), ds, dt)
+    return total
+
+
+# ----------------------------------------------------------------------------- alpha
+def test_alpha_matches_formula_with_rounding():
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    t = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    m = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    out = B.alpha_blend(s, t, m)
+    a = (m.astype(np.float32) / 255).astype(np.float64)[..., None]
+    exact = (1 - a) * t + a * s
+    ref = np.clip(np.rint(exact), 0, 255)
+    assert out.dtype == np.uint8 and out.shape == s.shape
+    diff = np.abs(out.astype(np.float64) - ref)
+    # float32 vs float64 can only disagree on values within round-off of a .5 tie
+    near_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+    assert diff.max() <= 1 and not (diff > 0)[~near_tie].any()
+    # binary masks are exact copies
+    mb = m > 127
+    out_b = B.alpha_blend(s, t, mb)
+    assert np.array_equal(out_b[mb], s[mb]) and np.array_equal(out_b[~mb], t[~mb])
+
+
+# ----------------------------------------------------------------------------- Poisson
+@pytest.mark.parametrize("size", [64, 128])
+def test_poisson_normal_is_exact_on_mask_domain(size):
+    s, t, m = _face_pair(size)
+    f = B.poisson_blend_float(s, t, m)
+    assert f.dtype == np.float32 and f.shape == t.shape
+    dom = _domain(m)
+    inner = dom[1:-1, 1:-1]
+    residual = (_lap(f) - _lap(s))[inner]
+    assert np.abs(residual).max() < 1e-2  # float32 round-off; measured ~1e-4
+    assert np.array_equal(f[~dom], t[~dom].astype(np.float32))
+    u = B.poisson_blend(s, t, m)
+    assert u.dtype == np.uint8 and np.array_equal(u[~dom], t[~dom])
+    assert np.array_equal(u, np.clip(np.rint(f), 0, 255).astype(np.uint8))
+    # the solution really moved: the composite is not a plain paste of the source
+    assert np.abs(f[dom] - s[dom]).mean() > 5
+
+
+def test_poisson_mixed_is_exact_and_differs_from_normal():
+    s, t, m = _face_pair(96)
+    f = B.poisson_blend_float(s, t, m, mode="mixed")
+    dom = _domain(m)
+    inner = dom[1:-1, 1:-1]
+    assert np.abs((_lap(f) - _mixed_div(s, t))[inner]).max() < 1e-2
+    assert np.array_equal(f[~dom], t[~dom].astype(np.float32))
+    normal = B.poisson_blend(s, t, m, mode="normal")
+    assert np.abs(B.poisson_blend(s, t, m, mode="mixed").astype(int) - normal)[dom].mean() > 2
+
+
+def test_poisson_mixed_keeps_strong_target_edges():
+    h = w = 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    t = np.full((h, w, 3), 200, np.uint8)
+    t[:, 30:32] = 20  # strong dark line crossing the mask
+    s = np.dstack([(80 + xx + yy // 2).astype(np.uint8)] * 3)  # smooth ramp
+    m = np.zeros((h, w), np.uint8)
+    m[12:52, 12:52] = 255
+    rows = slice(24, 40)
+    line = lambda img: img[rows, 30:32].astype(float).mean()  # noqa: E731
+    side = lambda img: img[rows, 24:27].astype(float).mean()  # noqa: E731
+    mixed = B.poisson_blend(s, t, m, mode="mixed")
+    normal = B.poisson_blend(s, t, m, mode="normal")
+    assert side(mixed) - line(mixed) > 150  # the target's line survives (contrast 180)
+    assert abs(side(normal) - line(normal)) < 20  # normal cloning erases it
+
+
+def test_poisson_soft_mask_binarised_at_half_and_mask_types_agree():
+    s, t, m = _face_pair(64)
+    mb = m > 127
+    ref = B.poisson_blend(s, t, m)
+    assert np.array_equal(B.poisson_blend(s, t, mb), ref)
+    assert np.array_equal(B.poisson_blend(s, t, mb.astype(np.float32)), ref)
+    soft = np.where(mb, 0.6, 0.5).astype(np.float32)  # 0.5 is outside, 0.6 inside
+    assert np.array_equal(B.poisson_blend(s, t, soft), ref)
+
+
+def test_poisson_mask_touching_border_and_several_components():
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    t = cv2.GaussianBlur(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8), (7, 7), 2)
+    m = np.zeros((48, 40), bool)
+    m[:15, :12] = True  # touches the top-left corner
+    m[30:44, 25:40] = True  # touches the right edge
+    m[20, 20] = True  # a single pixel
+    f = B.poisson_blend_float(s, t, m)
+    dom = _domain(m)
+    assert np.abs((_lap(f) - _lap(s))[dom[1:-1, 1:-1]]).max() < 1e-2
+    assert np.array_equal(f[~dom], t[~dom].astype(np.float32))  # incl. the image frame
+
+
+def _cv_clone(s, t, m, flag):
+    x, y, w, h = cv2.boundingRect(m)
+    # OpenCV centres the mask's bounding rect on `center`: this centre keeps it in place.
+    # seamlessClone erodes/inverts the mask array in place, hence the copy.
+    return cv2.seamlessClone(s, t, m.copy(), (x + w // 2, y + h // 2), flag)
+
+
+@pytest.mark.parametrize("size", [96, 128])
+def test_poisson_box_domain_matches_opencv(size):
+    s, t, m = _face_pair(size)
+    ref = _cv_clone(s, t, m, cv2.NORMAL_CLONE).astype(int)
+    out = B.poisson_blend(s, t, m, domain="box").astype(int)
+    diff = np.abs(out - ref)
+    assert diff.max() <= 1  # OpenCV truncates to uint8, we round
+    assert diff.mean() < 0.1  # measured 0.04 (image) at 128-512 px
+
+
+def test_poisson_mask_domain_matches_sparse_reference_solve():
+    """Independent reference: the Perez system on the mask pixels solved with spsolve."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    s, t, m = _face_pair(48)
+    m[18:22, 5:40] = 255  # make the domain non-convex
+    dom = _domain(m)
+    index = -np.ones(dom.shape, int)
+    index[dom] = np.arange(dom.sum())
+    ys, xs = np.nonzero(dom)
+    rows, cols, vals = [np.arange(len(ys))], [np.arange(len(ys))], [np.full(len(ys), 4.0)]
+    rhs = -_lap(s)[ys - 1, xs - 1]  # sum_q (s_p - s_q)
+    for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        nb = index[ys + dy, xs + dx]
+        inside = nb >= 0
+        rows.append(np.flatnonzero(inside)), cols.append(nb[inside]), vals.append(-np.ones(inside.sum()))
+        rhs[~inside] += t[ys + dy, xs + dx][~inside]  # Dirichlet: target just outside
+    a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))))
+    ref = t.astype(np.float64)
+    ref[dom] = spsolve(a.tocsc(), rhs)
+    assert np.abs(B.poisson_blend_float(s, t, m) - ref).max() < 1e-2
+
+
+def test_poisson_reproduces_target_when_source_differs_by_harmonic_field():
+    # source = target + a harmonic field: the exact solve gives the target back for any
+    # harmonic field (here affine); OpenCV's box formulation only for a constant one (its
+    # guidance switches between two fields along the eroded mask border).  On the sharp
+    # astronaut/chelsea pair the two formulations differ by ~20-60 gray levels inside the
+    # mask -- see the module docstring and benchmarks/bench_blend.py.
+    s, t, m = _face_pair(128)
+    t = (20 + t // 3).astype(np.uint8)  # 20..105
+    affine = (t + 10 + np.arange(128)[None, :, None]).astype(np.uint8)  # no overflow
+    assert np.abs(B.poisson_blend_float(affine, t, m) - t).max() < 1e-2
+    shifted = t + 40
+    assert np.abs(_cv_clone(shifted, t, m, cv2.NORMAL_CLONE).astype(int) - t).max() <= 1
+    assert np.abs(B.poisson_blend(shifted, t, m, domain="box").astype(int) - t).max() <= 1
+
+
+def test_poisson_all_ones_and_empty_masks():
+    s, t, m = _face_pair(48)
+    for domain in B.POISSON_DOMAINS:
+        for mode in B.POISSON_MODES:
+            assert np.array_equal(B.poisson_blend(s, t, np.ones((48, 48), bool), mode=mode, domain=domain), s)
+            assert np.array_equal(B.poisson_blend(s, t, np.zeros((48, 48), np.uint8), mode=mode, domain=domain), t)
+    tiny = np.zeros((48, 48), bool)
+    tiny[0, :] = True  # only the frame: nothing to solve in either formulation
+    assert np.array_equal(B.poisson_blend(s, t, tiny), t)
+
+
+def test_lattice_potential_kernel():
+    a = B._lattice_potential(80)  # exact block (<= 48) and asymptotic part
+    assert a[0, 0] == 0 and abs(a[1, 0] - 0.25) < 1e-12 and np.allclose(a, a.T)
+    n = np.arange(1, 80)
+    assert np.allclose(np.diag(a)[1:], np.cumsum(1 / (2 * n - 1)) / np.pi, atol=1e-8)
+    lap = a[2:, 1:-1] + a[:-2, 1:-1] + a[1:-1, 2:] + a[1:-1, :-2] - 4 * a[1:-1, 1:-1]
+    assert np.abs(lap).max() < 1e-7  # harmonic away from the origin, seams included
+    assert abs(4 * a[1, 0] - 4 * a[0, 0] - 1) < 1e-12  # Delta a = delta at 0 (symmetry)
+
+
+# ----------------------------------------------------------------------------- pyramid / wavelet
+@pytest.mark.parametrize("method,options", [
+    ("alpha", {}), ("pyramid", {}), ("pyramid", {"levels": 8}), ("wavelet", {}),
+    ("wavelet", {"wavelet": "db2", "levels": 3}), ("wavelet", {"wavelet": "sym2"}), ("poisson", {}),
+])
+@pytest.mark.parametrize("shape", [(64, 64), (37, 53)])
+def test_all_ones_gives_source_all_zeros_gives_target(method, options, shape):
+    rng = np.random.default_rng(2)
+    s = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    t = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    assert np.array_equal(B.blend(s, t, np.full(shape, 255, np.uint8), method, **options), s)
+    assert np.array_equal(B.blend(s, t, np.zeros(shape, bool), method, **options), t)
+
+
+@pytest.mark.parametrize("method", ["alpha", "pyramid", "wavelet", "poisson"])
+def test_mask_dtypes_agree(method):
+    s, t, m = _face_pair(64)
+    ref = B.blend(s, t, m, method)
+    assert ref.dtype == np.uint8 and ref.shape == t.shape
+    assert np.array_equal(B.blend(s, t, m > 0, method), ref)
+    assert np.array_equal(B.blend(s, t, (m > 0).astype(np.float64), method), ref)
+    assert np.array_equal(B.blend(s, t, m[..., None], method), ref)
+
+
+@pytest.mark.parametrize("method", ["pyramid", "wavelet"])
+def test_multiscale_blends_are_between_inputs_and_seam_is_smooth(method):
+    s, t, m = _face_pair(128)
+    out = B.blend(s, t, m, method, levels=3).astype(int)
+    inside = cv2.erode(m, np.ones((15, 15), np.uint8)) > 0
+    outside = cv2.dilate(m, np.ones((15, 15), np.uint8)) == 0
+    assert np.abs(out - s)[inside].mean() < 12  # deep inside: mostly the source
+    assert np.abs(out - t)[outside].mean() < 6  # far outside: mostly the target
+    # a smooth transition: fewer large jumps across the mask border than a hard paste
+    hard = B.alpha_blend(s, t, m).astype(int)
+    band = (cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0) & (cv2.erode(m, np.ones((3, 3), np.uint8)) == 0)
+    jump = lambda img: np.abs(np.diff(img, axis=1)).sum(2)[band[:, 1:]].mean()  # noqa: E731
+    assert jump(out) < jump(hard)
+
+
+def test_levels_clamped_on_tiny_images():
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    t = rng.integers(0, 256, (5, 3, 3), dtype=np.uint8)
+    m = np.linspace(0, 1, 15, dtype=np.float32).reshape(5, 3)
+    for method in ("pyramid", "wavelet"):
+        out = B.blend(s, t, m, method, levels=8)
+        assert out.shape == s.shape and out.dtype == np.uint8
+    s, t, m = s[:2, :2], t[:2, :2], m[:2, :2]
+    # no room for a single level: both reduce to the alpha blend
+    assert np.array_equal(B.pyramid_blend(s, t, m, levels=8), B.alpha_blend(s, t, m))
+    one = np.ones((1, 1, 3), np.uint8)
+    assert B.wavelet_blend(one, one * 3, np.ones((1, 1)), levels=2).shape == (1, 1, 3)
+
+
+# ----------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("method", ["alpha", "poisson", "pyramid", "wavelet"])
+def test_bad_inputs_name_the_argument(method):
+    s, t, m = _face_pair(32)
+    with pytest.raises(ValueError, match="source"):
+        B.blend(s[:20], t, m, method)
+    with pytest.raises(ValueError, match="target"):
+        B.blend(s, t.astype(np.float32), m, method)
+    with pytest.raises(ValueError, match="source"):
+        B.blend(s[..., 0], t, m, method)
+    with pytest.raises(ValueError, match="mask"):
+        B.blend(s, t, m.astype(np.float32), method)  # float mask in 0..255: out of range
+    with pytest.raises(ValueError, match="mask"):
+        B.blend(s, t, m[:10], method)
+
+
+def test_bad_options_name_the_option():
+    s, t, m = _face_pair(32)
+    with pytest.raises(ValueError, match="mode"):
+        B.poisson_blend(s, t, m, mode="monochrome")
+    with pytest.raises(ValueError, match="domain"):
+        B.poisson_blend(s, t, m, domain="image")
+    with pytest.raises(ValueError, match="levels"):
+        B.pyramid_blend(s, t, m, levels=0)
+    with pytest.raises(ValueError, match="levels"):
+        B.wavelet_blend(s, t, m, levels=2.5)
+    with pytest.raises(ValueError, match="wavelet"):
+        B.wavelet_blend(s, t, m, wavelet="morlet")
+    with pytest.raises(ValueError, match=r"method: unknown blend 'laplace'.*alpha.*wavelet"):
+        B.blend(s, t, m, "laplace")
+
+
+# ----------------------------------------------------------------------------- registry
+def test_registry_and_ops():
+    assert set(B.BLENDS) == {op.name for op in B.OPS} == {"alpha", "poisson", "pyramid", "wavelet"}
+    s, t, m = _face_pair(32)
+    for op in B.OPS:
+        assert isinstance(op, Op) and op.stage == "blend" and op.fn is B.BLENDS[op.name]
+        defaults = {}
+        for name, param in op.params.items():
+            assert isinstance(param, Param)
+            param.check(param.default, f"{op.name}.{name}")
+            defaults[name] = param.default
+        # every op runs with its defaults and equals the dispatcher
+        assert np.array_equal(op.fn(s, t, m, **defaults), B.blend(s, t, m, op.name, **defaults))
+    params = {op.name: op.params for op in B.OPS}
+    assert params["poisson"]["mode"].choices == ("normal", "mixed")
+    assert (params["pyramid"]["levels"].low, params["pyramid"]["levels"].high) == (1, 8)
+    for w in params["wavelet"]["wavelet"].choices:  # every listed wavelet runs
+        assert B.wavelet_blend(s, t, m, wavelet=w).shape == t.shape
