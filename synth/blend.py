@@ -27,7 +27,7 @@ bounding box with one fast DST-I solve plus a small dense "capacitance" system:
    ring, with ``a`` the potential kernel of the 5-point Laplacian on the infinite
    lattice (``Delta a = delta``; tabulated once per process, mask-independent).  Then
    ``h`` is exactly harmonic off the ring, and matching ``h`` on ``B`` is an ``m x m``
-   linear system (``m`` = ring size, ~200 for a face at 256 px).
+   linear system (``m`` = ring size, ~160 for a face at 256 px).
 3. ``h`` on the box is recovered with one DST-I Poisson solve (sources ``sigma`` on the
    ring, Dirichlet values from the potential on the box border).
 
@@ -39,11 +39,19 @@ pixel outside ``Omega`` bit-exact and the Laplacian residual inside ``Omega`` at
 solve on the mask's bounding box with Dirichlet = target on the box border and guidance
 = source gradients weighted by the mask eroded by 3 px (target gradients elsewhere).  It
 agrees with ``cv2.seamlessClone(..., NORMAL_CLONE)`` to within 1 gray level (OpenCV
-truncates, we round) but modifies target pixels inside the box outside the mask and
-copies target content 3 px into the mask.  The two formulations differ by design: on
-astronaut/chelsea at 256 px with a face ellipse, ``"mask"`` vs OpenCV differs by
-~1.1-1.4 gray levels mean over the image but ~20-30 mean inside the mask (see
-benchmarks/bench_blend.py).
+truncates, we round; mean 0.02 over the image) but modifies target pixels inside the box
+outside the mask and keeps target content in a 3-px band inside the mask.
+
+The two formulations differ by design, not by solver error: OpenCV anchors the clone
+3-4 px inside the mask and spreads the colour mismatch of the boundary over the whole box
+(least squares), the exact solve anchors it on the mask border.  On astronaut (target)
+/ chelsea (source) with a face ellipse, ``"mask"`` vs OpenCV differs by 1.5 (256 px) /
+0.8 (512 px) gray levels mean over the image, but 45 / 22 mean inside the mask (see
+benchmarks/bench_blend.py).  If the source equals the target plus any harmonic (e.g.
+affine) field, the exact solve returns the target; OpenCV's only for a constant field.
+
+Gotcha: ``cv2.seamlessClone`` erodes and inverts its ``mask`` argument in place; pass a
+copy when comparing.
 """
 from __future__ import annotations
 
@@ -181,23 +189,17 @@ def _capacitance_solve(table: np.ndarray, idx: np.ndarray, rhs: np.ndarray) -> t
 
     ``C = table[idx]`` (potential kernel between ring pixels) is conditionally negative
     definite, so ``A = alpha 11^T - C`` is positive definite once ``alpha`` is large
-    enough (``max C`` is, in practice, with cond(A) ~ 1e2); ``A x = -rhs`` gives
-    ``sigma = x``, ``c = -alpha sum(x)``.  float32 Cholesky plus one float64 refinement
-    step (ring mismatch ~1e-8) -- cheaper than a float64 or an LU factorisation.
+    enough (``max C`` is, in practice, with cond(A) ~ 1e2-1e3); ``A x = -rhs`` gives
+    ``sigma = x``, ``c = -alpha sum(x)``.  float64 Cholesky: residual ~1e-12.
     """
     cap = table[idx]
     alpha = float(cap.max())
     for _ in range(8):
-        chol, info = lapack.spotrf(np.subtract(alpha, cap, dtype=np.float32))
+        _, x, info = lapack.dposv(np.subtract(alpha, cap), -rhs, overwrite_a=1, overwrite_b=1)
         if info == 0:
-            break
+            return x, -alpha * x.sum(axis=0)
         alpha *= 2.0  # not yet positive definite (never seen; kept for safety)
-    else:
-        raise RuntimeError("poisson_blend: capacitance system is not positive definite")
-    x = lapack.spotrs(chol, (-rhs).astype(np.float32))[0].astype(np.float64)
-    residual = -rhs - (alpha * x.sum(axis=0) - cap @ x)
-    x += lapack.spotrs(chol, residual.astype(np.float32))[0]
-    return x, -alpha * x.sum(axis=0)
+    raise RuntimeError("poisson_blend: capacitance system is not positive definite")
 
 
 def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: str) -> np.ndarray:
