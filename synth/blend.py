@@ -372,20 +372,19 @@ def pyramid_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *, l
     """
     source, target, m = _prepare(source, target, mask)
     depth = _pyramid_depth(*m.shape, _check_levels(levels))
-    gs, gt, gm = [source.astype(np.float32)], [target.astype(np.float32)], [m]
+    t = target.astype(np.float32)
+    # the blend is linear: target + collapse(mask pyramid * Laplacian pyramid of
+    # (source - target)) equals the usual two-pyramid blend with half the filtering
+    gd, gm = [source.astype(np.float32) - t], [m]
     for _ in range(depth):
-        gs.append(cv2.pyrDown(gs[-1]))
-        gt.append(cv2.pyrDown(gt[-1]))
+        gd.append(cv2.pyrDown(gd[-1]))
         gm.append(cv2.pyrDown(gm[-1]))
-    a = gm[depth][..., None]
-    out = gt[depth] + a * (gs[depth] - gt[depth])
+    out = gm[depth][..., None] * gd[depth]
     for i in range(depth - 1, -1, -1):
-        size = (gs[i].shape[1], gs[i].shape[0])
-        ls = gs[i] - cv2.pyrUp(gs[i + 1], dstsize=size)
-        lt = gt[i] - cv2.pyrUp(gt[i + 1], dstsize=size)
-        a = gm[i][..., None]
-        out = cv2.pyrUp(out, dstsize=size) + lt + a * (ls - lt)
-    return to_uint8(out)
+        size = (gd[i].shape[1], gd[i].shape[0])
+        detail = gd[i] - cv2.pyrUp(gd[i + 1], dstsize=size)
+        out = cv2.pyrUp(out, dstsize=size) + gm[i][..., None] * detail
+    return to_uint8(t + out)
 
 
 # ----------------------------------------------------------------------------- wavelet
@@ -393,32 +392,36 @@ def wavelet_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
                   levels: int = 5, wavelet: str = "haar") -> np.ndarray:
     """Blend 2-D wavelet coefficients level by level with the mask (pywavelets).
 
-    ``wavedec2`` (``mode="periodization"``, so coefficient grids halve exactly) of both
-    images; at each level every band is mixed with the mask resampled (area
-    interpolation) to that band's size; ``waverec2`` and crop to HxW.  ``levels`` is
-    clamped to ``pywt.dwt_max_level``; ``wavelet`` is any discrete pywavelets name.
-    All-ones mask -> source, all-zeros -> target (exact after rounding).
+    Every band of the ``wavedec2`` (``mode="periodization"``, so coefficient grids halve
+    exactly) is mixed with the mask resampled (area interpolation) to that band's size;
+    ``waverec2`` and crop to HxW.  Computed as target + the transform of
+    (source - target), which is the same linear blend with half the transforms.
+    ``levels`` is clamped to ``pywt.dwt_max_level``; ``wavelet`` is any discrete
+    pywavelets name.  All-ones mask -> source, all-zeros -> target (exact after rounding).
     """
     source, target, m = _prepare(source, target, mask)
     levels = _check_levels(levels)
     if wavelet not in pywt.wavelist(kind="discrete"):
         raise ValueError(f"wavelet: {wavelet!r} is not a discrete pywavelets wavelet (e.g. {list(WAVELETS)})")
     h, w = m.shape
+    t = target.astype(np.float32)
+    diff = source.astype(np.float32) - t
     depth = min(levels, pywt.dwt_max_level(min(h, w), pywt.Wavelet(wavelet).dec_len))
     if depth < 1:
-        a = m[..., None]
-        return to_uint8(target.astype(np.float32) + a * (source.astype(np.float32) - target.astype(np.float32)))
-    kw = dict(wavelet=wavelet, level=depth, mode="periodization", axes=(0, 1))
-    cs = pywt.wavedec2(source.astype(np.float32), **kw)
-    ct = pywt.wavedec2(target.astype(np.float32), **kw)
+        return to_uint8(t + m[..., None] * diff)
+    # channels first: pywavelets is faster along the contiguous last axes
+    coeffs = pywt.wavedec2(np.ascontiguousarray(diff.transpose(2, 0, 1)), wavelet, level=depth,
+                           mode="periodization", axes=(1, 2))
 
-    def mix(bs, bt):
-        a = cv2.resize(m, (bs.shape[1], bs.shape[0]), interpolation=cv2.INTER_AREA)[..., None]
-        return bt + a * (bs - bt)
+    def resized_mask(band):
+        return cv2.resize(m, (band.shape[2], band.shape[1]), interpolation=cv2.INTER_AREA)
 
-    coeffs = [mix(cs[0], ct[0])] + [tuple(mix(bs, bt) for bs, bt in zip(ls, lt)) for ls, lt in zip(cs[1:], ct[1:])]
-    out = pywt.waverec2(coeffs, wavelet=wavelet, mode="periodization", axes=(0, 1))
-    return to_uint8(out[:h, :w])
+    blended = [resized_mask(coeffs[0]) * coeffs[0]]
+    for detail in coeffs[1:]:
+        a = resized_mask(detail[0])  # the three bands of a level share one grid
+        blended.append(tuple(a * band for band in detail))
+    out = pywt.waverec2(blended, wavelet, mode="periodization", axes=(1, 2))[:, :h, :w]
+    return to_uint8(t + out.transpose(1, 2, 0))
 
 
 # ----------------------------------------------------------------------------- registry
