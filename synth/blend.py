@@ -184,15 +184,14 @@ def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | 
     return div
 
 
-def _capacitance_solve(table: np.ndarray, idx: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Find ``sigma``, ``c`` with ``table[idx] @ sigma + c = rhs`` (rhs (m, 3) float64).
+def _capacitance_solve(cap: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Find ``sigma``, ``c`` with ``cap @ sigma + c = rhs`` (rhs (m, 3) float64).
 
-    ``C = table[idx]`` (potential kernel between ring pixels) is conditionally negative
+    ``C = cap`` (potential kernel between ring pixels, m x m) is conditionally negative
     definite, so ``A = alpha 11^T - C`` is positive definite once ``alpha`` is large
     enough (``max C`` is, in practice, with cond(A) ~ 1e2-1e3); ``A x = -rhs`` gives
     ``sigma = x``, ``c = -alpha sum(x)``.  float64 Cholesky: residual ~1e-12.
     """
-    cap = table[idx]
     alpha = float(cap.max())
     for _ in range(8):
         _, x, info = lapack.dposv(np.subtract(alpha, cap), -rhs, overwrite_a=1, overwrite_b=1)
@@ -215,11 +214,12 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
     ring[:, :-1] |= dom[:, 1:]
     ring &= ~dom
     by, bx = np.nonzero(ring)
+    m = by.size
     # grid for the DST: the crop, padded (bottom/right) to FFT-friendly sizes; the padding
     # lies outside the domain, where h is harmonic anyway, so it changes nothing
     nh = sfft.next_fast_len(hc + 1, real=True) - 1
     nw = sfft.next_fast_len(wc + 1, real=True) - 1
-    size = 1 << max(6, (max(nh, nw) + 1).bit_length())
+    size = 1 << max(6, max(nh, nw).bit_length())  # > every offset below
     table = _potential_table(size).ravel()
     eig = _dst_eigenvalues(nh, nw)
 
@@ -232,19 +232,16 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
         particular = _dst(spec_p.copy())[:hc, :wc]
     target_on_ring = particular[by, bx] - t[by, bx]  # h must equal this on the ring
 
-    by32, bx32 = by.astype(np.int32), bx.astype(np.int32)
-    idx = np.abs(by32[:, None] - by32[None, :])
+    # kernel between the ring and (ring + DST grid border, one pixel outside the grid,
+    # possibly outside the image): one gather for the system and the border values
+    py = np.concatenate([by, np.full(nw, -1), np.full(nw, nh), np.arange(nh), np.arange(nh)]).astype(np.int32)
+    px = np.concatenate([bx, np.arange(nw), np.arange(nw), np.full(nh, -1), np.full(nh, nw)]).astype(np.int32)
+    idx = np.abs(py[:, None] - py[None, :m])
     idx *= size
-    idx += np.abs(bx32[:, None] - bx32[None, :])
-    sigma, const = _capacitance_solve(table, idx, target_on_ring.astype(np.float64))
-
-    # potential on the DST grid border (one pixel outside the grid; may leave the image)
-    py = np.concatenate([np.full(nw, -1), np.full(nw, nh), np.arange(nh), np.arange(nh)]).astype(np.int32)
-    px = np.concatenate([np.arange(nw), np.arange(nw), np.full(nh, -1), np.full(nh, nw)]).astype(np.int32)
-    idx = np.abs(py[:, None] - by32[None, :])
-    idx *= size
-    idx += np.abs(px[:, None] - bx32[None, :])
-    border = (table[idx] @ sigma + const).astype(np.float32)
+    idx += np.abs(px[:, None] - px[None, :m])
+    kernel = table[idx]
+    sigma, const = _capacitance_solve(kernel[:m], target_on_ring.astype(np.float64))
+    border = (kernel[m:] @ sigma + const).astype(np.float32)
     rhs = np.zeros((nh, nw, 3), np.float32)
     rhs[by, bx] = sigma
     rhs[0] -= border[:nw]
