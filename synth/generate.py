@@ -23,15 +23,14 @@ import fcntl
 import hashlib
 import json
 import math
-import os
 import platform
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
-from concurrent.futures.process import BrokenProcessPool
 from concurrent.futures import wait as futures_wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,7 +43,7 @@ from synth.index import build_index, load_index
 from synth.io import ImageReadError
 from synth.pool import FacePool
 from synth.recipe import Recipe, load_recipe, sample_plan
-from synth.render import FaceCache, render
+from synth.render import DegenerateSample, FaceCache, render
 
 __all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE"]
 
@@ -52,7 +51,7 @@ __all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE
 #: ``ImageReadError`` (a source unreadable at generation time) and the ``DegenerateSample``
 #: raised by render are both ``ValueError`` subclasses; ops raise ``ValueError`` on inputs
 #: they cannot handle. Anything else is a bug and stops the run.
-SKIP_ERRORS: tuple[type[BaseException], ...] = (ImageReadError, ValueError)
+SKIP_ERRORS: tuple[type[BaseException], ...] = (ImageReadError, DegenerateSample, ValueError)
 
 #: Embedded default source: scikit-image's astronaut (public domain), one face.
 DEFAULT_SOURCE = "skimage:astronaut"
