@@ -271,30 +271,30 @@ _ERODE_7x7 = np.ones((7, 7), np.uint8)  # = OpenCV's 3 iterations of a 3x3 erosi
 
 
 def _poisson(source, target, mask, mode, domain):
-    """Shared core: ``(box, f, region)`` -- the solution ``f`` on the crop ``box`` is to be
-    written where ``region`` (bool, crop-shaped) is set; ``box=None``: keep the target,
-    ``region=None``: the whole crop; ``f=None``: the source everywhere."""
+    """Shared core: ``None`` (keep the target) or ``(box, f, region)``: write the float32
+    solution ``f`` on the crop ``box`` where ``region`` (crop-shaped bool; ``None``: the
+    whole crop) is set."""
     source, target, m = _prepare(source, target, mask)
     _check_choice(mode, POISSON_MODES, "mode")
     _check_choice(domain, POISSON_DOMAINS, "domain")
     if domain == "mask":
         dom = m > 0.5
         if dom.all():
-            return np.s_[:, :], None, None
+            return np.s_[:, :], source.astype(np.float32), None
         dom[0] = dom[-1] = False  # the image frame carries the boundary condition
         dom[:, 0] = dom[:, -1] = False
         rows, cols = np.flatnonzero(dom.any(axis=1)), np.flatnonzero(dom.any(axis=0))
         if rows.size == 0:
-            return None, None, None
+            return None
         box = np.s_[rows[0] - 1:rows[-1] + 2, cols[0] - 1:cols[-1] + 2]
         sub = dom[box]
         return box, _poisson_mask_domain(source[box].astype(np.float32), target[box].astype(np.float32), sub, mode), sub
     if (m == 1).all():
-        return np.s_[:, :], None, None
+        return np.s_[:, :], source.astype(np.float32), None
     nz = m > 0
     rows, cols = np.flatnonzero(nz.any(axis=1)), np.flatnonzero(nz.any(axis=0))
     if rows.size == 0 or rows[-1] - rows[0] < 2 or cols[-1] - cols[0] < 2:
-        return None, None, None  # no pixel inside the box's Dirichlet border
+        return None  # no pixel inside the box's Dirichlet border
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     # erode a 3-px larger window: the result inside the box only depends on it
     h, w = m.shape
@@ -320,11 +320,10 @@ def poisson_blend_float(source: np.ndarray, target: np.ndarray, mask: np.ndarray
     An empty mask returns the target unchanged (not an error); a mask that is 1
     everywhere leaves no target pixel to anchor the solution and returns the source.
     """
-    box, f, region = _poisson(source, target, mask, mode, domain)
-    if box is not None and f is None:
-        return source.astype(np.float32)
+    solved = _poisson(source, target, mask, mode, domain)
     out = target.astype(np.float32)
-    if box is not None:
+    if solved is not None:
+        box, f, region = solved
         if region is None:
             out[box] = f
         else:
@@ -339,11 +338,10 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     :func:`poisson_blend_float` rounded and clipped to uint8.  With the default
     ``domain="mask"`` pixels where ``mask <= 0.5`` equal the target exactly.
     """
-    box, f, region = _poisson(source, target, mask, mode, domain)
-    if box is not None and f is None:
-        return source.copy()
+    solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()
-    if box is not None:
+    if solved is not None:
+        box, f, region = solved
         if region is None:
             out[box] = to_uint8(f)
         else:
