@@ -232,3 +232,32 @@ def test_rounds_table_lists_generators():
                "condition_met": False, "wall_s": 12.0}]
     table = rounds_table(rounds)
     assert "sbi AUC" in table and "| 1 | 1 | 10 | 2 | 1 | 0.900 | 0.700 | 0.800 | 0.300 | 0.750 | not met | 12 |" in table
+
+
+@pytest.mark.filterwarnings("ignore:identity_split")  # two faces linked by swaps: one component
+def test_loop_with_real_synth_generate(toy, tmp_path):
+    """Integration: the pool and the regeneration come from synth.index / synth.generate."""
+    cv2 = pytest.importorskip("cv2")
+    from skimage.data import astronaut
+
+    from synth.generate import generate
+    from synth.index import build_index
+
+    _, ev = toy
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    img = astronaut()[:, :, ::-1]
+    cv2.imwrite(str(faces / "a.png"), img)
+    cv2.imwrite(str(faces / "b.png"), np.ascontiguousarray(img[:, ::-1]))  # a second "face" for swaps
+    build_index(faces, tmp_path / "index", workers=1, progress=False)
+    generate(tmp_path / "base", n=6, recipe="mixed", index=tmp_path / "index", size=64, seed=0, workers=1,
+             progress=False)
+    run = tmp_path / "run"
+    summary = run_loop([tmp_path / "base"], ev, run, condition="auc>1", max_rounds=2, recipe="mixed",
+                       progress=False, log=lambda m: None, **{**FAST, "regen_n": 4, "gen_workers": 1})
+    pool2 = run / "pool" / "round-02"
+    assert len(summary["rounds"]) == 2 and summary["rounds"][1]["pool"][-1] == str(pool2)
+    report = json.loads((pool2 / "report.json").read_text())
+    assert report["n_requested"] == 4 and report["seed"] == 2 and report["size"] == 64  # size taken from base run.json
+    assert report["index"] == str((tmp_path / "index").resolve())  # face source found in base/run.json
+    assert report["weights"] == (summary["rounds"][0]["weights"] or None)
