@@ -59,8 +59,10 @@ DEFAULT_SOURCE = "skimage:astronaut"
 #: Keys of run.json that define the output; the others are informational.
 _DEFINING = ("recipe", "recipe_hash", "seed", "size", "n", "index_hash", "weights")
 
-#: Faces kept decoded and cropped per worker process (a few hundred MB at 256 px at most).
-_FACE_CACHE_ITEMS = 512
+#: Faces kept decoded and cropped per worker process: about 0.5 MB each at 256 px with the
+#: occlusion map. Large pools get few hits anyway (each face is a target once per pass),
+#: small pools (up to this size) are cached whole.
+_FACE_CACHE_ITEMS = 128
 
 
 class Interrupted(KeyboardInterrupt):
