@@ -141,8 +141,8 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
     """Index every image under ``src_dir`` into the directory ``out`` (created); resumable.
 
     workers: processes (joblib/loky, one detector each); ``workers=1`` runs in this process.
-    chunk_size: files per part (the unit of durability); smaller chunks are used when there
-    are few files, so that all workers get work.
+    chunk_size: files per part (the unit of durability); with several workers and few files,
+    smaller chunks are used so that all workers get work.
     Returns (and prints when ``progress``) a summary dict: ``total`` image files, ``processed``
     now, ``reused`` from earlier runs, counts per status, ``non_image`` count and a sample of
     names, ``removed`` (recorded files that no longer exist: still in the index), ``seconds``.
@@ -183,7 +183,9 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
     existing = [int(p.stem.split("-")[1]) for p in out.glob(_PART_GLOB)]
     next_id = max(existing, default=-1) + 1
     workers = int(workers)
-    csize = max(1, min(int(chunk_size), math.ceil(len(todo) / (4 * workers)) if todo else 1))
+    csize = int(chunk_size)
+    if workers > 1 and todo:  # few files: smaller chunks so that every worker gets some
+        csize = max(1, min(csize, math.ceil(len(todo) / (4 * workers))))
     chunks = [(next_id + k, todo[i:i + csize]) for k, i in enumerate(range(0, len(todo), csize))]
 
     bar = None
