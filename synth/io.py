@@ -47,7 +47,8 @@ _ORIENTATION_OPS = {
     7: (lambda a: np.rot90(a, -1), np.flipud),  # transverse
     8: (lambda a: np.rot90(a, 1),),
 }
-_EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP", "PNG"})
+# PNG is left out: PIL decodes the whole file to look for an eXIf chunk after the pixels.
+_EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})
 
 
 class ImageReadError(ValueError):
@@ -114,7 +115,7 @@ def _normalise(arr: np.ndarray, path: Path, bgr: bool) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
-        return np.repeat(arr[..., None], 3, axis=2)
+        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_GRAY2RGB)
     if arr.ndim != 3 or arr.shape[2] not in (2, 3, 4):
         raise ImageReadError(path, f"unsupported image layout {arr.shape}")
     c = arr.shape[2]
@@ -125,7 +126,8 @@ def _normalise(arr: np.ndarray, path: Path, bgr: bool) -> np.ndarray:
         rgb = _composite_on_white(arr[..., :3], arr[..., 3])
     else:
         rgb = arr
-    return np.ascontiguousarray(rgb[..., ::-1]) if bgr else np.ascontiguousarray(rgb)
+    # cv2.cvtColor swaps channels ~10x faster than a numpy copy of rgb[..., ::-1]
+    return cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB) if bgr else np.ascontiguousarray(rgb)
 
 
 def _decode_pil(data: bytes, path: Path) -> np.ndarray:
@@ -223,8 +225,14 @@ def write_image_atomic(path, image: np.ndarray, ext: str | None = None, params=N
     return path
 
 
-def write_png_atomic(path, image: np.ndarray, compression: int = 1, fsync: bool = True) -> Path:
-    """Atomically write ``image`` (uint8 HxWx3 RGB or HxW) as PNG; ``compression`` 0..9 (1: fast)."""
+def write_png_atomic(path, image: np.ndarray, compression: int | None = None, fsync: bool = True) -> Path:
+    """Atomically write ``image`` (uint8 HxWx3 RGB or HxW) as PNG.
+
+    compression: zlib level 0..9, or None for OpenCV's default (level 1 with its default
+    filter strategy: about 2x faster than an explicit level 1 for ~5% larger files).
+    """
+    if compression is None:
+        return write_image_atomic(path, image, ".png", None, fsync)
     if not 0 <= int(compression) <= 9:
         raise ValueError(f"compression: expected 0..9, got {compression}")
     return write_image_atomic(path, image, ".png", [cv2.IMWRITE_PNG_COMPRESSION, int(compression)], fsync)
