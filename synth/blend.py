@@ -84,6 +84,12 @@ def _check_choice(value, choices, name):
         raise ValueError(f"{name}: {value!r} is not one of {list(choices)}")
 
 
+def _rgb(a: np.ndarray) -> np.ndarray:
+    """HxW float32 -> HxWx3 copy; numpy broadcasting over a trailing axis of length 3 is
+    ~4x slower than elementwise ops on matching shapes, so masks are expanded once."""
+    return cv2.cvtColor(np.ascontiguousarray(a, dtype=np.float32), cv2.COLOR_GRAY2RGB)
+
+
 def _check_levels(levels) -> int:
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise ValueError(f"levels: expected an integer >= 1, got {levels!r}")
@@ -97,7 +103,7 @@ def alpha_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.
     Computed in float32; returns uint8 HxWx3.
     """
     source, target, a = _prepare(source, target, mask)
-    a = a[..., None]
+    a = _rgb(a)
     return to_uint8((1.0 - a) * target.astype(np.float32) + a * source.astype(np.float32))
 
 
@@ -142,11 +148,14 @@ def _potential_table(size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=256)
-def _dst_eigenvalues(nh: int, nw: int) -> np.ndarray:
-    """Eigenvalues of the 5-point Dirichlet Laplacian on an nh x nw grid, shape (nh, nw, 1)."""
+def _inverse_eigenvalues(nh: int, nw: int) -> np.ndarray:
+    """1 / eigenvalues of the 5-point Dirichlet Laplacian on an nh x nw grid, repeated
+    for the 3 channels: float32 (nh, nw, 3)."""
     ly = 2.0 * np.cos(np.pi * np.arange(1, nh + 1) / (nh + 1)) - 2.0
     lx = 2.0 * np.cos(np.pi * np.arange(1, nw + 1) / (nw + 1)) - 2.0
-    return (ly[:, None] + lx[None, :]).astype(np.float32)[..., None]
+    inv = _rgb((1.0 / (ly[:, None] + lx[None, :])).astype(np.float32))
+    inv.flags.writeable = False
+    return inv
 
 
 def _dst(x):
@@ -155,7 +164,9 @@ def _dst(x):
 
 def _dst_solve(rhs: np.ndarray) -> np.ndarray:
     """Solve ``Delta u = rhs`` (5-point) with zero Dirichlet border; rhs (nh, nw, 3)."""
-    return _dst(_dst(rhs) / _dst_eigenvalues(*rhs.shape[:2]))
+    spec = _dst(rhs)
+    spec *= _inverse_eigenvalues(*rhs.shape[:2])
+    return _dst(spec)
 
 
 def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | None = None) -> np.ndarray:
@@ -163,7 +174,7 @@ def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | 
 
     ``v`` for the pair (p, p+1) along each axis: source difference (normal), the larger of
     the source/target differences per channel (mixed; ties keep the target).  With
-    ``weight`` (OpenCV's eroded mask, weight of the first pixel of the pair) the field is
+    ``weight`` ((h, w, 3): OpenCV's eroded mask, weight of the first pixel of the pair) the field is
     ``weight * v + (1 - weight) * target difference``.
     """
     div = np.zeros_like(s)
@@ -173,7 +184,7 @@ def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | 
             dt = np.diff(t, axis=axis)
         v = np.where(np.abs(ds) > np.abs(dt), ds, dt) if mode == "mixed" else ds
         if weight is not None:
-            w = weight[:-1, :, None] if axis == 0 else weight[:, :-1, None]
+            w = weight[:-1] if axis == 0 else weight[:, :-1]
             v = dt + w * (v - dt)
         if axis == 0:
             div[:-1] += v
@@ -221,14 +232,15 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
     nw = sfft.next_fast_len(wc + 1, real=True) - 1
     size = 1 << max(6, max(nh, nw).bit_length())  # > every offset below
     table = _potential_table(size).ravel()
-    eig = _dst_eigenvalues(nh, nw)
+    inv_eig = _inverse_eigenvalues(nh, nw)
 
     if mode == "normal":
         particular, spec_p = s, None
     else:  # particular solution of the mixed guidance: one box solve, zero border
         rho = np.zeros((nh, nw, 3), np.float32)
         rho[:hc, :wc][dom] = _guidance_div(s, t, mode)[dom]
-        spec_p = _dst(rho) / eig
+        spec_p = _dst(rho)
+        spec_p *= inv_eig
         particular = _dst(spec_p.copy())[:hc, :wc]
     target_on_ring = particular[by, bx] - t[by, bx]  # h must equal this on the ring
 
@@ -250,7 +262,8 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
     rhs[-1] -= border[nw:2 * nw]
     rhs[:, 0] -= border[2 * nw:2 * nw + nh]
     rhs[:, -1] -= border[2 * nw + nh:]
-    spec = _dst(rhs) / eig
+    spec = _dst(rhs)
+    spec *= inv_eig
     if spec_p is None:
         return particular - _dst(spec)[:hc, :wc]
     spec_p -= spec
@@ -302,7 +315,7 @@ def _poisson(source, target, mask, mode, domain):
     h, w = m.shape
     wy0, wx0 = max(y0 - 3, 0), max(x0 - 3, 0)
     weight = cv2.erode(m[wy0:min(y1 + 3, h), wx0:min(x1 + 3, w)], _ERODE_7x7)
-    weight = weight[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+    weight = _rgb(weight[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0])
     box = np.s_[y0:y1, x0:x1]
     f = _poisson_box_domain(source[box].astype(np.float32), target[box].astype(np.float32), weight, mode)
     return box, f, None
@@ -376,11 +389,11 @@ def pyramid_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *, l
     for _ in range(depth):
         gd.append(cv2.pyrDown(gd[-1]))
         gm.append(cv2.pyrDown(gm[-1]))
-    out = gm[depth][..., None] * gd[depth]
+    out = _rgb(gm[depth]) * gd[depth]
     for i in range(depth - 1, -1, -1):
         size = (gd[i].shape[1], gd[i].shape[0])
         detail = gd[i] - cv2.pyrUp(gd[i + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + gm[i][..., None] * detail
+        out = cv2.pyrUp(out, dstsize=size) + _rgb(gm[i]) * detail
     return to_uint8(t + out)
 
 
@@ -405,7 +418,7 @@ def wavelet_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     diff = source.astype(np.float32) - t
     depth = min(levels, pywt.dwt_max_level(min(h, w), pywt.Wavelet(wavelet).dec_len))
     if depth < 1:
-        return to_uint8(t + m[..., None] * diff)
+        return to_uint8(t + _rgb(m) * diff)
     # channels first: pywavelets is faster along the contiguous last axes
     coeffs = pywt.wavedec2(np.ascontiguousarray(diff.transpose(2, 0, 1)), wavelet, level=depth,
                            mode="periodization", axes=(1, 2))
