@@ -61,6 +61,7 @@ import cv2
 import numpy as np
 import pywt
 import scipy.fft as sfft
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.linalg import lapack
 
 from synth._checks import check_image, check_same_shape, mask_to_float, to_uint8
@@ -140,9 +141,16 @@ def _lattice_potential(size: int) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def _potential_table(size: int) -> np.ndarray:
-    """Per-process float32 cache of :func:`_lattice_potential` (abs. error ~1e-7); size is
-    a power of two, so at most ~log2(image size) tables (4 MB at size 1024)."""
-    table = _lattice_potential(size).astype(np.float32)
+    """Per-process float32 cache of :func:`_lattice_potential` (abs. error ~1e-7),
+    mirrored to all signs of the offset: ``table[size - 1 + dy, size - 1 + dx] =
+    a(|dy|, |dx|)``, shape (2 size - 1, 2 size - 1).  With it, kernel matrices are one
+    outer subtraction of flat indices plus one gather, and ``a(r, |x - c|)`` for a run
+    of ``x`` is one contiguous slice.  size is a power of two: at most ~log2(image size)
+    tables (16 MB at size 1024).
+    """
+    quadrant = _lattice_potential(size).astype(np.float32)
+    half = np.concatenate([quadrant[:, :0:-1], quadrant], axis=1)
+    table = np.concatenate([half[:0:-1], half], axis=0)
     table.flags.writeable = False
     return table
 
@@ -196,18 +204,19 @@ def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | 
 
 
 def _capacitance_solve(cap: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Find ``sigma``, ``c`` with ``cap @ sigma + c = rhs`` (rhs (m, 3) float64).
+    """Find ``sigma``, ``c`` with ``cap @ sigma + c = rhs``; float32 (m, m), (m, 3).
 
-    ``C = cap`` (potential kernel between ring pixels, m x m) is conditionally negative
+    ``C = cap`` (potential kernel between ring pixels) is conditionally negative
     definite, so ``A = alpha 11^T - C`` is positive definite once ``alpha`` is large
     enough (``max C`` is, in practice, with cond(A) ~ 1e2-1e3); ``A x = -rhs`` gives
-    ``sigma = x``, ``c = -alpha sum(x)``.  float64 Cholesky: residual ~1e-12.
+    ``sigma = x``, ``c = -alpha sum(x)``.  float32 Cholesky: relative error ~1e-5, i.e.
+    ~1e-4 gray levels on the ring.
     """
     alpha = float(cap.max())
     for _ in range(8):
-        _, x, info = lapack.dposv(np.subtract(alpha, cap), -rhs, overwrite_a=1, overwrite_b=1)
+        _, x, info = lapack.sposv(np.subtract(alpha, cap, dtype=np.float32), -rhs, overwrite_a=1, overwrite_b=1)
         if info == 0:
-            return x, -alpha * x.sum(axis=0)
+            return x, (-alpha * x.sum(axis=0, dtype=np.float64)).astype(np.float32)
         alpha *= 2.0  # not yet positive definite (never seen; kept for safety)
     raise RuntimeError("poisson_blend: capacitance system is not positive definite")
 
@@ -225,13 +234,13 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
     ring[:, :-1] |= dom[:, 1:]
     ring &= ~dom
     by, bx = np.nonzero(ring)
-    m = by.size
     # grid for the DST: the crop, padded (bottom/right) to FFT-friendly sizes; the padding
     # lies outside the domain, where h is harmonic anyway, so it changes nothing
     nh = sfft.next_fast_len(hc + 1, real=True) - 1
     nw = sfft.next_fast_len(wc + 1, real=True) - 1
     size = 1 << max(6, max(nh, nw).bit_length())  # > every offset below
-    table = _potential_table(size).ravel()
+    table = _potential_table(size)
+    width = 2 * size - 1
     inv_eig = _inverse_eigenvalues(nh, nw)
 
     if mode == "normal":
@@ -244,24 +253,27 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
         particular = _dst(spec_p.copy())[:hc, :wc]
     target_on_ring = particular[by, bx] - t[by, bx]  # h must equal this on the ring
 
-    # kernel between the ring and (ring + DST grid border, one pixel outside the grid,
-    # possibly outside the image): one gather for the system and the border values
-    py = np.concatenate([by, np.full(nw, -1), np.full(nw, nh), np.arange(nh), np.arange(nh)]).astype(np.int32)
-    px = np.concatenate([bx, np.arange(nw), np.arange(nw), np.full(nh, -1), np.full(nh, nw)]).astype(np.int32)
-    idx = np.subtract(py[:, None], py[None, :m])
-    np.abs(idx, out=idx)
-    idx *= size
-    dx = np.subtract(px[:, None], px[None, :m])
-    idx += np.abs(dx, out=dx)
-    kernel = table[idx]  # float32: half the memory traffic of the largest arrays here
-    sigma, const = _capacitance_solve(kernel[:m].astype(np.float64), target_on_ring.astype(np.float64))
-    border = kernel[m:] @ sigma.astype(np.float32) + const.astype(np.float32)
+    # capacitance matrix a(by_i - by_j, bx_i - bx_j): one outer subtraction of flat
+    # indices into the mirrored table (intp, so the gather needs no conversion)
+    flat = by * width + bx
+    idx = np.subtract.outer(flat + ((size - 1) * width + size - 1), flat)
+    sigma, const = _capacitance_solve(table.ravel()[idx], target_on_ring)
+
+    # potential on the DST grid border, one pixel outside the grid (may leave the image):
+    # each ring pixel contributes a contiguous run of a table row per side
+    runs_w = sliding_window_view(table, nw, axis=1)  # [size-1+r, size-1-c, x] = a(r, x - c)
+    runs_h = sliding_window_view(table, nh, axis=1)
+    start_x, start_y = size - 1 - bx, size - 1 - by
+    top = sigma.T @ runs_w[size + by, start_x]  # (3, nw): row y = -1, offset by + 1
+    bottom = sigma.T @ runs_w[size - 1 + nh - by, start_x]  # row y = nh
+    left = sigma.T @ runs_h[size + bx, start_y]  # column x = -1 (a is symmetric)
+    right = sigma.T @ runs_h[size - 1 + nw - bx, start_y]  # column x = nw
     rhs = np.zeros((nh, nw, 3), np.float32)
     rhs[by, bx] = sigma
-    rhs[0] -= border[:nw]
-    rhs[-1] -= border[nw:2 * nw]
-    rhs[:, 0] -= border[2 * nw:2 * nw + nh]
-    rhs[:, -1] -= border[2 * nw + nh:]
+    rhs[0] -= top.T + const
+    rhs[-1] -= bottom.T + const
+    rhs[:, 0] -= left.T + const
+    rhs[:, -1] -= right.T + const
     spec = _dst(rhs)
     spec *= inv_eig
     if spec_p is None:
