@@ -5,13 +5,18 @@ Estimators follow :class:`OcclusionEstimator`: ``est(image, landmarks) -> float3
 one. Swap masks are made occlusion-aware with ``synth.mask.subtract_occlusion``.
 
 ``"skin"`` (default, no weights): a colour model of the person's own visible skin.
-Pixels are sampled around landmarks on the cheeks, nose bridge, forehead and chin; a robust
-Gaussian in CIE Lab (minimum-covariance-determinant style trimming, so that an occluder or
-hair covering some sample sites does not enter the model) scores every pixel inside the face
-oval by Mahalanobis distance. Pixels far from the skin model are occluded, except in the
+Pixels are sampled around 29 landmarks on the cheeks, nose bridge, forehead and chin; only
+sites whose colour agrees with the consensus site (the colour shared by the most face areas)
+are used, and a robust Gaussian in CIE Lab (minimum-covariance-determinant style trimming)
+is fitted to them, so that an occluder or hair covering some sites does not become "skin".
+Every pixel inside the face oval is scored by Mahalanobis distance (lightness gets a large
+variance floor: shading changes lightness far more than chroma). Pixels far from the skin model are occluded, except in the
 eye, brow, mouth and nostril zones (not skin, yet not occlusions) where a pixel only counts
 when it belongs to an occluded component that extends well outside the zones. Morphological
 opening/closing and removal of small components clean the result; output is binary (0/1).
+Faces larger than ``work_size`` (128 px) are analysed downscaled. Limits: an occluder of the
+person's own skin colour (their hand) is invisible to a colour model; see
+``benchmarks/bench_occlusion.py`` for measured IoU per occluder kind.
 
 Synthetic occluders (for benchmarks and as augmentation): :func:`sample_occluder` draws a
 plain JSON-able parameter dict; :func:`render_occluder` draws it deterministically and
@@ -88,11 +93,12 @@ class SkinOcclusionEstimator:
     min_area: components with less than this fraction of the face oval outside the
         (grown) eye/brow/mouth/nostril zones are dropped.
     zone_margin: growth of those zones (fraction of face size) for the area test.
+    work_size: faces whose oval box is larger are analysed downscaled to this size (speed).
     """
 
     def __init__(self, threshold: float = 16.0, keep: float = 0.8, site_tol: float = 10.0,
                  lum_floor: float = 400.0, chroma_floor: float = 4.0, min_area: float = 0.01,
-                 zone_margin: float = 0.03):
+                 zone_margin: float = 0.03, work_size: int = 128):
         if not threshold > 0:
             raise ValueError(f"threshold: expected > 0, got {threshold}")
         if not 0.2 <= keep <= 1.0:
@@ -105,6 +111,9 @@ class SkinOcclusionEstimator:
         self.lum_floor, self.chroma_floor = float(lum_floor), float(chroma_floor)
         self.min_area, self.zone_margin = float(min_area), float(zone_margin)
         self._trim = _trim_factor(self.keep)
+        if int(work_size) < 32:
+            raise ValueError(f"work_size: expected >= 32, got {work_size}")
+        self.work_size = int(work_size)
 
     def _fit(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean/covariance of Lab samples x (N, 3): concentration steps on the closest
@@ -127,6 +136,28 @@ class SkinOcclusionEstimator:
         check_image(image)
         lm = check_landmarks(landmarks)
         h, w = image.shape[:2]
+        oval_poly = _hull(lm[FACE_OVAL])
+        x0, y0 = np.maximum(np.floor(oval_poly.min(0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(oval_poly.max(0)).astype(int) + 3, [w, h])
+        side = max(x1 - x0, y1 - y0)
+        if x1 - x0 < 4 or y1 - y0 < 4 or side <= self.work_size:
+            return self._estimate(image, lm)
+        # Large faces: estimate on the face region downscaled to work_size (the colour model
+        # needs no more detail), then upscale the mask and cut it to the exact oval.
+        s = self.work_size / side
+        crop = image[y0:y1, x0:x1]
+        cw, ch = max(4, round((x1 - x0) * s)), max(4, round((y1 - y0) * s))
+        small = cv2.resize(crop, (cw, ch), interpolation=cv2.INTER_AREA)
+        scale = np.array([cw / (x1 - x0), ch / (y1 - y0)], np.float32)
+        m = self._estimate(small, (lm - [x0, y0] + 0.5) * scale - 0.5)
+        out = np.zeros((h, w), np.float32)
+        up = cv2.resize(m, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) >= 0.5
+        ov = polygon_mask((y1 - y0, x1 - x0), [oval_poly - [x0, y0]]) > 0
+        out[y0:y1, x0:x1] = (up & ov).astype(np.float32)
+        return out
+
+    def _estimate(self, image: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
         out = np.zeros((h, w), np.float32)
         size = face_size(lm)
         oval_poly = _hull(lm[FACE_OVAL])
@@ -136,7 +167,9 @@ class SkinOcclusionEstimator:
             return out
         shift = np.array([x0, y0], np.float32)
         ov = polygon_mask((y1 - y0, x1 - x0), [oval_poly - shift]) > 0
-        lab = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB).astype(np.float32)
+        # Lab in its usual units (L 0..100, a/b signed) = raw @ a.T + b
+        raw = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2LAB).astype(np.float32)
+        a, b = np.diag(_LAB_SCALE), _LAB_OFFSET
 
         # Skin samples: discs around the sample sites whose colours agree with the
         # consensus site (the one whose colour is shared by the most face areas: an
@@ -147,7 +180,7 @@ class SkinOcclusionEstimator:
         if inside.sum() < 3:
             return out
         pts, groups = pts[inside], _SITE_GROUP[inside]
-        site = cv2.blur(lab, (2 * r + 1, 2 * r + 1))[pts[:, 1], pts[:, 0]].astype(np.float64) * _LAB_SCALE
+        site = cv2.blur(raw, (2 * r + 1, 2 * r + 1))[pts[:, 1], pts[:, 0]].astype(np.float64) @ a.T
         diff = (site[:, None, :] - site[None, :, :]) * _SITE_WEIGHT
         close = np.sqrt((diff ** 2).sum(-1)) <= self.site_tol  # (S, S)
         score = np.array([len(set(groups[c])) for c in close]) * 100 + close.sum(1)
@@ -158,13 +191,13 @@ class SkinOcclusionEstimator:
         if len(sy) < 16:
             return out
         step = max(1, len(sy) // 800)  # plenty of samples for 9 numbers
-        mu, cov = self._fit(lab[sy[::step], sx[::step]].astype(np.float64) * _LAB_SCALE + _LAB_OFFSET)
+        mu, cov = self._fit(raw[sy[::step], sx[::step]].astype(np.float64) @ a.T + b)
 
         # d2 = |W (lab_units - mu)|^2 with W^T W = cov^-1, the Lab scaling folded into W;
         # cv2.transform is several times faster than numpy on HxWx3 float arrays.
         wm = np.linalg.cholesky(_inv3(cov)).T
-        wa = np.hstack([wm * _LAB_SCALE, (wm @ (_LAB_OFFSET - mu))[:, None]]).astype(np.float32)
-        white = cv2.transform(lab, wa)
+        wa = np.hstack([wm @ a, (wm @ (b - mu))[:, None]]).astype(np.float32)
+        white = cv2.transform(raw, wa)
         d2 = cv2.transform(cv2.multiply(white, white), np.ones((1, 3), np.float32))
         m = ((d2 > self.threshold) & ov).astype(np.uint8)
 
