@@ -10,9 +10,10 @@ sites whose colour agrees with the consensus site (the colour shared by the most
 are used, and a robust Gaussian in CIE Lab (minimum-covariance-determinant style trimming)
 is fitted to them, so that an occluder or hair covering some sites does not become "skin".
 Every pixel inside the face oval is scored by Mahalanobis distance (lightness gets a large
-variance floor: shading changes lightness far more than chroma). Pixels far from the skin model are occluded, except in the
-eye, brow, mouth and nostril zones (not skin, yet not occlusions) where a pixel only counts
-when it belongs to an occluded component that extends well outside the zones. Morphological
+variance floor: shading changes lightness far more than chroma). Pixels far from the skin
+model are occluded, except in the eye, brow, mouth and nostril zones (not skin, yet not
+occlusions) where a pixel only counts when it belongs to an occluded component that extends
+well outside the zones. Morphological
 opening/closing and removal of small components clean the result; output is binary (0/1).
 Faces larger than ``work_size`` (128 px) are analysed downscaled. Limits: an occluder of the
 person's own skin colour (their hand) is invisible to a colour model; see
@@ -285,7 +286,7 @@ def _round(v, nd=2):
     return [round(float(x), nd) for x in np.ravel(v)]
 
 
-def _sample_hand(rng, lm, size):
+def _sample_hand(rng, lm, size, n_donors):
     c = _anchor(rng, lm)
     centre = lm.mean(0)
     # the hand comes from outside: fingers point roughly towards the face centre
@@ -313,7 +314,7 @@ def _sample_hand(rng, lm, size):
             "mottle": round(float(rng.uniform(2, 10)), 2)}
 
 
-def _sample_bar(rng, lm, size):
+def _sample_bar(rng, lm, size, n_donors):
     c = _anchor(rng, lm)
     ang = rng.uniform(0, np.pi)
     half = rng.uniform(0.3, 0.75) * size
@@ -333,7 +334,7 @@ def _sample_shape(rng, lm, size):
     return {"polygon": [_round(p) for p in _hull(pts)]}
 
 
-def _sample_texture(rng, lm, size):
+def _sample_texture(rng, lm, size, n_donors):
     p = _sample_shape(rng, lm, size)
     p.update(pattern=str(rng.choice(["noise", "stripes"])),
              colors=[_skin_or_random_color(rng, 0.1), _skin_or_random_color(rng, 0.1)],
@@ -442,12 +443,13 @@ def _render_patch(image, p, seed, donors):
     return layer.astype(np.float32), _shape_alpha((h, w), p)
 
 
-#: kind -> (sampler(rng, landmarks, face_size) -> params, renderer(image, params, seed, donors) -> (layer, alpha)).
+#: kind -> (sampler(rng, landmarks, face_size, n_donors) -> params,
+#:          renderer(image, params, seed, donors) -> (colour layer float32 HxWx3, alpha uint8 HxW)).
 OCCLUDERS: dict[str, tuple[Callable, Callable]] = {
     "hand": (_sample_hand, _render_hand),
     "bar": (_sample_bar, _render_bar),
     "texture": (_sample_texture, _render_texture),
-    "patch": (None, _render_patch),  # sampler needs the donor count: see sample_occluder
+    "patch": (_sample_patch, _render_patch),
 }
 DEFAULT_KINDS = ("hand", "bar", "texture", "patch")
 
@@ -472,7 +474,7 @@ def sample_occluder(rng: np.random.Generator, shape, landmarks, kinds=DEFAULT_KI
             raise ValueError("kinds: 'patch' occluders need donor images (n_donors > 0)")
     kind = str(kinds[int(rng.integers(0, len(kinds)))])
     size = face_size(lm)
-    params = _sample_patch(rng, lm, size, n_donors) if kind == "patch" else OCCLUDERS[kind][0](rng, lm, size)
+    params = OCCLUDERS[kind][0](rng, lm, size, n_donors)
     h, w = (int(v) for v in tuple(shape)[:2])
     return {"kind": kind, "seed": int(rng.integers(0, 2**31 - 1)), "shape": [h, w], **params}
 
