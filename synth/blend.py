@@ -98,14 +98,29 @@ def _check_levels(levels) -> int:
 
 
 # ----------------------------------------------------------------------------- alpha
+def _add_to_uint8(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``to_uint8(x + target)`` for float32 x, uint8 target (HxWx3) in one OpenCV pass: its
+    saturating conversion rounds half to even like ``np.rint`` and clips to 0..255, with
+    none of the full-size temporaries (fresh large arrays cost page faults)."""
+    return cv2.add(x, target, dtype=cv2.CV_8U)
+
+
+def _difference(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source - target`` as float32 HxWx3 in one OpenCV pass."""
+    return cv2.subtract(source, target, dtype=cv2.CV_32F)
+
+
 def alpha_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``round((1 - a) * target + a * source)`` per pixel, ``a`` = mask as float in [0, 1].
 
-    Computed in float32; returns uint8 HxWx3.
+    Computed in float32 as ``target + a * (source - target)`` (equal up to float32
+    round-off, ~1e-5, so only values within that of a .5 tie can round differently);
+    returns uint8 HxWx3.
     """
     source, target, a = _prepare(source, target, mask)
-    a = _rgb(a)
-    return to_uint8((1.0 - a) * target.astype(np.float32) + a * source.astype(np.float32))
+    diff = _difference(source, target)
+    cv2.multiply(diff, _rgb(a), dst=diff)
+    return _add_to_uint8(diff, target)
 
 
 # ----------------------------------------------------------------------------- Poisson
@@ -394,19 +409,19 @@ def pyramid_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *, l
     """
     source, target, m = _prepare(source, target, mask)
     depth = _pyramid_depth(*m.shape, _check_levels(levels))
-    t = target.astype(np.float32)
     # the blend is linear: target + collapse(mask pyramid * Laplacian pyramid of
     # (source - target)) equals the usual two-pyramid blend with half the filtering
-    gd, gm = [source.astype(np.float32) - t], [m]
+    gd, gm = [_difference(source, target)], [m]
     for _ in range(depth):
         gd.append(cv2.pyrDown(gd[-1]))
         gm.append(cv2.pyrDown(gm[-1]))
-    out = _rgb(gm[depth]) * gd[depth]
+    out = cv2.multiply(_rgb(gm[depth]), gd[depth])
     for i in range(depth - 1, -1, -1):
         size = (gd[i].shape[1], gd[i].shape[0])
-        detail = gd[i] - cv2.pyrUp(gd[i + 1], dstsize=size)
-        out = cv2.pyrUp(out, dstsize=size) + _rgb(gm[i]) * detail
-    return to_uint8(t + out)
+        detail = cv2.subtract(gd[i], cv2.pyrUp(gd[i + 1], dstsize=size))
+        cv2.multiply(detail, _rgb(gm[i]), dst=detail)
+        out = cv2.add(cv2.pyrUp(out, dstsize=size), detail)
+    return _add_to_uint8(out, target)
 
 
 # ----------------------------------------------------------------------------- wavelet
@@ -426,11 +441,10 @@ def wavelet_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     if wavelet not in pywt.wavelist(kind="discrete"):
         raise ValueError(f"wavelet: {wavelet!r} is not a discrete pywavelets wavelet (e.g. {list(WAVELETS)})")
     h, w = m.shape
-    t = target.astype(np.float32)
-    diff = source.astype(np.float32) - t
+    diff = _difference(source, target)
     depth = min(levels, pywt.dwt_max_level(min(h, w), pywt.Wavelet(wavelet).dec_len))
     if depth < 1:
-        return to_uint8(t + _rgb(m) * diff)
+        return _add_to_uint8(cv2.multiply(diff, _rgb(m)), target)
     # channels first: pywavelets is faster along the contiguous last axes
     coeffs = pywt.wavedec2(np.ascontiguousarray(diff.transpose(2, 0, 1)), wavelet, level=depth,
                            mode="periodization", axes=(1, 2))
@@ -443,7 +457,7 @@ def wavelet_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
         a = resized_mask(detail[0])  # the three bands of a level share one grid
         blended.append(tuple(a * band for band in detail))
     out = pywt.waverec2(blended, wavelet, mode="periodization", axes=(1, 2))[:, :h, :w]
-    return to_uint8(t + out.transpose(1, 2, 0))
+    return _add_to_uint8(np.ascontiguousarray(out.transpose(1, 2, 0), dtype=np.float32), target)
 
 
 # ----------------------------------------------------------------------------- registry

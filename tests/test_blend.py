@@ -317,3 +317,16 @@ def test_registry_and_ops():
     assert (params["pyramid"]["levels"].low, params["pyramid"]["levels"].high) == (1, 8)
     for w in params["wavelet"]["wavelet"].choices:  # every listed wavelet runs
         assert B.wavelet_blend(s, t, m, wavelet=w).shape == t.shape
+
+
+@pytest.mark.parametrize("method", ["alpha", "poisson", "pyramid", "wavelet"])
+def test_non_contiguous_inputs_and_determinism(method):
+    s, t, m = _face_pair(64)
+    flipped = B.blend(s[:, ::-1], t[::-1], m.T, method)
+    assert np.array_equal(flipped, B.blend(s[:, ::-1].copy(), t[::-1].copy(), m.T.copy(), method))
+    wide = np.zeros((64, 128, 3), np.uint8)
+    wide[:, ::2] = s
+    assert np.array_equal(B.blend(wide[:, ::2], t, m, method), B.blend(s, t, m, method))
+    s0, t0, m0 = s.copy(), t.copy(), m.copy()
+    assert np.array_equal(B.blend(s, t, m, method), B.blend(s, t, m, method))
+    assert np.array_equal(s, s0) and np.array_equal(t, t0) and np.array_equal(m, m0)  # inputs untouched
