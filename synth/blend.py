@@ -31,6 +31,11 @@ bounding box with one fast DST-I solve plus a small dense "capacitance" system:
 3. ``h`` on the box is recovered with one DST-I Poisson solve (sources ``sigma`` on the
    ring, Dirichlet values from the potential on the box border).
 
+Cost: two DST-I transforms of the padded box, an ``m x m`` float32 Cholesky (O(m^3):
+~0.2 ms at m = 160, 256 px; ~1 ms at m = 300, 512 px; ~0.2 s for a 600x800-px mask at
+1024 px) and a mask-independent kernel table cached per process (float32,
+(2 S - 1)^2 for boxes below S px, S a power of two: 1 MB at S = 256, 16 MB at 1024).
+
 A plain DST solve on the box alone would put the boundary condition on the box border,
 not the mask border, and change target pixels outside the mask; this scheme keeps every
 pixel outside ``Omega`` bit-exact and the Laplacian residual inside ``Omega`` at ~1e-4.
