@@ -389,7 +389,8 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     """Seamless (Poisson) cloning of ``source`` into ``target`` on ``mask``; uint8 HxWx3.
 
     :func:`poisson_blend_float` rounded and clipped to uint8.  With the default
-    ``domain="mask"`` pixels where ``mask <= 0.5`` equal the target exactly.
+    ``domain="mask"`` pixels where ``mask <= 0.5``, and the image's outer 1-px frame
+    (it carries the boundary condition), equal the target exactly.
     """
     solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()
