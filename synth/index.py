@@ -108,20 +108,20 @@ def _write_part(out: Path, part_id: int, records: list[dict], landmarks: np.ndar
 
 
 def _read_parts(out: Path) -> tuple[list[dict], np.ndarray]:
-    """All records of all parts in part order (a later record of a relpath wins)."""
-    latest: dict[str, tuple[dict, np.ndarray]] = {}
+    """All records of all parts, sorted by relpath (a later part's record of a relpath wins)."""
+    all_recs, all_lms = [], []
     for part in sorted(out.glob(_PART_GLOB)):
         with np.load(part, allow_pickle=False) as z:
             recs = json.loads(str(z["records"]))
             lms = z["landmarks"]
         if len(recs) != len(lms):
             raise ValueError(f"{part}: {len(recs)} records but {len(lms)} landmark sets (corrupt part)")
-        for rec, lm in zip(recs, lms):
-            latest[rec["relpath"]] = (rec, lm)
-    keys = sorted(latest)
-    records = [latest[k][0] for k in keys]
-    lms = np.stack([latest[k][1] for k in keys]) if keys else np.empty((0, N_LANDMARKS, 2), np.float32)
-    return records, lms
+        all_recs += recs
+        all_lms.append(lms)
+    latest = {r["relpath"]: i for i, r in enumerate(all_recs)}  # later index overwrites
+    order = [latest[k] for k in sorted(latest)]
+    lms = np.concatenate(all_lms)[order] if all_lms else np.empty((0, N_LANDMARKS, 2), np.float32)
+    return [all_recs[i] for i in order], lms
 
 
 def _read_meta(out: Path) -> dict:
@@ -227,7 +227,8 @@ class Index:
     """A loaded index (see :func:`load_index`).
 
     root: source directory; records: list of record dicts sorted by relpath; ok: bool (N,);
-    paths: absolute paths (list of Path); landmarks: float32 (N, 468, 2), NaN unless ok;
+    paths: absolute paths (list of str: building 10k Path objects costs 0.3 s);
+    landmarks: float32 (N, 468, 2), NaN unless ok;
     boxes: float32 (N, 4) (x0, y0, x1, y1), NaN unless ok; meta: the meta.json dict.
     """
 
@@ -265,5 +266,6 @@ def load_index(out) -> Index:
     for i, r in enumerate(records):
         if r["box"] is not None:
             boxes[i] = r["box"]
-    return Index(root=root, records=records, ok=ok, paths=[root / r["relpath"] for r in records],
+    prefix = str(root) + os.sep
+    return Index(root=root, records=records, ok=ok, paths=[prefix + r["relpath"] for r in records],
                  landmarks=lms.astype(np.float32, copy=False), boxes=boxes, meta=meta)

@@ -90,7 +90,8 @@ def test_build_statuses_and_load(src, tmp_path, counter):
     assert reasons["blank.png"] == "no face detected" and reasons["a.jpg"] is None
     assert ix.ok.dtype == bool and ix.ok.tolist() == [s == "ok" for s in statuses.values()]
     np.testing.assert_array_equal(ix.ok_indices(), np.flatnonzero(ix.ok))
-    assert all(p.is_absolute() and p.exists() for p in ix.paths)
+    assert all(os.path.isabs(p) and os.path.isfile(p) for p in ix.paths)
+    assert ix.paths[ix.find("sub/deeper/gray.png")] == str(src.resolve() / "sub" / "deeper" / "gray.png")
     assert ix.landmarks.shape == (8, 468, 2) and ix.landmarks.dtype == np.float32
     assert np.isfinite(ix.landmarks[ix.ok]).all() and np.isnan(ix.landmarks[~ix.ok]).all()
     assert np.isfinite(ix.boxes[ix.ok]).all() and np.isnan(ix.boxes[~ix.ok]).all()
