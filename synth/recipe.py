@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 
 from synth import mask as masklib
+from synth.face import face_size
 from synth.ops import REGISTRY, get_op
 from synth.params import Param
 
@@ -419,13 +420,20 @@ def sample_plan(recipe: Recipe, pool, i: int, global_seed: int, size: int = 256,
     use_occ = bool(rng.random() < occ["p"])
     plan["mask"] = {
         "region": region,
-        # face size in crop pixels: the crop side is crop_scale x the landmark box side
-        "params": masklib.sample_mask_params(rng, size / spec["crop_scale"], **m["params"]),
+        "params": masklib.sample_mask_params(rng, _region_px(pool.landmarks[target], region, size,
+                                                              spec["crop_scale"]), **m["params"]),
         "occlusion": occ["estimator"] if use_occ else "none",
     }
     plan["blend"] = _sample_op(spec["blend"]["ops"], rng, "blend", weights)
     plan["post"] = _sample_pipeline(spec["post"], rng, "post", weights)
     return plan
+
+
+def _region_px(landmarks: np.ndarray, region: str, size: int, crop_scale: float) -> float:
+    """Size of ``region`` in output-crop pixels (deformations scale with it, so small regions
+    such as the eyes are deformed in proportion).  The crop side is ``crop_scale`` x the
+    landmark box side, resized to ``size``."""
+    return masklib.region_size(landmarks, region) * size / (crop_scale * face_size(landmarks))
 
 
 def choice_keys(plan: Mapping[str, Any]) -> list[str]:

@@ -1,6 +1,7 @@
 """Recipes: every shipped recipe validates; bad recipes fail naming file, key and problem;
 plans are deterministic, JSON-able, and respect the recipe."""
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,18 @@ from synth.pool import FacePool
 from synth.recipe import RecipeError, choice_keys, derive_seed, list_recipes, load_recipe, sample_plan
 
 
+@lru_cache(maxsize=1)
+def _astronaut_landmarks():
+    from skimage import data
+
+    from synth.face import get_detector
+
+    return get_detector().detect(data.astronaut()).landmarks
+
+
 def _pool(n=5):
     rng = np.random.default_rng(0)
-    base = rng.uniform(60, 200, size=(468, 2)).astype(np.float32)
+    base = _astronaut_landmarks()
     lms = np.stack([base + rng.normal(0, 2, size=base.shape).astype(np.float32) for _ in range(n)])
     keys = [f"face{i}.png" for i in range(n)]
     return FacePool(keys=keys, landmarks=lms, loader=lambda k: np.zeros((256, 256, 3), np.uint8))
