@@ -41,6 +41,7 @@ class FaceCache:
         self.max_items = max_items
         self._faces: OrderedDict = OrderedDict()
         self._occ: OrderedDict = OrderedDict()
+        self._estimators: dict = {}
 
     def _remember(self, cache: OrderedDict, key, value):
         cache[key] = value
@@ -65,7 +66,9 @@ class FaceCache:
             self._occ.move_to_end(ck)
             return self._occ[ck]
         face = self.face(key, size, crop_scale)
-        return self._remember(self._occ, ck, get_estimator(estimator)(face.crop, face.landmarks))
+        if estimator not in self._estimators:
+            self._estimators[estimator] = get_estimator(estimator)
+        return self._remember(self._occ, ck, self._estimators[estimator](face.crop, face.landmarks))
 
 
 _WARPS = {"similarity": similarity_transform, "affine": affine_transform}
