@@ -385,13 +385,19 @@ def poisson_blend_float(source: np.ndarray, target: np.ndarray, mask: np.ndarray
 
 
 def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
-                  mode: str = "normal", domain: str = "mask") -> np.ndarray:
+                  mode: str = "normal", domain: str = "mask", composite: bool = False) -> np.ndarray:
     """Seamless (Poisson) cloning of ``source`` into ``target`` on ``mask``; uint8 HxWx3.
 
     :func:`poisson_blend_float` rounded and clipped to uint8.  With the default
     ``domain="mask"`` pixels where ``mask <= 0.5``, and the image's outer 1-px frame
     (it carries the boundary condition), equal the target exactly.
+    ``composite=True`` then alpha-blends the clone into the target with the (soft) mask,
+    as DeepFaceLab's merger does after ``seamlessClone``: with ``domain="box"`` (fast,
+    but it shifts colours outside the mask inside its box) this keeps the target intact
+    wherever the mask is 0, so the mask stays an exact label of the changed pixels.
     """
+    if composite:
+        return alpha_blend(poisson_blend(source, target, mask, mode=mode, domain=domain), target, mask)
     solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()
     if solved is not None:
@@ -496,6 +502,7 @@ OPS = (
                       doc="guidance: source gradients or per-pair larger of source/target"),
         "domain": Param("choice", choices=POISSON_DOMAINS, default="mask",
                         doc="exact solve on the mask, or OpenCV seamlessClone's box formulation"),
+        "composite": Param("bool", default=False, doc="alpha-composite the clone with the soft mask afterwards"),
     }, doc="Poisson image editing (own DST-based solver)"),
     Op("pyramid", "blend", pyramid_blend, {
         "levels": Param("int", low=1, high=8, default=5, doc="pyrDown steps (clamped to the image size)"),
