@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"synth {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"synth {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
+    except KeyboardInterrupt as e:  # generate's Interrupted already says how much was done
+        print(str(e) or f"synth {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
 
 
