@@ -54,15 +54,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict | Non
         "version": CHECKPOINT_VERSION,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(payload, path)
+    return path
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never
+    leaves a half-written file under ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from synth.recipe import choice_keys
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("patch", "resize", "full")
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -55,25 +57,8 @@ class Sample:
 # ----------------------------------------------------------------------------------------- readers
 
 def _choice_keys(plan: Mapping | None) -> list[str]:
-    """Plan choice keys via synth.recipe.choice_keys when available, else from the plan fields."""
-    if not plan:
-        return []
-    try:
-        from synth.recipe import choice_keys
-    except ImportError:  # synth.recipe not built yet: derive the same keys from the contract fields
-        choice_keys = _fallback_choice_keys
-    return list(choice_keys(plan))
-
-
-def _fallback_choice_keys(plan: Mapping) -> list[str]:
-    """Same keys as synth.recipe.choice_keys (kept in step with it), for when synth is unavailable."""
-    keys = [f"pairing={plan['pairing']}", f"region={plan['mask']['region']}",
-            f"blend={plan['blend']['op']}", f"occlusion={plan['mask']['occlusion']}"]
-    if plan.get("color"):
-        keys.append(f"color={plan['color']['op']}")
-    keys += [f"perturb={s['op']}" for s in plan.get("perturb", [])]
-    keys += [f"degrade={s['op']}" for s in plan.get("source_degrade", [])]
-    return keys
+    """The plan's discrete choices (``synth.recipe.choice_keys``), used to aim regeneration."""
+    return list(choice_keys(plan)) if plan else []
 
 
 def read_synth_dir(out: str | Path) -> list[Sample]:

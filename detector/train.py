@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from detector.checkpoint import save_checkpoint
+from detector.checkpoint import atomic_torch_save, save_checkpoint
 from detector.data import BalancedBatchSampler, FaceDataset, collate, size_grouped_batches
 from detector.metrics import compute_metrics
 
@@ -114,17 +113,6 @@ def evaluate(model: torch.nn.Module, dataset: FaceDataset, batch_size: int = 16,
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def _auc_key(metrics: dict) -> float:
     auc = metrics.get("auc", math.nan)
@@ -267,7 +255,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 state["epoch"] = epoch
                 jlog.write(rec)
                 vs = state["val_scores"]
-                _atomic_torch_save({
+                atomic_torch_save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "epochs": epochs, "steps": steps,
                     "state": json.dumps({k: v for k, v in state.items() if k != "val_scores"} |
