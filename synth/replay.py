@@ -30,6 +30,8 @@ def replay(out: str | Path, ids, dest: str | Path | None = None, index: str | Pa
     image is byte-identical (as pixels) to the stored one.  Unknown ids raise ``ValueError``.
     """
     out = Path(out)
+    if not (out / "run.json").is_file():
+        raise ValueError(f"{out}: not a generation output directory (no run.json)")
     run = json.loads((out / "run.json").read_text())
     index_path = Path(index) if index else Path(run["index"])
     if not index_path.is_absolute() and not index_path.exists():

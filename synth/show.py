@@ -134,6 +134,7 @@ def write_contact_sheet(out_dir, n: int = 24, path=None, seed: int = 0, cols: in
     from synth.io import write_png_atomic
 
     path = Path(path) if path else Path(out_dir) / "sheet.png"
+    sheet = contact_sheet(out_dir, n=n, seed=seed, cols=cols, tile=tile)  # validates out_dir first
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_png_atomic(path, contact_sheet(out_dir, n=n, seed=seed, cols=cols, tile=tile), compression=3)
+    write_png_atomic(path, sheet, compression=3)
     return path
