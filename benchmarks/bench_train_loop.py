@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from detector.data import read_dataset, write_toy_synth_dir
+from detector.data import read_dataset, write_toy_eval_dir, write_toy_synth_dir
 from detector.loop import run_loop
 from detector.models import DEFAULT_BACKBONE
 
@@ -58,16 +58,7 @@ def parse_variant(text: str, backbone: str, tiny: bool) -> dict:
 
 
 def _toy_eval(path: Path) -> Path:
-    d = write_toy_synth_dir(path, n=24, size=128, seed=99, n_identities=24)
-    rows = [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
-    (d / "manifest.jsonl").unlink()
-    with (d / "manifest.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "mask", "generator", "identity"])
-        for k, r in enumerate(rows):
-            w.writerow([r["real"], 0, "", "real", r["target_id"]])
-            w.writerow([r["fake"], 1, r["mask"], "sbi" if k % 2 else "dfl_swap", r["target_id"]])
-    return d
+    return write_toy_eval_dir(path, n=24, size=128, seed=99)
 
 
 def _subset_eval(eval_dir: str, limit: int, out: Path) -> str:

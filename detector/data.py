@@ -614,3 +614,19 @@ def write_toy_synth_dir(out: str | Path, n: int = 16, size: int = 64, seed: int 
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return out
+
+
+def write_toy_eval_dir(out: str | Path, n: int = 12, size: int = 64, seed: int = 99,
+                       generators: tuple[str, str] = ("sbi", "dfl_swap")) -> Path:
+    """A toy evaluation set in the ``manifest.csv`` format (path,label,mask,generator,identity):
+    the reals and fakes of :func:`write_toy_synth_dir`, fakes alternating between two generators."""
+    d = write_toy_synth_dir(out, n=n, size=size, seed=seed, n_identities=n)
+    rows = [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
+    (d / "manifest.jsonl").unlink()
+    with (d / "manifest.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "mask", "generator", "identity"])
+        for k, r in enumerate(rows):
+            w.writerow([r["real"], 0, "", "real", r["target_id"]])
+            w.writerow([r["fake"], 1, r["mask"], generators[0] if k % 2 else generators[1], r["target_id"]])
+    return d

@@ -1,4 +1,3 @@
-import csv
 import json
 import math
 
@@ -8,7 +7,7 @@ import torch
 
 from detector.checkpoint import load_checkpoint
 from detector.cli import main
-from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
+from detector.data import FaceDataset, identity_split, read_dataset, write_toy_eval_dir, write_toy_synth_dir
 from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
 from detector.models import create_model
 from detector.train import train_round
@@ -77,16 +76,7 @@ def test_miss_rate_weights_formula():
 
 def _toy_eval_dir(path):
     """A csv-format evaluation set with two generators, built from a toy synth directory."""
-    d = write_toy_synth_dir(path, n=12, size=64, seed=99, n_identities=12)
-    rows = [json.loads(line) for line in (d / "manifest.jsonl").read_text().splitlines()]
-    (d / "manifest.jsonl").unlink()
-    with (d / "manifest.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "mask", "generator", "identity"])
-        for k, r in enumerate(rows):
-            w.writerow([r["real"], 0, "", "real", r["target_id"]])
-            w.writerow([r["fake"], 1, r["mask"], "gen_a" if k % 2 else "gen_b", r["target_id"]])
-    return d
+    return write_toy_eval_dir(path, n=12, size=64, seed=99, generators=("gen_a", "gen_b"))
 
 
 @pytest.fixture(scope="module")
