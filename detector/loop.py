@@ -339,11 +339,11 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     if state["status"] != "running":
         say(f"run already finished ({state['status']}) after {len(state['rounds'])} round(s)")
         return _summary(state, out)
-    if cfg.max_rounds > 1:
-        _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
     for d in state["pool"] + [cfg.eval_dir]:
         if not Path(d).exists():
             raise ValueError(f"{d}: dataset path does not exist")
+    if cfg.max_rounds > 1:
+        _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
     save_state()
 
     from detector.checkpoint import load_checkpoint, save_checkpoint
