@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .face import N_LANDMARKS, get_detector
-from .io import IMAGE_EXTENSIONS, ImageReadError, _write_bytes_atomic, read_image
+from .io import IMAGE_EXTENSIONS, ImageReadError, write_bytes_atomic, read_image
 
 __all__ = ["build_index", "load_index", "Index", "scan_files", "STATUSES"]
 
@@ -103,7 +103,7 @@ def _write_part(out: Path, part_id: int, records: list[dict], landmarks: np.ndar
     buf = io.BytesIO()
     np.savez(buf, records=np.array(json.dumps(records)), landmarks=landmarks.astype(np.float32))
     path = out / f"part-{part_id:05d}.npz"
-    _write_bytes_atomic(path, buf.getvalue(), fsync=True)
+    write_bytes_atomic(path, buf.getvalue(), fsync=True)
     return path
 
 
@@ -166,7 +166,7 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
         meta = {"format": FORMAT, "version": VERSION, "root": str(root), "n_landmarks": N_LANDMARKS,
                 "landmarks": "mediapipe face mesh, pixel coordinates, pixel centres at integers",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write_bytes_atomic(meta_path, json.dumps(meta, indent=1).encode(), fsync=True)
+        write_bytes_atomic(meta_path, json.dumps(meta, indent=1).encode(), fsync=True)
 
     t0 = time.perf_counter()
     images, others = scan_files(root, skip=out)

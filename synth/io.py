@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ._checks import check_image
 
-__all__ = ["ImageReadError", "read_image", "write_image_atomic", "write_png_atomic", "IMAGE_EXTENSIONS", "MIN_SIDE"]
+__all__ = ["ImageReadError", "read_image", "write_image_atomic", "write_png_atomic", "write_bytes_atomic", "IMAGE_EXTENSIONS", "MIN_SIDE"]
 
 #: File extensions (lower case, with the dot) treated as images by the index job.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -176,7 +176,12 @@ def read_image(path, max_pixels: int = 40_000_000) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _write_bytes_atomic(path: Path, data: bytes, fsync: bool) -> None:
+def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written).
+
+    fsync: flush the file to disk before the rename. The parent directory must exist.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -190,6 +195,7 @@ def _write_bytes_atomic(path: Path, data: bytes, fsync: bool) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        return path
     except BaseException:
         try:
             os.unlink(tmp)
@@ -221,7 +227,7 @@ def write_image_atomic(path, image: np.ndarray, ext: str | None = None, params=N
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(enc), list(params or []))
     if not ok:
         raise ValueError(f"{path}: OpenCV could not encode an image as {ext}")
-    _write_bytes_atomic(path, buf.tobytes(), fsync)
+    write_bytes_atomic(path, buf.tobytes(), fsync)
     return path
 
 

@@ -51,6 +51,7 @@ class FacePool:
             raise ValueError("the face pool is empty: no image with a detected face"
                              + (f" under {self.root}" if self.root else ""))
         self._pos = {k: n for n, k in enumerate(self.keys)}
+        self._neighbours: dict[tuple[int, int], list[int]] = {}  # (target, k) -> nearest faces
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -88,8 +89,10 @@ class FacePool:
             self._shapes = normalised_shape(self.landmarks)
             self._tree = cKDTree(self._shapes)
         k = min(k, len(self) - 1)
-        _, nn = self._tree.query(self._shapes[target], k=k + 1)
-        nn = [int(j) for j in np.atleast_1d(nn) if j != target][:k]
+        nn = self._neighbours.get((target, k))
+        if nn is None:  # a query in 936-d costs ~3 ms and each face is a target many times
+            _, found = self._tree.query(self._shapes[target], k=k + 1)
+            nn = self._neighbours[(target, k)] = [int(j) for j in np.atleast_1d(found) if j != target][:k]
         return nn[int(rng.integers(len(nn)))]
 
 

@@ -1,0 +1,56 @@
+"""Fast lossless PNG encoding for mass output.
+
+Encoding three 256² PNGs per sample is the largest single cost of ``synth generate`` when
+done through OpenCV/libpng (~6 ms per RGB image at zlib level 1 on the reference machine).
+This encoder writes the same standard PNG (8-bit gray, RGB or RGBA, non-interlaced) with the
+"Up" filter on every row, computed in one NumPy subtraction, and deflates it with zlib-ng's
+Huffman-only strategy: about 5x faster than OpenCV at zlib level 1 (RLE) for ~30% larger
+files (measured in ``benchmarks/bench_encode.py``). Any PNG decoder reads the result; pixels
+round-trip exactly.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from zlib_ng import zlib_ng
+
+__all__ = ["encode_png"]
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (gray, RGB, RGBA)
+_FILTER_UP = 2
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib_ng.crc32(kind + data))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode ``image`` as PNG bytes.
+
+    image: uint8, HxW (gray), HxWx3 (RGB order, not OpenCV's BGR) or HxWx4 (RGBA).
+    Returns the complete file content. Raises ValueError on any other dtype or shape.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError(f"image: expected a uint8 array, got {getattr(image, 'dtype', type(image))}")
+    if image.ndim == 2:
+        channels = 1
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        channels = image.shape[2]
+    else:
+        raise ValueError(f"image: expected HxW, HxWx3 or HxWx4, got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ValueError(f"image: empty, shape {image.shape}")
+    rows = image.reshape(h, w * channels)
+    # Each scanline: filter byte, then row minus the row above (mod 256); the first row is
+    # filtered against zeros, i.e. stored as is.
+    filtered = np.empty((h, w * channels + 1), np.uint8)
+    filtered[:, 0] = _FILTER_UP
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    deflate = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 15, 9, zlib_ng.Z_HUFFMAN_ONLY)
+    idat = deflate.compress(filtered.data) + deflate.flush()
+    header = struct.pack(">IIBBBBB", w, h, 8, _COLOR_TYPE[channels], 0, 0, 0)
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
