@@ -3,6 +3,7 @@ import torch
 
 from detector.checkpoint import load_checkpoint, save_checkpoint
 from detector.models import create_model, list_models
+from detector.models.backbones import create_backbone, list_backbones
 from detector.models.blocks import bilinear_pool, patch_similarity
 
 # Small configurations of every registered model, so the tests stay fast on one core.
@@ -183,3 +184,36 @@ def test_default_backbone_builds_offline(name):
     model = create_model(name).eval()  # pretrained=False by default: nothing is downloaded
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64))["logit"].shape == (1,)
+
+
+# ----------------------------------------------------------------------------- own backbones
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_plain_backbones_follow_the_features_only_contract(name):
+    net = create_backbone(name, in_chans=9, out_indices=(1, 2, 3)).eval()
+    with torch.no_grad():
+        feats = net(torch.randn(2, 9, 64, 96))
+    assert net.feature_info.reduction() == [4, 8, 16]
+    assert [f.shape[1] for f in feats] == net.feature_info.channels()
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6)]
+    assert len(net.stages) == 4  # stops at the deepest index asked for
+
+
+def test_create_backbone_falls_through_to_timm_and_rejects_pretrained_own():
+    net = create_backbone("mobilenetv3_small_050", out_indices=(2, 3))
+    assert net.feature_info.reduction() == [8, 16]
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        create_backbone("plainnet", pretrained=True)
+    with pytest.raises(ValueError, match="out_indices"):
+        create_backbone("plainnet", out_indices=(5,))
+
+
+@pytest.mark.parametrize("name, kw", [("freq_attention", {"backbone": "plainnet", "fusion_depths": (1, 2, 3)}),
+                                      ("timm_classifier", {"backbone": "plainnet"})])
+def test_models_on_the_plain_backbone(name, kw):
+    model = create_model(name, **kw).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 96, 64))
+    assert out["logit"].shape == (2,)
+    if name == "freq_attention":
+        assert out["mask"].shape == (2, 1, 96, 64) and out["sim"].shape == (2, 25, 25)

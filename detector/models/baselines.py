@@ -12,16 +12,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from detector.frequency import swd
+from detector.models.backbones import create_backbone, list_backbones
 from detector.models.blocks import ConvBNAct, UNetDecoder, bilinear_pool
 from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
 
+class _PooledClassifier(nn.Module):
+    """Deepest feature map of an own backbone -> global average pool -> linear -> (B, 1)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.fc = nn.Linear(backbone.feature_info.channels()[-1], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x)[-1].mean(dim=(2, 3)))
+
+
 class TimmClassifier(nn.Module):
-    """``timm.create_model(backbone, num_classes=1)`` returning ``{"logit", "mask": None, "sim": None}``."""
+    """``timm.create_model(backbone, num_classes=1)`` returning ``{"logit", "mask": None, "sim": None}``.
+
+    ``backbone`` may also name an own backbone (:func:`~detector.models.backbones.list_backbones`):
+    its stride-16 features are pooled into a linear layer (the same depth freq_attention fuses to).
+    """
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, pretrained: bool = False, **timm_kwargs):
         super().__init__()
-        self.net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, **timm_kwargs)
+        if backbone in list_backbones():
+            self.net = _PooledClassifier(create_backbone(backbone, 3, (3,), pretrained))
+        else:
+            self.net = timm.create_model(backbone, pretrained=pretrained, num_classes=1, **timm_kwargs)
         cfg = getattr(self.net, "pretrained_cfg", None) or {}
         mean, std = cfg.get("mean", IMAGENET_NORM["mean"]), cfg.get("std", IMAGENET_NORM["std"])
         self.input_norm = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}

@@ -2,7 +2,8 @@
 
 After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 2021):
 
-1. Two timm backbones of the same architecture (``features_only=True``): one on the RGB
+1. Two backbones of the same architecture (timm ``features_only=True`` or an own
+   :mod:`~detector.models.backbones` net such as ``plainnet``): one on the RGB
    input, one on a fixed frequency image of it (``freq_input``: DCT high-pass
    ``"dct"``, SRM residuals ``"srm"`` or both ``"dct+srm"``).
 2. At each of the ``fusion_depths`` (timm feature indices; default 2, 3, 4 = strides 8,
@@ -23,12 +24,12 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detector.frequency import DCTHighPass, SRMConv
+from detector.models.backbones import create_backbone
 from detector.models.blocks import AttentionFusion, UNetDecoder, mlp_head, patch_similarity
 from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
@@ -94,9 +95,8 @@ class FreqAttentionDetector(nn.Module):
         self.head_pooled = bool(head_pooled)
         self.freq_input = FrequencyInput(freq_input, alpha)
         # pretrained is passed through; timm only fetches weights when it is True.
-        self.rgb = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths)
-        self.freq = timm.create_model(backbone, pretrained=pretrained, features_only=True, out_indices=depths,
-                                      in_chans=self.freq_input.out_channels)
+        self.rgb = create_backbone(backbone, 3, depths, pretrained)
+        self.freq = create_backbone(backbone, self.freq_input.out_channels, depths, pretrained)
         chans = self.rgb.feature_info.channels()
         self.fusion = nn.ModuleList(AttentionFusion(c, fusion_reduction) for c in chans)
         # No ReLU: the relation needs signed patch features (cos = -1 <=> s_ij = 0).
