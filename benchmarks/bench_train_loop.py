@@ -51,8 +51,8 @@ def parse_variant(text: str, backbone: str, tiny: bool) -> dict:
     """``model:mode`` (mode patch|resize) -> run_loop settings."""
     model, _, mode = text.partition(":")
     mode = mode or "patch"
-    if mode not in ("patch", "resize"):
-        raise SystemExit(f"--variants: {text!r}: mode must be patch or resize")
+    if mode not in ("full", "patch", "resize"):
+        raise SystemExit(f"--variants: {text!r}: mode must be full, patch or resize")
     kwargs = dict(TINY.get(model, {})) if tiny else ({} if model == "wavelet_dual_branch" else {"backbone": backbone})
     return {"name": f"{model}:{mode}", "model_name": model, "model_kwargs": kwargs, "mode": mode}
 

@@ -54,7 +54,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--index", metavar="PATH", help="synth index of the faces to regenerate from")
     src.add_argument("--src", metavar="DIR", help="face images to regenerate from (indexed once)")
     p.add_argument("--regen-size", type=int, help="synth output size (default: as the --data run, else 256)")
-    p.add_argument("--mode", choices=("patch", "resize"), help="patch: native-resolution crops (default); resize: whole face resized")
+    p.add_argument("--mode", choices=("full", "patch", "resize"),
+                   help="training input: full: whole faces at native resolution (default); patch: native-resolution "
+                        "crops; resize: whole face resized to --size")
     p.add_argument("--patch", type=int, help="patch side in px (mode patch, default 128)")
     p.add_argument("--size", type=int, help="resized side in px (mode resize, default 256)")
     p.add_argument("--batch-size", type=int, help="default 32")

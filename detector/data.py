@@ -505,6 +505,10 @@ def collate(items: list) -> dict:
     batch = {"skipped": len(items) - len(ok)}
     if not ok:
         return batch
+    shapes = {tuple(it["image"].shape) for it in ok}
+    if len(shapes) > 1:  # mode "full" keeps native sizes; a training batch needs one size
+        raise ValueError(f"a batch mixes image sizes {sorted(shapes)}: train mode 'full' needs same-size faces "
+                         "(e.g. one synth --size); use mode 'patch' or 'resize' for mixed sizes")
     for k in ("image", "label", "mask", "mask_valid"):
         batch[k] = torch.stack([it[k] for it in ok])
     batch["index"] = torch.tensor([it["index"] for it in ok], dtype=torch.long)

@@ -255,3 +255,12 @@ def test_eval_set_reads_if_present():
     s = read_dataset(root)
     assert len(s) == 612 and {x.meta["generator"] for x in s} == {"real", "sbi", "dfl_swap"}
     assert all(x.mask_path for x in s if x.label == 1)
+
+
+def test_collate_rejects_a_batch_of_mixed_sizes_with_a_hint():
+    def item(h, w):
+        return {"image": torch.zeros(3, h, w), "label": torch.tensor(1.0), "mask": torch.zeros(1, h, w),
+                "mask_valid": torch.tensor(1.0), "index": 0}
+    assert collate([item(64, 64), None, item(64, 64)])["image"].shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="mode 'patch'"):
+        collate([item(64, 64), item(96, 64)])
