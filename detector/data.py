@@ -392,7 +392,9 @@ class FaceDataset(Dataset):
     (with jitter of up to a quarter patch) near the mask boundary with probability
     ``boundary_fraction``, else on a forged pixel; a real's crop is uniform. The crop's label is 1
     when its mean mask value exceeds ``fake_threshold`` (a real's crop is always 0).
-    ``resize``: whole face resized to ``size``. ``full`` (eval): whole face, native, multiple of 32.
+    ``resize``: whole face resized to ``size``. ``full``: whole face, native, multiple of 32; with
+    ``full_size`` set (training, where a batch needs one size) a face of any other size is first
+    resized to ``full_size`` x ``full_size`` (INTER_AREA), so a pool of one synth ``--size`` stays native.
 
     Augmentation (``augment=True``): geometric ops (flip, rare mild affine) on image and mask
     together, photometric ops (colour, blur, noise, JPEG) on the image only; the random state is
@@ -401,7 +403,7 @@ class FaceDataset(Dataset):
 
     def __init__(self, samples: Sequence[Sample], mode: str = "patch", patch: int = 128, size: int = 256,
                  augment: bool = False, norm: Mapping | None = None, seed: int = 0, fake_threshold: float = 0.1,
-                 boundary_fraction: float = 0.5, p_affine: float = 0.2):
+                 boundary_fraction: float = 0.5, p_affine: float = 0.2, full_size: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         if mode == "patch" and (patch < 32 or patch % 32):
@@ -409,7 +411,9 @@ class FaceDataset(Dataset):
         if mode == "resize" and (size < 32 or size % 32):
             raise ValueError(f"size: expected a multiple of 32 >= 32, got {size}")
         self.samples = list(samples)
-        self.mode, self.patch, self.size = mode, patch, size
+        if full_size is not None and (full_size < 32 or full_size % 32):
+            raise ValueError(f"full_size: expected a multiple of 32 >= 32, got {full_size}")
+        self.mode, self.patch, self.size, self.full_size = mode, patch, size, full_size
         self.augment, self.seed = augment, seed
         self.fake_threshold, self.boundary_fraction = fake_threshold, boundary_fraction
         norm = norm or IMAGENET_NORM
@@ -476,9 +480,10 @@ class FaceDataset(Dataset):
         img, mask, valid = raw
         label = self.samples[index].label
         rng = np.random.default_rng(self.sample_seed(index))
-        if self.mode == "resize":
-            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            mask = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        side = self.size if self.mode == "resize" else self.full_size if self.mode == "full" else None
+        if side and img.shape[:2] != (side, side):
+            img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
         if self.augment:
             self._geo.set_random_seed(int(rng.integers(2 ** 31)))
             out = self._geo(image=img, mask=mask)

@@ -162,18 +162,20 @@ class LoopConfig:
     src: str | None = None
     index: str | None = None
     regen_size: int | None = None
-    mode: str = "patch"
+    mode: str = "full"
     patch: int = 128
     size: int = 256
-    batch_size: int = 32
+    batch_size: int = 16
     workers: int = 2
     gen_workers: int = 2
-    lr: float = 3e-4
+    lr: float = 1e-3
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
     device: str = "cpu"
-    loss_kwargs: dict = field(default_factory=dict)
+    # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity
+    # term is ~50x the label loss and swamps it (BENCHMARKS.md, train loop)
+    loss_kwargs: dict = field(default_factory=lambda: {"lambda_sim": 1.0, "sim_reduction": "mse"})
     weight_eps: float = 0.05
     weight_clip: tuple[float, float] = (0.5, 3.0)
     weight_min_count: int = 5
@@ -391,6 +393,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         say(f"round {r}/{cfg.max_rounds}: pool {len(pool)} images from {len(state['pool'])} dir(s); "
             f"train {len(train)}, val {len(val)}, dropped {dropped} (identity overlap)")
         train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
+                               full_size=cfg.size if cfg.mode == "full" else None,
                                seed=cfg.seed + 1000 * r)
         val_ds = FaceDataset(val, "full", norm=model.input_norm)
         res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr, cfg.batch_size, cfg.workers,

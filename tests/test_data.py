@@ -264,3 +264,20 @@ def test_collate_rejects_a_batch_of_mixed_sizes_with_a_hint():
     assert collate([item(64, 64), None, item(64, 64)])["image"].shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="mode 'patch'"):
         collate([item(64, 64), item(96, 64)])
+
+
+def test_full_mode_with_full_size_keeps_native_faces_and_resizes_others(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = []
+    for n, side in enumerate((64, 96)):
+        p = tmp_path / f"r{n}.png"
+        cv2.imwrite(str(p), rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        samples.append(Sample(path=str(p), label=0, mask_path=None, group=(f"id{n}",), meta={}))
+    native = FaceDataset(samples, mode="full", full_size=64)
+    a, b = native[0]["image"], native[1]["image"]
+    assert a.shape == b.shape == (3, 64, 64)
+    raw = cv2.imread(samples[0].path)[..., ::-1].astype(np.float32) / 255.0
+    np.testing.assert_allclose(a.numpy() * native.std + native.mean, raw.transpose(2, 0, 1), atol=1e-5)  # untouched
+    assert FaceDataset(samples, mode="full")[1]["image"].shape == (3, 96, 96)  # eval: native
+    with pytest.raises(ValueError, match="full_size"):
+        FaceDataset(samples, mode="full", full_size=50)

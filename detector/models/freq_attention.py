@@ -6,8 +6,8 @@ After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 20
    :mod:`~detector.models.backbones` net such as ``plainnet``): one on the RGB
    input, one on a fixed frequency image of it (``freq_input``: DCT high-pass
    ``"dct"``, SRM residuals ``"srm"`` or both ``"dct+srm"``).
-2. At each of the ``fusion_depths`` (timm feature indices; default 2, 3, 4 = strides 8,
-   16, 32) an :class:`~detector.models.blocks.AttentionFusion` block weights each
+2. At each of the ``fusion_depths`` (feature indices; default 1, 2, 3 = strides 4, 8,
+   16, so a 256-px face keeps a 16x16 map for the 5x5 relation) an :class:`~detector.models.blocks.AttentionFusion` block weights each
    stream by its own sigmoid map and sums them. As in the paper the two streams go on
    separately; the fused features of every depth are collected.
 3. The fused features are average-pooled to the deepest size, concatenated and mixed by
@@ -77,7 +77,7 @@ class FreqAttentionDetector(nn.Module):
         alpha: float = 0.33,
         freq_input: str = "dct",
         grid: int = 5,
-        fusion_depths: Sequence[int] = (2, 3, 4),
+        fusion_depths: Sequence[int] = (1, 2, 3),
         embed_dim: int = 128,
         decoder_dim: int = 64,
         head_pooled: bool = True,

@@ -12,10 +12,11 @@ from torch import nn
 
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
-# Chosen by measurement on a 2-core CPU (benchmarks/bench_models.py): training a two-stream
-# freq_attention on mobilenetv3_large_100 runs ~1.7x faster than on resnet18 or
-# efficientnet_b0 at 224 px; 224 costs ~25% less than 256 and keeps a 7x7 stride-32 map.
-DEFAULT_BACKBONE = "mobilenetv3_large_100"
+# Chosen by measurement on a 2-core CPU (benchmarks/bench_detector_variants.py, BENCHMARKS.md):
+# from scratch and within CPU budgets, freq_attention on the own dense-conv "plainnet"
+# (detector.models.backbones) learns the blending traces where timm's mobilenetv3_large_100
+# (session 1's pick by speed alone, bench_models.py) stayed at chance.
+DEFAULT_BACKBONE = "plainnet"
 DEFAULT_INPUT_SIZE = 224
 
 # Deliberate per-process registry, filled at import time by the model modules.
