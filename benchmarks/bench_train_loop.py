@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resize", type=int, default=128, help="side for mode resize (the naive baseline used 128)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="data loader processes (0: in the training process)")
+    ap.add_argument("--gen-workers", type=int, default=2, help="index / generation processes")
     ap.add_argument("--eval-limit", type=int, default=0, help="use only this many eval images per generator (0: all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -139,15 +140,16 @@ def main(argv=None) -> int:
         from synth.generate import generate
         from synth.index import build_index
 
-        build_index(args.faces, out / "index", workers=args.workers)
+        build_index(args.faces, out / "index", workers=args.gen_workers)
         generate(out / "pool-base", n=args.n, recipe=args.recipe, index=out / "index", size=args.size,
-                 seed=args.seed, workers=args.workers)
+                 seed=args.seed, workers=args.gen_workers)
         base = out / "pool-base"
         eval_dir = _subset_eval(args.eval, args.eval_limit, out / "eval-subset") if args.eval_limit else args.eval
         generate_fn, source = None, {"index": str(out / "index")}
         budget = dict(regen_n=args.regen_n, epochs_per_round=args.epochs_per_round,
                       max_steps_per_epoch=args.max_steps_per_epoch, patch=args.patch, size=args.resize,
-                      batch_size=args.batch_size, workers=args.workers, max_rounds=args.max_rounds,
+                      batch_size=args.batch_size, workers=args.workers, gen_workers=args.gen_workers,
+                      max_rounds=args.max_rounds,
                       regen_size=args.size)
     t_data = time.time() - t0
 
