@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict] = {
     # same with the paper's loss weights (lambda_sim 10, Frobenius)
     "fa_plain_full_fro": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32}, "mode": "full",
                           "loss": {}, "lr": 1e-3},
+    # with an exponential moving average of the weights (validated and kept instead of the raw ones)
+    "fa_plain_full_ema": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32}, "mode": "full",
+                          "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3, "ema": 0.99},
     # SRM residuals instead of the DCT high-pass as the frequency stream's input
     "fa_plain_full_srm": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "srm"},
                           "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
@@ -77,6 +80,7 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
     t0 = time.time()
     summary = train_round(model, train_ds, val_ds, epochs, run, lr=v["lr"], batch_size=batch, workers=0,
                           loss_fn=DetectorLoss(**v["loss"]), seed=seed, max_steps_per_epoch=steps, progress=False,
+                          ema=v.get("ema", 0.0),
                           log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     train_s = time.time() - t0
     ev_ds = FaceDataset(read_dataset(eval_dir), mode=eval_mode, size=resize, norm=norm)

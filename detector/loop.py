@@ -169,6 +169,7 @@ class LoopConfig:
     workers: int = 2
     gen_workers: int = 2
     lr: float = 1e-3
+    ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
@@ -398,7 +399,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         val_ds = FaceDataset(val, "full", norm=model.input_norm)
         res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr, cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
-                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt",
+                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                           extra={"round": r})
         eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)

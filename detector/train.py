@@ -12,6 +12,7 @@ the best weights.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -135,12 +136,48 @@ class _JsonlLog:
 
 # --------------------------------------------------------------------------------------- round
 
+class WeightEMA:
+    """Exponential moving average of a model's ``state_dict`` (parameters and BatchNorm statistics).
+
+    ``update(model)`` after each optimiser step (the first call copies); ``averaged()`` returns a
+    copy of the model holding the average. Only ``state_dict`` entries are averaged, so
+    non-persistent, input-size-dependent buffers (e.g. a DCT mask) are left alone.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.n = float(decay), 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._module = copy.deepcopy(model)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.n += 1
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if self.n == 1 or not s.is_floating_point():
+                s.copy_(v)
+            else:
+                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+
+    def averaged(self) -> torch.nn.Module:
+        self._module.load_state_dict(self.shadow)
+        return self._module
+
+    def state_dict(self) -> dict:
+        return {"n": self.n, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n = int(state["n"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+
 def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, epochs: int,
                 out_dir: str | Path, lr: float = 3e-4, batch_size: int = 32, workers: int = 2,
                 loss_fn: Callable | None = None, device: str = "cpu", log: Callable[[str], None] = print, *,
                 weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
-                resume: bool = True, grad_clip: float = 5.0) -> dict:
+                resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0) -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
@@ -153,6 +190,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     loss_fn : ``loss_fn(out, label, mask, mask_valid) -> (total, parts)``; default ``DetectorLoss()``.
     out_dir : receives ``best_name`` (best weights, checkpoint format), ``last.pt``, ``train_log.jsonl``.
     resume : continue from ``out_dir/last.pt`` when present (same epochs/batches schedule).
+    ema : when > 0, validate, select and keep an exponential moving average of the weights
+        (decay ``ema`` per step, BatchNorm statistics averaged too) instead of the raw weights.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
@@ -183,6 +222,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
            if world > 1 else model)
     sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
     steps = min(len(sampler), max_steps_per_epoch or len(sampler))
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
+    averaged = WeightEMA(model, ema) if ema else None
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
 
@@ -197,6 +239,10 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
+        if averaged is not None:
+            if ck.get("ema") is None:
+                raise ValueError(f"{last_path}: saved without ema; this round asks for ema={ema} (delete it to restart)")
+            averaged.load_state_dict(ck["ema"])
         state = json.loads(ck["state"])
         state["best_key"] = -math.inf if state["best_key"] is None else state["best_key"]
         state["val_scores"] = ck["val_scores"].numpy() if ck.get("val_scores") is not None else None
@@ -229,6 +275,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step()
                 sched.step()
+                if averaged is not None:
+                    averaged.update(model)
                 state["step"] += 1
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -240,8 +288,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                    "train_skipped": skipped, "steps": len(losses)}
             if main:
                 no_val = val_ds is None or not len(val_ds)
+                scored = averaged.averaged() if averaged is not None else model  # the weights judged and kept
                 if not no_val:
-                    metrics, scores = evaluate(model, val_ds, val_batch_size, workers, device, progress, "validate")
+                    metrics, scores = evaluate(scored, val_ds, val_batch_size, workers, device, progress, "validate")
                 else:
                     metrics, scores = {"auc": math.nan, "warning": "no validation set"}, None
                 rec.update({"val_auc": metrics.get("auc"), "val": metrics})
@@ -249,7 +298,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 improved = state["best_epoch"] < 0 or key > state["best_key"] or no_val
                 if improved:
                     state.update(best_epoch=epoch, best_key=key, val_metrics=metrics, val_scores=scores)
-                    save_checkpoint(best_path, model, extra={**(extra or {}), "epoch": epoch, "val": metrics})
+                    save_checkpoint(best_path, scored, extra={**(extra or {}), "epoch": epoch, "val": metrics})
                 rec.update({"best": improved, "time_s": round(time.time() - t0, 2)})
                 state["history"].append(rec)
                 state["epoch"] = epoch
@@ -257,6 +306,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 vs = state["val_scores"]
                 atomic_torch_save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "ema": averaged.state_dict() if averaged is not None else None,
                     "epochs": epochs, "steps": steps,
                     "state": json.dumps({k: v for k, v in state.items() if k != "val_scores"} |
                                         {"best_key": None if state["best_key"] == -math.inf else state["best_key"]}),

@@ -185,6 +185,24 @@ def test_train_round_resumes_from_last_state(toy, tmp_path):
         train_round(model, tds, vds, 3, tmp_path, batch_size=8, workers=0, progress=False, log=msgs.append)
 
 
+def test_train_round_validates_and_keeps_the_ema_weights(toy, tmp_path):
+    data, _ = toy
+    train, val = identity_split(read_dataset(data), 0.2, seed=0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm)
+    vds = FaceDataset(val, "full", norm=model.input_norm)
+    train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None,
+                max_steps_per_epoch=3, ema=0.5)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
+    assert last["ema"]["n"] == 3
+    assert all(torch.equal(last["ema"]["shadow"][k], v) for k, v in best.items())  # kept = the average
+    assert any(not torch.equal(last["model"][k], v) for k, v in best.items() if v.is_floating_point())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())  # the model ends with it
+    with pytest.raises(ValueError, match="ema"):
+        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False, ema=1.0)
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 def test_cli_train_eval_and_exit_codes(toy, tmp_path, capsys):
