@@ -167,12 +167,16 @@ def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_train_round_resumes_from_last_state(toy, tmp_path):
-    data, _ = toy
+def _round_inputs(data):
+    """A tiny model and its train (patch, augmented) / validation (full) datasets from toy data."""
     train, val = identity_split(read_dataset(data), 0.2, seed=0)
     model = create_model("freq_attention", **TINY)
-    tds = FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm)
-    vds = FaceDataset(val, "full", norm=model.input_norm)
+    return (model, FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm),
+            FaceDataset(val, "full", norm=model.input_norm), val)
+
+
+def test_train_round_resumes_from_last_state(toy, tmp_path):
+    model, tds, vds, val = _round_inputs(toy[0])
     res = train_round(model, tds, vds, 2, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None)
     assert res["history"][res["best_epoch"]]["val_auc"] == max(h["val_auc"] for h in res["history"])
     assert res["val_scores"].shape == (len(val),)
@@ -186,11 +190,7 @@ def test_train_round_resumes_from_last_state(toy, tmp_path):
 
 
 def test_train_round_validates_and_keeps_the_ema_weights(toy, tmp_path):
-    data, _ = toy
-    train, val = identity_split(read_dataset(data), 0.2, seed=0)
-    model = create_model("freq_attention", **TINY)
-    tds = FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm)
-    vds = FaceDataset(val, "full", norm=model.input_norm)
+    model, tds, vds, _ = _round_inputs(toy[0])
     train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None,
                 max_steps_per_epoch=3, ema=0.5)
     last = torch.load(tmp_path / "last.pt", weights_only=True)

@@ -204,6 +204,8 @@ def test_create_backbone_falls_through_to_timm_and_rejects_pretrained_own():
     assert net.feature_info.reduction() == [8, 16]
     with pytest.raises(ValueError, match="no pretrained weights"):
         create_backbone("plainnet", pretrained=True)
+    with pytest.raises(ValueError, match="backbone: unknown 'nope'"):
+        create_backbone("nope")
     with pytest.raises(ValueError, match="out_indices"):
         create_backbone("plainnet", out_indices=(5,))
 

@@ -95,5 +95,7 @@ def create_backbone(name: str, in_chans: int = 3, out_indices: Sequence[int] = (
         if pretrained:
             raise ValueError(f"backbone {name!r} has no pretrained weights; use pretrained=False")
         return _BACKBONES[name](in_chans=in_chans, out_indices=tuple(out_indices))
+    if not timm.is_model(name):
+        raise ValueError(f"backbone: unknown {name!r}; expected one of {list_backbones()} or a timm model name")
     return timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices),
                              in_chans=in_chans)
