@@ -132,8 +132,9 @@ def main(argv=None) -> int:
             if not (out / "pool-base" / "manifest.jsonl").is_file() else out / "pool-base"
         eval_dir = str(_toy_eval(out / "eval-toy"))
         generate_fn, source = _toy_generate, {"index": "toy"}
-        budget = dict(regen_n=24, epochs_per_round=1, max_steps_per_epoch=3, patch=64, size=64, batch_size=8,
+        budget = dict(regen_n=24, epochs_per_round=1, max_steps_per_epoch=3, patch=64, batch_size=8,
                       workers=0, max_rounds=2, regen_size=128)
+        sides = {"resize": 64, "native": 128}
     else:
         if not args.faces or not args.eval:
             ap.error("--faces and --eval are required (or --toy)")
@@ -147,10 +148,11 @@ def main(argv=None) -> int:
         eval_dir = _subset_eval(args.eval, args.eval_limit, out / "eval-subset") if args.eval_limit else args.eval
         generate_fn, source = None, {"index": str(out / "index")}
         budget = dict(regen_n=args.regen_n, epochs_per_round=args.epochs_per_round,
-                      max_steps_per_epoch=args.max_steps_per_epoch, patch=args.patch, size=args.resize,
+                      max_steps_per_epoch=args.max_steps_per_epoch, patch=args.patch,
                       batch_size=args.batch_size, workers=args.workers, gen_workers=args.gen_workers,
                       max_rounds=args.max_rounds,
                       regen_size=args.size)
+        sides = {"resize": args.resize, "native": args.size}
     t_data = time.time() - t0
 
     variants = [parse_variant(v.strip(), args.backbone, args.toy) for v in args.variants.split(",") if v.strip()]
@@ -158,7 +160,10 @@ def main(argv=None) -> int:
     reference = out / "runs" / variants[0]["name"].replace(":", "-")
     for k, v in enumerate(variants):
         run = out / "runs" / v["name"].replace(":", "-")
-        settings = dict(budget, model_name=v["model_name"], model_kwargs=v["model_kwargs"], mode=v["mode"],
+        # mode resize trains at --resize; full/patch keep the synth size (in mode full a different
+        # size would resize every training face while validation and evaluation stay native)
+        side = sides["resize" if v["mode"] == "resize" else "native"]
+        settings = dict(budget, size=side, model_name=v["model_name"], model_kwargs=v["model_kwargs"], mode=v["mode"],
                         condition=args.augment_until, recipe=args.recipe, lr=args.lr, seed=args.seed, **source)
         gen = generate_fn
         if k > 0 and not args.independent:

@@ -147,6 +147,19 @@ def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
         run_loop([data], ev, run, index="/faces/index", **FAST)
 
 
+def test_loop_warns_when_full_mode_would_resize_native_faces(toy, tmp_path):
+    # mode full trains at native resolution only if --size matches the pool's synth size
+    data, ev = toy
+    logs = []
+    run_loop([data], ev, tmp_path / "run", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
+             generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 32})
+    assert any("mode full with size 32 but the pool's faces are 64 px" in m for m in logs)
+    logs.clear()
+    run_loop([data], ev, tmp_path / "run2", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
+             generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 64})
+    assert not any("warning" in m for m in logs)
+
+
 def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
     data, ev = toy
     gen = FakeGenerate(fail_first=True)
