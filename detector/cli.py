@@ -20,7 +20,7 @@ _TRAIN_OPTIONS = {
     "eval": "eval_dir", "model": "model_name", "augment_until": "condition", "max_rounds": "max_rounds",
     "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
     "regen_size": "regen_size", "mode": "mode", "patch": "patch", "size": "size", "batch_size": "batch_size",
-    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "ema": "ema", "seed": "seed", "val_fraction": "val_fraction",
+    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema", "seed": "seed", "val_fraction": "val_fraction",
     "max_steps_per_epoch": "max_steps_per_epoch", "device": "device",
 }
 
@@ -64,6 +64,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="data loader processes (default 2)")
     p.add_argument("--gen-workers", type=int, help="generation processes (default 2)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--lr-decay", type=float, help="round r starts at lr * lr_decay^(r-1) (default 1: every round "
+                                                  "restarts the cosine schedule at --lr)")
     p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this "
                                              "per-step decay, e.g. 0.99 (default 0: off)")
     p.add_argument("--seed", type=int, help="base seed (default 0)")

@@ -169,6 +169,7 @@ class LoopConfig:
     workers: int = 2
     gen_workers: int = 2
     lr: float = 1e-3
+    lr_decay: float = 1.0  # round r peaks at lr * lr_decay ** (r - 1): smaller steps on a larger pool
     ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
     seed: int = 0
     val_fraction: float = 0.1
@@ -310,6 +311,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     cond = parse_condition(cfg.condition)
     if cfg.max_rounds < 1 or cfg.epochs_per_round < 1 or cfg.regen_n < 1:
         raise ValueError("max_rounds, epochs_per_round and regen_n must be >= 1")
+    if not (cfg.lr > 0 and 0 < cfg.lr_decay <= 1):
+        raise ValueError(f"lr must be > 0 and lr_decay in (0, 1], got lr={cfg.lr}, lr_decay={cfg.lr_decay}")
     generate_fn = generate_fn or _default_generate
     out = Path(out_dir)
     state_path = out / STATE
@@ -402,7 +405,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                                full_size=cfg.size if cfg.mode == "full" else None,
                                seed=cfg.seed + 1000 * r)
         val_ds = FaceDataset(val, "full", norm=model.input_norm)
-        res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr, cfg.batch_size, cfg.workers,
+        res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr * cfg.lr_decay ** (r - 1),
+                          cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                           extra={"round": r})

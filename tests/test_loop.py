@@ -160,6 +160,22 @@ def test_loop_warns_when_full_mode_would_resize_native_faces(toy, tmp_path):
     assert not any("warning" in m for m in logs)
 
 
+def test_loop_lr_decay_lowers_each_round_peak(toy, tmp_path):
+    data, ev = toy
+    run = tmp_path / "run"
+    # two steps per epoch in both rounds: the same schedule, only its peak differs
+    run_loop([data], ev, run, condition="auc>1", max_rounds=2, index="/faces/index", lr_decay=0.5,
+             max_steps_per_epoch=2, generate_fn=FakeGenerate(), progress=False, log=lambda m: None, **FAST)
+
+    def first_lr(r):
+        lines = (run / f"round-{r:02d}" / "train_log.jsonl").read_text().splitlines()
+        return next(json.loads(x)["lr"] for x in lines if json.loads(x)["kind"] == "step")
+
+    assert first_lr(2) == pytest.approx(0.5 * first_lr(1), rel=1e-6)
+    with pytest.raises(ValueError, match="lr_decay in"):
+        run_loop([data], ev, tmp_path / "bad", index="/faces/index", lr_decay=0.0, **FAST)
+
+
 def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
     data, ev = toy
     gen = FakeGenerate(fail_first=True)
