@@ -42,6 +42,9 @@ VARIANTS: dict[str, dict] = {
     # SRM residuals instead of the DCT high-pass as the frequency stream's input
     "fa_plain_full_srm": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "srm"},
                           "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
+    # both: DCT high-pass and SRM residuals stacked (12 channels) as the frequency stream's input
+    "fa_plain_full_dctsrm": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "dct+srm"},
+                             "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
     # 128-px native patches for training (cheaper steps), whole faces at test time
     "fa_plain_patch": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32}, "mode": "patch",
                        "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
