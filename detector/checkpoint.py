@@ -21,7 +21,10 @@ from torch import nn
 
 from detector.models import create_model
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# constructor defaults that changed since a checkpoint version: a checkpoint of that version
+# that did not pass the argument was built with the old value (v1: freq_input defaulted to DCT)
+_LEGACY_DEFAULTS = {1: {"freq_attention": {"freq_input": "dct"}}}
 _KEYS = ("state_dict", "model_name", "model_kwargs", "input_norm", "extra", "version")
 
 
@@ -91,6 +94,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path}: not a detector checkpoint (expected keys {list(_KEYS)}, found {found})")
     if ckpt["version"] > CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than supported ({CHECKPOINT_VERSION})")
+    for version, per_model in _LEGACY_DEFAULTS.items():
+        if ckpt["version"] <= version:
+            ckpt["model_kwargs"] = {**per_model.get(ckpt["model_name"], {}), **ckpt["model_kwargs"]}
     kwargs = dict(ckpt["model_kwargs"])
     if "pretrained" in kwargs:
         kwargs["pretrained"] = False

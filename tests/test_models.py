@@ -60,10 +60,12 @@ def test_freq_attention_bad_kwargs():
         create_model("freq_attention", fusion_depths=(3, 2), backbone="mobilenetv3_small_050")
 
 
-@pytest.mark.parametrize("freq_input", ["srm", "dct+srm"])
+@pytest.mark.parametrize("freq_input", [None, "dct", "srm", "dct+srm"])
 def test_freq_attention_freq_inputs(freq_input):
-    model = create_model("freq_attention", freq_input=freq_input, **TINY["freq_attention"]).eval()
-    assert model.freq_input.out_channels == {"srm": 9, "dct+srm": 12}[freq_input]
+    kw = {} if freq_input is None else {"freq_input": freq_input}
+    model = create_model("freq_attention", **kw, **TINY["freq_attention"]).eval()
+    # default: SRM residuals (measured best on the synth validation split, BENCHMARKS.md)
+    assert model.freq_input.out_channels == {None: 9, "dct": 3, "srm": 9, "dct+srm": 12}[freq_input]
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
     assert out["mask"].shape == (1, 1, 64, 64)
@@ -165,6 +167,23 @@ def test_checkpoint_errors(tmp_path):
         save_checkpoint(tmp_path / "m.pt", model, extra={"bad": object()})
     with pytest.raises(ValueError, match="create_model"):
         save_checkpoint(tmp_path / "m.pt", torch.nn.Linear(2, 2))
+
+
+def test_version1_checkpoint_keeps_its_dct_frequency_input(tmp_path):
+    # v1 checkpoints were saved when freq_input defaulted to "dct" and did not record it
+    model = create_model("freq_attention", freq_input="dct", **TINY["freq_attention"]).eval()
+    model.model_kwargs.pop("freq_input")
+    path = save_checkpoint(tmp_path / "v1.pt", model)
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "version": 1}, path)
+    loaded, meta = load_checkpoint(path)
+    assert loaded.freq_input.out_channels == 3 and meta["model_kwargs"]["freq_input"] == "dct"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["logit"], model(x)["logit"])
+    # a current checkpoint without the argument means the current default
+    current = create_model("freq_attention", **TINY["freq_attention"]).eval()
+    assert load_checkpoint(save_checkpoint(tmp_path / "v2.pt", current))[0].freq_input.out_channels == 9
 
 
 def test_checkpoint_reload_never_downloads(tmp_path):

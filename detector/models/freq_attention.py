@@ -4,8 +4,9 @@ After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 20
 
 1. Two backbones of the same architecture (timm ``features_only=True`` or an own
    :mod:`~detector.models.backbones` net such as ``plainnet``): one on the RGB
-   input, one on a fixed frequency image of it (``freq_input``: DCT high-pass
-   ``"dct"``, SRM residuals ``"srm"`` or both ``"dct+srm"``).
+   input, one on a fixed high-pass image of it (``freq_input``: SRM residuals ``"srm"``,
+   the default, measured best in ``benchmarks/bench_detector_variants.py``; DCT high-pass
+   ``"dct"``, the paper's; or both ``"dct+srm"``).
 2. At each of the ``fusion_depths`` (feature indices; default 1, 2, 3 = strides 4, 8,
    16, so a 256-px face keeps a 16x16 map for the 5x5 relation) an :class:`~detector.models.blocks.AttentionFusion` block weights each
    stream by its own sigmoid map and sums them. As in the paper the two streams go on
@@ -75,7 +76,7 @@ class FreqAttentionDetector(nn.Module):
         backbone: str = DEFAULT_BACKBONE,
         pretrained: bool = False,
         alpha: float = 0.33,
-        freq_input: str = "dct",
+        freq_input: str = "srm",
         grid: int = 5,
         fusion_depths: Sequence[int] = (1, 2, 3),
         embed_dim: int = 128,
