@@ -368,11 +368,12 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     eval_samples = read_dataset(cfg.eval_dir)
     eval_ds = FaceDataset(eval_samples, mode="full", norm=model.input_norm)
     say(f"condition: {format_condition(cond)}; eval set {cfg.eval_dir}: {len(eval_samples)} images")
-    if cfg.mode == "full" and cfg.size != _regen_size(cfg):
+    pool_side = _regen_size(cfg)
+    if cfg.mode == "full" and cfg.size != pool_side:
         # every training face would be resized while validation and evaluation run at native size
-        say(f"warning: mode full with size {cfg.size} but the pool's faces are {_regen_size(cfg)} px: "
+        say(f"warning: mode full with size {cfg.size} but the pool's faces are {pool_side} px: "
             "training faces are resized, validation/evaluation faces are not; pass --size "
-            f"{_regen_size(cfg)} to train at native resolution")
+            f"{pool_side} to train at native resolution")
 
     def regenerate():
         pend = state["pending_regen"]
