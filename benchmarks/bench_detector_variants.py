@@ -57,8 +57,16 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def pool_side(data: list[str]) -> int:
+    """Face side of the synth pool (``--size`` recorded in its run.json)."""
+    run = Path(data[0]) / "run.json"
+    if not run.is_file():
+        raise SystemExit(f"{run}: missing; pass --side")
+    return int(json.loads(run.read_text())["size"])
+
+
 def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int, steps: int, batch: int,
-                threads: int, seed: int, val_max: int, patch: int, resize: int) -> dict:
+                threads: int, seed: int, val_max: int, patch: int, resize: int, side: int) -> dict:
     import numpy as np
     import torch
 
@@ -77,23 +85,26 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
         val = [val[i] for i in sorted(keep)]
     model = create_model(v["model"], **v["kw"])
     norm = model.input_norm
-    train_ds = FaceDataset(train, mode=v["mode"], patch=patch, size=resize, augment=True, norm=norm, seed=seed)
+    # mode full: every face (train, validation, evaluation) at one side, as in detector.loop
+    full = side if v["mode"] == "full" else None
+    train_ds = FaceDataset(train, mode=v["mode"], patch=patch, size=resize, augment=True, norm=norm, seed=seed,
+                           full_size=full)
     eval_mode = "resize" if v["mode"] == "resize" else "full"
-    val_ds = FaceDataset(val, mode=eval_mode, size=resize, norm=norm)
+    val_ds = FaceDataset(val, mode=eval_mode, size=resize, norm=norm, full_size=full)
     t0 = time.time()
     summary = train_round(model, train_ds, val_ds, epochs, run, lr=v["lr"], batch_size=batch, workers=0,
                           loss_fn=DetectorLoss(**v["loss"]), seed=seed, max_steps_per_epoch=steps, progress=False,
                           ema=v.get("ema", 0.0),
                           log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     train_s = time.time() - t0
-    ev_ds = FaceDataset(read_dataset(eval_dir), mode=eval_mode, size=resize, norm=norm)
+    ev_ds = FaceDataset(read_dataset(eval_dir), mode=eval_mode, size=resize, norm=norm, full_size=full)
     metrics, scores = evaluate(model, ev_ds)
     per = metrics.get("per_generator") or {}
     res = {"variant": name, "val_auc": summary["best_val_auc"], "best_epoch": summary["best_epoch"],
            "val_curve": [h.get("val_auc") for h in summary["history"]],
            "eval_auc": metrics.get("auc"), "eval_ap": metrics.get("ap"),
            "per_generator": {g: m.get("auc") for g, m in per.items()},
-           "train_s": train_s, "steps": epochs * steps, "batch": batch,
+           "train_s": train_s, "steps": epochs * steps, "batch": batch, "side": full or resize,
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
     (run / "result.json").write_text(json.dumps(res, indent=1))
     print(f"[{name}] {json.dumps(res)}", file=sys.stderr, flush=True)
@@ -112,6 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--resize", type=int, default=128)
+    ap.add_argument("--side", type=int, help="mode full: face side for training, validation and evaluation "
+                                             "(default: the pool's synth --size)")
     ap.add_argument("--val-max", type=int, default=400, help="validation images (seeded subset; 0 = all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=1, help="variants run at once (processes)")
@@ -123,7 +136,7 @@ def main(argv=None) -> int:
         ap.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     common = (args.data, args.eval, args.out, args.epochs, args.steps, args.batch_size, args.threads, args.seed,
-              args.val_max, args.patch, args.resize)
+              args.val_max, args.patch, args.resize, args.side or pool_side(args.data))
     if args.parallel > 1:
         with ProcessPoolExecutor(args.parallel) as ex:
             results = list(ex.map(run_variant, names, *[[c] * len(names) for c in common]))
@@ -137,12 +150,12 @@ def main(argv=None) -> int:
              f"machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
              f"{args.threads} torch thread(s) per variant, {args.parallel} variant(s) at a time; "
              f"{args.epochs} epochs x {args.steps} steps x batch {args.batch_size}", "",
-             "| variant | params (M) | val AUC per epoch | best val AUC | eval AUC | sbi | dfl_swap | eval AP | train s |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| variant | side | params (M) | val AUC per epoch | best val AUC | eval AUC | sbi | dfl_swap | eval AP | train s |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         curve = " / ".join(f(x) for x in r["val_curve"])
         pg = r["per_generator"]
-        lines.append(f"| {r['variant']} | {r['params_m']:.2f} | {curve} | {f(r['val_auc'])} | {f(r['eval_auc'])} | "
+        lines.append(f"| {r['variant']} | {r['side']} | {r['params_m']:.2f} | {curve} | {f(r['val_auc'])} | {f(r['eval_auc'])} | "
                      f"{f(pg.get('sbi'))} | {f(pg.get('dfl_swap'))} | {f(r['eval_ap'])} | {r['train_s']:.0f} |")
     text = "\n".join(lines) + "\n"
     (Path(args.out) / "results.md").write_text(text)

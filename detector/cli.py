@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from detector.predict import add_predict_arguments, run_predict
+from detector.predict import add_predict_arguments, check_size, run_predict
 
 EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -112,6 +112,8 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="detector checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout)")
     p.add_argument("--out", metavar="JSON", help="write the metrics here (and a ROC plot next to it, *_roc.png)")
+    p.add_argument("--size", type=int, help="resize every face to SIZE x SIZE (multiple of 32; default: the size "
+                                            "recorded in the checkpoint by `detector train`, else native)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
@@ -132,8 +134,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = read_dataset(args.data)
-    model, _ = load_checkpoint(args.ckpt, map_location=args.device)
-    ds = FaceDataset(samples, mode="full", norm=model.input_norm)
+    model, meta = load_checkpoint(args.ckpt, map_location=args.device)
+    side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
+    ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
     metrics, scores = evaluate(model, ds, args.batch_size, args.workers, args.device, not args.no_progress)
     print(format_metrics(metrics))
     if metrics["n_skipped"]:

@@ -366,14 +366,17 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         model = create_model(cfg.model_name, **cfg.model_kwargs)
     loss_fn = DetectorLoss(**cfg.loss_kwargs)
     eval_samples = read_dataset(cfg.eval_dir)
-    eval_ds = FaceDataset(eval_samples, mode="full", norm=model.input_norm)
+    # score faces at the side the model trains at (mode full/resize), so a pool generated at another
+    # --size than the evaluation set's images still sees faces at one scale; patches: native whole faces
+    score_side = None if cfg.mode == "patch" else cfg.size
+    eval_ds = FaceDataset(eval_samples, mode="full", norm=model.input_norm, full_size=score_side)
     say(f"condition: {format_condition(cond)}; eval set {cfg.eval_dir}: {len(eval_samples)} images")
     pool_side = _regen_size(cfg)
     if cfg.mode == "full" and cfg.size != pool_side:
-        # every training face would be resized while validation and evaluation run at native size
-        say(f"warning: mode full with size {cfg.size} but the pool's faces are {pool_side} px: "
-            "training faces are resized, validation/evaluation faces are not; pass --size "
-            f"{pool_side} to train at native resolution")
+        # legitimate (one scale everywhere), but resampling changes the high frequencies the traces live in
+        say(f"note: mode full with size {cfg.size} but the pool's faces are {pool_side} px: every face "
+            f"(training, validation, evaluation) is resized to {cfg.size}; pass --size {pool_side} to "
+            "train at the pool's native resolution")
 
     def regenerate():
         pend = state["pending_regen"]
@@ -405,7 +408,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
                                full_size=cfg.size if cfg.mode == "full" else None,
                                seed=cfg.seed + 1000 * r)
-        val_ds = FaceDataset(val, "full", norm=model.input_norm)
+        val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=score_side)
         res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr * cfg.lr_decay ** (r - 1),
                           cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
@@ -433,7 +436,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
 
         save_checkpoint(rdir / "checkpoint.pt", model, extra={"round": r, "epoch": res["best_epoch"],
                                                               "val": res["val_metrics"], "eval": eval_metrics,
-                                                              "mode": cfg.mode, "patch": cfg.patch})
+                                                              "mode": cfg.mode, "patch": cfg.patch,
+                                                              "size": score_side})
         _write_eval_scores(rdir / "eval_scores.csv", eval_samples, eval_scores)
         ok = np.isfinite(eval_scores)
         labels = np.array([s.label for s in eval_samples])

@@ -271,8 +271,9 @@ class Predictor:
         whose forward returns ``{"logit": (B,), "mask": (B,1,h,w) logits or None, ...}``.
     crop_scale : float in [1.2, 2.0]
         Face crop side relative to the landmark face size (as in training).
-    size : int, multiple of 32
-        Side of the square face crop fed to the model.
+    size : int, multiple of 32, optional
+        Side of the square face crop fed to the model; default: the training size recorded
+        in the checkpoint (``extra["size"]``, written by ``detector train``), else 256.
     device : str
         torch device, or ``"auto"`` (CUDA when available).
     threshold : float in [0, 1]
@@ -283,11 +284,10 @@ class Predictor:
         Faces per forward pass.
     """
 
-    def __init__(self, model, crop_scale: float = 1.3, size: int = 256, device: str = "cpu",
+    def __init__(self, model, crop_scale: float = 1.3, size: int | None = None, device: str = "cpu",
                  threshold: float = 0.5, video_threshold: float = 0.5, batch_size: int = 32,
                  min_face_confidence: float = 0.5):
         self.crop_scale = check_crop_scale(crop_scale)
-        self.size = check_size(size)
         self.threshold = check_fraction(threshold, "threshold")
         self.video_threshold = check_fraction(video_threshold, "video_threshold")
         self.min_face_confidence = check_fraction(min_face_confidence, "min_face_confidence")
@@ -305,6 +305,8 @@ class Predictor:
                 raise ValueError(msg if str(path) in msg else f"{path}: cannot load checkpoint ({msg})") from exc
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"model: expected a checkpoint path or torch.nn.Module, got {type(model).__name__}")
+        # the face side the model was trained at, when the checkpoint records it
+        self.size = check_size(size if size is not None else (self.meta.get("extra") or {}).get("size") or 256)
         norm = getattr(model, "input_norm", None)
         if not norm or "mean" not in norm or "std" not in norm:
             raise ValueError("model: has no input_norm = {'mean': [..3], 'std': [..3]}")
@@ -423,8 +425,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
                         help="image files, videos (" + " ".join(sorted(VIDEO_EXTS)) + ") or folders (searched recursively)")
     parser.add_argument("--crop-scale", type=_arg(float, check_crop_scale), default=1.3,
                         help="face crop side relative to the face, %s..%s (default 1.3; use the training value)" % CROP_SCALE_RANGE)
-    parser.add_argument("--size", type=_arg(int, check_size), default=256,
-                        help="face crop side in pixels fed to the model, multiple of 32 (default 256; use the training value)")
+    parser.add_argument("--size", type=_arg(int, check_size),
+                        help="face crop side in pixels fed to the model, multiple of 32 (default: the training size "
+                             "recorded in the checkpoint, else 256)")
     parser.add_argument("--threshold", type=_arg(float, lambda v: check_fraction(v, "threshold")), default=0.5,
                         help="a face is fake when its probability exceeds this (default 0.5)")
     parser.add_argument("--frames", type=_arg(int, check_frames), default=16,

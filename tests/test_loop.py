@@ -10,6 +10,7 @@ from detector.cli import main
 from detector.data import FaceDataset, identity_split, read_dataset, write_toy_eval_dir, write_toy_synth_dir
 from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
 from detector.models import create_model
+from detector import predict as P
 from detector.train import train_round
 
 torch.set_num_threads(1)
@@ -147,13 +148,19 @@ def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
         run_loop([data], ev, run, index="/faces/index", **FAST)
 
 
-def test_loop_warns_when_full_mode_would_resize_native_faces(toy, tmp_path):
-    # mode full trains at native resolution only if --size matches the pool's synth size
+def test_loop_full_mode_at_another_size_resizes_every_face(toy, tmp_path):
+    # mode full trains at native resolution only if --size matches the pool's synth size; otherwise
+    # training, validation and evaluation all see faces at --size, and the checkpoint records it
     data, ev = toy
     logs = []
     run_loop([data], ev, tmp_path / "run", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
              generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 32})
     assert any("mode full with size 32 but the pool's faces are 64 px" in m for m in logs)
+    model, meta = load_checkpoint(tmp_path / "run" / "round-01" / "checkpoint.pt")
+    assert meta["extra"]["size"] == 32
+    assert P.Predictor(model, size=None).size == 256  # a bare model has no record: the default
+    predictor = P.Predictor(tmp_path / "run" / "round-01" / "checkpoint.pt")
+    assert predictor.size == 32
     logs.clear()
     run_loop([data], ev, tmp_path / "run2", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
              generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 64})

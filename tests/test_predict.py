@@ -260,7 +260,7 @@ def test_predictor_validates(model):
 
 def test_add_predict_arguments_defaults():
     args = P.add_predict_arguments(argparse.ArgumentParser()).parse_args(["--ckpt", "c.pt", "a.png"])
-    assert (args.crop_scale, args.size, args.threshold, args.frames, args.video_threshold) == (1.3, 256, 0.5, 16, 0.5)
+    assert (args.crop_scale, args.size, args.threshold, args.frames, args.video_threshold) == (1.3, None, 0.5, 16, 0.5)
     assert args.masks_out is None and args.json is False and args.inputs == ["a.png"]
 
 
