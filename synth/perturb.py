@@ -14,24 +14,38 @@ from synth._checks import check_image, to_uint8
 from synth.params import Op, Param
 
 
+def _levels() -> np.ndarray:
+    return np.arange(256, dtype=np.float32)
+
+
 def color_shift(image: np.ndarray, hue: float = 0.0, saturation: float = 0.0,
                 brightness: float = 0.0, contrast: float = 0.0) -> np.ndarray:
     """Shift hue (degrees), scale saturation by ``1+saturation``, brightness by ``+brightness*255``
-    and contrast by ``1+contrast`` about the mean.  uint8 HxWx3 RGB in and out."""
+    and contrast by ``1+contrast`` about the mean.  uint8 HxWx3 RGB in and out.
+
+    In float32 on OpenCV's 8-bit full-range HSV: ``H' = (H + hue * 256/360) mod 256``,
+    ``S' = S * (1 + saturation)``, each rounded and clipped to uint8; back to RGB, then
+    ``(x - mean) * (1 + contrast) + mean + brightness * 255`` with ``mean`` over all pixels
+    and channels, rounded and clipped.  Every step maps uint8 levels to uint8 levels, so
+    each is one lookup table (bit-identical to the elementwise float32 formula).
+    """
     check_image(image)
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
-    hsv[..., 0] = np.mod(hsv[..., 0] + hue * 256.0 / 360.0, 256.0)
-    hsv[..., 1] *= 1.0 + saturation
-    out = cv2.cvtColor(to_uint8(hsv), cv2.COLOR_HSV2RGB_FULL).astype(np.float32)
-    mean = out.mean()
-    out = (out - mean) * (1.0 + contrast) + mean + brightness * 255.0
-    return to_uint8(out)
+    levels = _levels()
+    hue_lut = to_uint8(np.mod(levels + hue * 256.0 / 360.0, 256.0))
+    sat_lut = to_uint8(levels * (1.0 + saturation))
+    hsv_lut = np.stack([hue_lut, sat_lut, np.arange(256, dtype=np.uint8)], axis=-1)[None]
+    hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL), hsv_lut)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+    mean = rgb.astype(np.float32).mean()  # float32 pairwise sum, as the elementwise formula
+    return cv2.LUT(rgb, to_uint8((levels - mean) * (1.0 + contrast) + mean + brightness * 255.0))
 
 
 def rgb_shift(image: np.ndarray, r: float = 0.0, g: float = 0.0, b: float = 0.0) -> np.ndarray:
-    """Add a constant (in 0..255 units) to each RGB channel.  uint8 HxWx3 in and out."""
+    """Add a constant (in 0..255 units) to each RGB channel, rounded and clipped to uint8
+    (float32 arithmetic, applied as one per-channel lookup table).  uint8 HxWx3 in and out."""
     check_image(image)
-    return to_uint8(image.astype(np.float32) + np.array([r, g, b], np.float32))
+    lut = to_uint8(_levels()[:, None] + np.array([r, g, b], np.float32))
+    return cv2.LUT(image, lut[None])
 
 
 def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.ndarray:
@@ -40,8 +54,9 @@ def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.nd
     if sigma <= 0:
         raise ValueError(f"sigma: must be > 0, got {sigma}")
     img = image.astype(np.float32)
-    blurred = cv2.GaussianBlur(img, (0, 0), sigma)
-    return to_uint8(img + amount * (img - blurred))
+    detail = cv2.subtract(img, cv2.GaussianBlur(img, (0, 0), sigma))
+    # img + amount * detail in float32, rounded half to even and saturated (like to_uint8)
+    return cv2.add(cv2.scaleAdd(detail, float(amount), img), 0.0, dtype=cv2.CV_8U)
 
 
 def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0,
