@@ -4,6 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import pywt
 from skimage import data
 
 from synth import blend as B
@@ -250,6 +251,37 @@ def test_multiscale_blends_are_between_inputs_and_seam_is_smooth(method):
     band = (cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0) & (cv2.erode(m, np.ones((3, 3), np.uint8)) == 0)
     jump = lambda img: np.abs(np.diff(img, axis=1)).sum(2)[band[:, 1:]].mean()  # noqa: E731
     assert jump(out) < jump(hard)
+
+
+def _wavelet_reference(s, t, m, wavelet, levels):
+    """Textbook wavelet blend in float64: per band, mask (area-resampled to the band grid)
+    times the source's coefficients plus (1 - mask) times the target's; waverec2, crop."""
+    h, w = m.shape
+    m = B.mask_to_float(m)
+
+    def dec(img):
+        return pywt.wavedec2(img.astype(np.float64), wavelet, level=levels, mode="periodization", axes=(0, 1))
+
+    def mix(a, cs, ct):
+        a = cv2.resize(m, (cs.shape[1], cs.shape[0]), interpolation=cv2.INTER_AREA).astype(np.float64)[..., None]
+        return a * cs + (1 - a) * ct
+
+    cs, ct = dec(s), dec(t)
+    out = [mix(m, cs[0], ct[0])] + [tuple(mix(m, x, y) for x, y in zip(ds, dt)) for ds, dt in zip(cs[1:], ct[1:])]
+    return np.clip(np.rint(pywt.waverec2(out, wavelet, mode="periodization", axes=(0, 1))[:h, :w]), 0, 255)
+
+
+@pytest.mark.parametrize("wavelet,levels,size", [("haar", 1, 64), ("haar", 3, 128), ("haar", 5, 96),
+                                                 ("haar", 4, 100), ("db2", 3, 64)])
+def test_wavelet_matches_textbook_blend(wavelet, levels, size):
+    # haar at sizes divisible by 2**levels takes the OpenCV fast path (100 px at 4 levels
+    # and db2 go through pywavelets); both must equal the two-transform textbook blend
+    s, t, m = _face_pair(size)
+    m = cv2.GaussianBlur(m, (0, 0), 3)  # soft edge: band masks take intermediate values
+    out = B.wavelet_blend(s, t, m, levels=levels, wavelet=wavelet).astype(int)
+    diff = np.abs(out - _wavelet_reference(s, t, m, wavelet, levels))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float32 round-off at .5 ties only
+    assert np.abs(out - t).max() > 50  # the blend did something
 
 
 def test_levels_clamped_on_tiny_images():
