@@ -41,11 +41,16 @@ not the mask border, and change target pixels outside the mask; this scheme keep
 pixel outside ``Omega`` bit-exact and the Laplacian residual inside ``Omega`` at ~1e-4.
 
 ``domain="box"`` reproduces OpenCV's ``seamlessClone`` formulation instead: one DST
-solve on the mask's bounding box with Dirichlet = target on the box border and guidance
-= source gradients weighted by the mask eroded by 3 px (target gradients elsewhere).  It
-agrees with ``cv2.seamlessClone(..., NORMAL_CLONE)`` to within 1 gray level (OpenCV
-truncates, we round; mean 0.02 over the image) but modifies target pixels inside the box
-outside the mask and keeps target content in a 3-px band inside the mask.
+solve on a box around the mask with Dirichlet = target on the box border and guidance =
+source gradients weighted by the mask eroded by 3 px (target gradients elsewhere).  The
+box is the bounding box of ``mask > 0`` grown by a few pixels per side (split between
+both ends) to the next size whose DST is FFT-friendly (see :func:`_fast_span`: 1.5-8x
+faster solves; sides up to 256 px grow by 1.6 px on average, at most 9).  It agrees with ``cv2.seamlessClone(...,
+NORMAL_CLONE)`` given a mask with that bounding box to within 1 gray level (OpenCV
+truncates, we round; mean 0.02 over the image) but modifies target pixels inside the
+box outside the mask and keeps target content in a 3-px band inside the mask.  (Versus
+the unpadded bounding box: mean 0.03 gray levels inside the mask on generation's face
+crops; up to ~17 at the mask's extreme pixels, which the unpadded box pins to the target.)
 
 The two formulations differ by design, not by solver error: OpenCV anchors the clone
 3-4 px inside the mask and spreads the colour mismatch of the boundary over the whole box
@@ -309,15 +314,45 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
 
 
 def _poisson_box_domain(s: np.ndarray, t: np.ndarray, weight: np.ndarray, mode: str) -> np.ndarray:
-    """OpenCV's formulation on the crop (the mask's bounding box): returns f on the crop."""
-    div = _guidance_div(s, t, mode, weight)[1:-1, 1:-1]
-    div[0] -= t[0, 1:-1]
-    div[-1] -= t[-1, 1:-1]
-    div[:, 0] -= t[1:-1, 0]
-    div[:, -1] -= t[1:-1, -1]
-    out = t.copy()
-    out[1:-1, 1:-1] = _dst_solve(div)
-    return out
+    """OpenCV's formulation on the crop (the box): returns f on the crop, float32.
+
+    ``s``, ``t``: uint8 (hc, wc, 3) crops; ``weight``: float32 (hc, wc, 3).  With
+    ``e = s - t`` and ``f = t + g``, the guidance ``v = W D+s + (1 - W) D+t`` (per pair,
+    ``W`` = weight of its first pixel) gives ``Delta g = sum_axes D-(W' D+e)`` inside and
+    ``g = 0`` on the crop border, ``W' = W`` (normal) or ``W [|D+s| > |D+t|]`` (mixed: the
+    pairs where the source difference wins; ties keep the target): the same system as
+    ``Delta f = div v`` with ``f = t`` on the border, without the border terms.
+    """
+    e = cv2.subtract(s, t, dtype=cv2.CV_32F)
+    if mode == "mixed":
+        sf, tf = s.astype(np.float32), t.astype(np.float32)
+    rhs = np.zeros_like(e)
+    for first, second, head, tail in ((np.s_[:-1], np.s_[1:], rhs[:-1], rhs[1:]),
+                                      (np.s_[:, :-1], np.s_[:, 1:], rhs[:, :-1], rhs[:, 1:])):
+        w = weight[first]
+        if mode == "mixed":
+            wins = np.abs(cv2.subtract(sf[second], sf[first])) > np.abs(cv2.subtract(tf[second], tf[first]))
+            w = w * wins
+        flux = cv2.multiply(cv2.subtract(e[second], e[first]), w)
+        head += flux
+        tail -= flux
+    f = t.astype(np.float32)
+    f[1:-1, 1:-1] += _dst_solve(rhs[1:-1, 1:-1])
+    return f
+
+
+def _fast_span(lo: int, hi: int, limit: int) -> tuple[int, int]:
+    """Grow the box side ``[lo, hi)`` on an image axis of ``limit`` pixels to the shortest
+    side ``n`` whose DST-I (``n - 2`` interior points, an FFT of ``2 (n - 1)``) has only
+    the factors 2, 3, 5, 7 and 11 (box sides with large prime factors cost 3-8x more).
+    The growth is split between both ends (shifted inwards at the image edges); the span
+    is unchanged when the image is too small for it."""
+    want = sfft.next_fast_len(hi - lo - 1) + 1
+    if want > limit:
+        return lo, hi
+    start = max(0, lo - (want - (hi - lo)) // 2)
+    end = min(limit, start + want)
+    return end - want, end
 
 
 _ERODE_7x7 = np.ones((7, 7), np.uint8)  # = OpenCV's 3 iterations of a 3x3 erosion
@@ -348,15 +383,15 @@ def _poisson(source, target, mask, mode, domain):
     rows, cols = np.flatnonzero(nz.any(axis=1)), np.flatnonzero(nz.any(axis=0))
     if rows.size == 0 or rows[-1] - rows[0] < 2 or cols[-1] - cols[0] < 2:
         return None  # no pixel inside the box's Dirichlet border
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    # erode a 3-px larger window: the result inside the box only depends on it
     h, w = m.shape
+    y0, y1 = _fast_span(int(rows[0]), int(rows[-1]) + 1, h)
+    x0, x1 = _fast_span(int(cols[0]), int(cols[-1]) + 1, w)
+    # erode a 3-px larger window: the result inside the box only depends on it
     wy0, wx0 = max(y0 - 3, 0), max(x0 - 3, 0)
     weight = cv2.erode(m[wy0:min(y1 + 3, h), wx0:min(x1 + 3, w)], _ERODE_7x7)
     weight = _rgb(weight[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0])
     box = np.s_[y0:y1, x0:x1]
-    f = _poisson_box_domain(source[box].astype(np.float32), target[box].astype(np.float32), weight, mode)
-    return box, f, None
+    return box, _poisson_box_domain(source[box], target[box], weight, mode), None
 
 
 def poisson_blend_float(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
@@ -367,8 +402,8 @@ def poisson_blend_float(source: np.ndarray, target: np.ndarray, mask: np.ndarray
     (guidance = source gradients) or ``"mixed"`` (per neighbour pair and channel, the
     source or target difference with the larger magnitude; ties keep the target).
     ``domain="mask"`` binarises the mask at 0.5 (``mask > 0.5`` is the domain);
-    ``domain="box"`` takes the box of ``mask > 0`` and uses the soft mask eroded by 3 px
-    as gradient weight, like OpenCV.
+    ``domain="box"`` takes the box of ``mask > 0`` (grown to an FFT-friendly size) and
+    uses the soft mask eroded by 3 px as gradient weight, like OpenCV.
 
     An empty mask returns the target unchanged (not an error); a mask that is 1
     everywhere leaves no target pixel to anchor the solution and returns the source.
@@ -403,7 +438,7 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     if solved is not None:
         box, f, region = solved
         if region is None:
-            out[box] = to_uint8(f)
+            out[box] = cv2.add(f, 0.0, dtype=cv2.CV_8U)  # = to_uint8(f), one pass
         else:
             out[box][region] = to_uint8(f[region])
     return out

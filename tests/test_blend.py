@@ -144,14 +144,73 @@ def _cv_clone(s, t, m, flag):
     return cv2.seamlessClone(s, t, m.copy(), (x + w // 2, y + h // 2), flag)
 
 
-@pytest.mark.parametrize("size", [96, 128])
-def test_poisson_box_domain_matches_opencv(size):
+def _grown_box_mask(m: np.ndarray) -> np.ndarray:
+    """``m`` plus single pixels at the corners of the documented box-domain box: the
+    bounding box of ``m > 0`` grown (split between both ends) to the shortest side ``n``
+    with ``n - 1`` a product of 2, 3, 5, 7, 11.  Single pixels vanish in OpenCV's 3-px
+    erosion, so OpenCV then solves on that box with the same guidance weights."""
+    def smooth(k):
+        for p in (2, 3, 5, 7, 11):
+            while k % p == 0:
+                k //= p
+        return k == 1
+
+    x, y, w, h = cv2.boundingRect((m > 0).view(np.uint8))
+    out = m.copy()
+    box = []
+    for lo, side, limit in ((y, h, m.shape[0]), (x, w, m.shape[1])):
+        n = side
+        while not smooth(n - 1):
+            n += 1
+        start = max(0, lo - (n - side) // 2)
+        end = min(limit, start + n)
+        box.append((end - n, end - 1))
+    (y0, y1), (x0, x1) = box
+    if (y0, y1, x0, x1) == (y, y + h - 1, x, x + w - 1):
+        return out  # not grown
+    for yy in (y0, y1):
+        for xx in (x0, x1):
+            out[yy, xx] = 255
+    return out
+
+
+@pytest.mark.parametrize("size,axes", [(96, None), (128, None), (128, (18, 26)), (160, (26, 36))])
+def test_poisson_box_domain_matches_opencv(size, axes):
     s, t, m = _face_pair(size)
-    ref = _cv_clone(s, t, m, cv2.NORMAL_CLONE).astype(int)
+    if axes is not None:  # bounding boxes (w x h) 37x53 / 53x73: 53 - 1 = 4 * 13 -> grown
+        m[:] = 0
+        cv2.ellipse(m, (size // 2, size // 2 - 8), axes, 0, 0, 360, 255, -1)
+    grown = _grown_box_mask(m)
+    assert np.array_equal(grown, m) == (axes is None)  # 17x23 / 23x31 are FFT-friendly already
+    ref = _cv_clone(s, t, grown, cv2.NORMAL_CLONE).astype(int)
     out = B.poisson_blend(s, t, m, domain="box").astype(int)
     diff = np.abs(out - ref)
     assert diff.max() <= 1  # OpenCV truncates to uint8, we round
     assert diff.mean() < 0.1  # measured 0.04 (image) at 128-512 px
+
+
+def test_poisson_box_domain_fast_box_is_not_grown():
+    # a bounding box whose sides are already FFT-friendly (33 x 45: 32 = 2^5, 44 = 4 * 11)
+    s, t, _ = _face_pair(128)
+    m = np.zeros((128, 128), np.uint8)
+    cv2.ellipse(m, (60, 50), (22, 16), 0, 0, 360, 255, -1)
+    assert cv2.boundingRect(m)[2:] == (45, 33) and np.array_equal(_grown_box_mask(m), m)
+    diff = np.abs(B.poisson_blend(s, t, m, domain="box").astype(int) - _cv_clone(s, t, m, cv2.NORMAL_CLONE))
+    assert diff.max() <= 1 and diff.mean() < 0.1
+
+
+@pytest.mark.parametrize("lo,hi,limit", [(10, 50, 256), (0, 164, 256), (100, 256, 256), (0, 256, 256),
+                                         (3, 200, 210), (40, 43, 64)])
+def test_fast_span_is_shortest_fft_friendly_superset(lo, hi, limit):
+    import scipy.fft as sfft
+
+    a, b = B._fast_span(lo, hi, limit)
+    assert 0 <= a <= lo and hi <= b <= limit
+    if b - a != hi - lo:  # grown: minimal, and the growth is split between the ends
+        assert b - a - 1 == sfft.next_fast_len(hi - lo - 1)
+        assert abs((lo - a) - (b - hi)) <= 1 or a == 0 or b == limit
+    else:  # not grown: already fast, or no room in the image
+        assert sfft.next_fast_len(hi - lo - 1) == hi - lo - 1 or sfft.next_fast_len(hi - lo - 1) + 1 > limit
 
 
 def test_poisson_mask_domain_matches_sparse_reference_solve():
