@@ -44,17 +44,22 @@ def _stats_mask(mask, shape, name: str) -> np.ndarray | None:
     """uint8 0/1 mask of the pixels used for statistics (``mask`` > 0.5), or None."""
     if mask is None:
         return None
-    selected = mask_to_float(mask, shape, name) > 0.5
+    if isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.shape == tuple(shape):
+        selected = mask > 127  # = mask / 255 > 0.5, without the float copy
+    else:
+        selected = mask_to_float(mask, shape, name) > 0.5
     if not selected.any():
         raise ValueError(f"{name}: empty mask (no pixel above 0.5), cannot compute colour statistics")
     return selected.view(np.uint8)
 
 
 def _check_inputs(image, reference, mask, ref_mask):
-    check_image(image, "image")
+    check_image(image)
     check_image(reference, "reference")
-    return (_stats_mask(mask, image.shape[:2], "mask"),
-            _stats_mask(ref_mask, reference.shape[:2], "ref_mask"))
+    m = _stats_mask(mask, image.shape[:2], "mask")
+    if ref_mask is mask and reference.shape[:2] == image.shape[:2]:
+        return m, m  # the generator passes the target's face region for both
+    return m, _stats_mask(ref_mask, reference.shape[:2], "ref_mask")
 
 
 def _mean_std(x: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +89,8 @@ def linear_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mas
 
 
 def _to_lab(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2LAB)
+    """uint8 RGB (any HxW) -> float32 OpenCV Lab of RGB scaled to [0, 1]."""
+    return cv2.cvtColor(np.multiply(rgb, np.float32(1 / 255), dtype=np.float32), cv2.COLOR_RGB2LAB)
 
 
 def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
@@ -99,12 +105,12 @@ def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_m
     # only the reference's statistics matter: convert just the selected pixels
     ref_px = reference if rm is None else reference[rm.view(bool)][:, None, :]
     mean_r, std_r = _mean_std(_to_lab(ref_px), None)
-    gain = _gain(std_s, std_r).astype(np.float32)
-    lab *= gain
-    lab += (mean_r - mean_s * gain).astype(np.float32)
-    rgb = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
-    rgb *= np.float32(255)
-    return _round_uint8(rgb)
+    gain = _gain(std_s, std_r)
+    # per-channel gain and offset in one pass (numpy broadcasting over the trailing
+    # channel axis is several times slower)
+    affine = np.hstack([np.diag(gain), (mean_r - mean_s * gain)[:, None]]).astype(np.float32)
+    rgb = cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
+    return _round_uint8(cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0)))
 
 
 def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
