@@ -351,7 +351,13 @@ def _pick(weights: Mapping[str, float], rng: np.random.Generator, key_prefix: st
     w = np.array([float(weights[n]) * (boost or {}).get(f"{key_prefix}={n}", 1.0) for n in names])
     if w.sum() <= 0:
         w = np.ones(len(names))
-    return names[int(rng.choice(len(names), p=w / w.sum()))]
+    if not (w >= 0).all():  # recipes and weights are validated; kept as choice() checked it
+        raise ValueError(f"{key_prefix}: negative choice weight in {dict(zip(names, w.tolist()))}")
+    # the draw of rng.choice(len(names), p=w / w.sum()) (same uniform, same cdf, so the
+    # same plans), without its ~20 us of argument checks per call
+    cdf = np.cumsum(w / w.sum())
+    cdf /= cdf[-1]
+    return names[int(cdf.searchsorted(rng.random(), side="right"))]
 
 
 def _sample_op(group: Mapping[str, Any], rng: np.random.Generator, key_prefix: str,
