@@ -294,9 +294,24 @@ def build_mask(shape, landmarks, region: str, params: dict | None = None) -> np.
 
 def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of a uint8 mask (separable filter: cv2.GaussianBlur's bit-exact uint8
-    path is ~10x slower for large sigmas)."""
-    k = cv2.getGaussianKernel(2 * int(np.ceil(3.0 * sigma)) + 1, sigma)
-    return cv2.sepFilter2D(mask, -1, k, k, borderType=cv2.BORDER_REPLICATE)
+    path is ~10x slower for large sigmas), border replicated.
+
+    Only the bounding box of the nonzero pixels grown by the kernel radius is filtered:
+    beyond it the result is 0 (all zeros within reach), and inside it the box edges are
+    either zeros (replicated zeros) or the image edges, so the output is the same as
+    filtering the whole image.
+    """
+    radius = int(np.ceil(3.0 * sigma))
+    k = cv2.getGaussianKernel(2 * radius + 1, sigma)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return np.zeros_like(mask)
+    h, w = mask.shape[:2]
+    box = np.s_[max(rows[0] - radius, 0):min(rows[-1] + radius + 1, h),
+                max(cols[0] - radius, 0):min(cols[-1] + radius + 1, w)]
+    out = np.zeros_like(mask)
+    out[box] = cv2.sepFilter2D(np.ascontiguousarray(mask[box]), -1, k, k, borderType=cv2.BORDER_REPLICATE)
+    return out
 
 
 def subtract_occlusion(mask: np.ndarray, occlusion: np.ndarray) -> np.ndarray:

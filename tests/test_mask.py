@@ -153,6 +153,22 @@ def test_feather_softens_edges(lm):
     assert (m[cv2.dilate(hard, _disc(16)) == 0] == 0).all()
 
 
+def test_feather_equals_whole_image_gaussian_filter():
+    # feather_mask filters only the nonzero box grown by the kernel radius; the result
+    # must equal the separable Gaussian on the whole image (replicated border), bit for bit
+    from synth.mask import feather_mask
+
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        m = np.zeros((int(rng.integers(5, 80)), int(rng.integers(5, 80))), np.uint8)
+        y, x = int(rng.integers(0, m.shape[0])), int(rng.integers(0, m.shape[1]))
+        m[max(0, y - 9):y + int(rng.integers(1, 25)), max(0, x - 4):x + int(rng.integers(1, 25))] = rng.integers(1, 256)
+        sigma = float(rng.uniform(0.3, 9.0))
+        k = cv2.getGaussianKernel(2 * int(np.ceil(3.0 * sigma)) + 1, sigma)
+        assert np.array_equal(feather_mask(m, sigma), cv2.sepFilter2D(m, -1, k, k, borderType=cv2.BORDER_REPLICATE))
+    assert not feather_mask(np.zeros((9, 9), np.uint8), 2.0).any()
+
+
 def test_build_mask_errors(lm):
     with pytest.raises(ValueError, match="region"):
         build_mask(SHAPE, lm, "ears")
