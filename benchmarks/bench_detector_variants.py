@@ -42,6 +42,10 @@ VARIANTS: dict[str, dict] = {
     # SRM residuals instead of the DCT high-pass as the frequency stream's input
     "fa_plain_full_srm": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "srm"},
                           "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
+    # SRM input, each training batch downscaled to a random side in [0.5, 1] x 256 (multi-scale traces)
+    "fa_plain_full_srm_ms": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "srm"},
+                             "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3,
+                             "batch_scale": (0.5, 1.0)},
     # both: DCT high-pass and SRM residuals stacked (12 channels) as the frequency stream's input
     "fa_plain_full_dctsrm": {"model": "freq_attention", "kw": {**PLAIN, "decoder_dim": 32, "freq_input": "dct+srm"},
                              "mode": "full", "loss": {"lambda_sim": 1.0, "sim_reduction": "mse"}, "lr": 1e-3},
@@ -94,7 +98,7 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
     t0 = time.time()
     summary = train_round(model, train_ds, val_ds, epochs, run, lr=v["lr"], batch_size=batch, workers=0,
                           loss_fn=DetectorLoss(**v["loss"]), seed=seed, max_steps_per_epoch=steps, progress=False,
-                          ema=v.get("ema", 0.0),
+                          ema=v.get("ema", 0.0), batch_scale=v.get("batch_scale"),
                           log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     train_s = time.time() - t0
     ev_ds = FaceDataset(read_dataset(eval_dir), mode=eval_mode, size=resize, norm=norm, full_size=full)

@@ -171,6 +171,7 @@ class LoopConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # round r peaks at lr * lr_decay ** (r - 1): smaller steps on a larger pool
     ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
+    batch_scale: tuple[float, float] | None = None  # (lo, hi): each training batch downscaled by a factor in it
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
@@ -313,6 +314,10 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         raise ValueError("max_rounds, epochs_per_round and regen_n must be >= 1")
     if not (cfg.lr > 0 and 0 < cfg.lr_decay <= 1):
         raise ValueError(f"lr must be > 0 and lr_decay in (0, 1], got lr={cfg.lr}, lr_decay={cfg.lr_decay}")
+    if cfg.batch_scale is not None:
+        bs = cfg.batch_scale
+        if len(bs) != 2 or not 0 < bs[0] <= bs[1] <= 1:
+            raise ValueError(f"batch_scale: expected (lo, hi) with 0 < lo <= hi <= 1, got {bs}")
     generate_fn = generate_fn or _default_generate
     out = Path(out_dir)
     state_path = out / STATE
@@ -413,6 +418,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
+                          batch_scale=tuple(cfg.batch_scale) if cfg.batch_scale else None,
                           extra={"round": r})
         eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -172,12 +173,30 @@ class WeightEMA:
             self.shadow[k].copy_(v)
 
 
+def rescale_batch(image: torch.Tensor, mask: torch.Tensor, scale: tuple[float, float],
+                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Downscale a batch (image B x C x H x W float, mask B x 1 x H x W in [0, 1]) to one side drawn
+    uniformly from the multiples of 32 in ``[scale[0] * H, scale[1] * H]`` (antialiased bilinear).
+    H == W is expected (square faces); with no multiple of 32 in range the batch is returned as is."""
+    h = image.shape[-1]
+    sides = [s for s in range(32, h + 1, 32) if scale[0] * h - 1e-6 <= s <= scale[1] * h + 1e-6]
+    if not sides:
+        return image, mask
+    side = int(rng.choice(sides))
+    if side == h:
+        return image, mask
+    size = (side, side)
+    return (F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False),
+            F.interpolate(mask, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1))
+
+
 def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, epochs: int,
                 out_dir: str | Path, lr: float = 3e-4, batch_size: int = 32, workers: int = 2,
                 loss_fn: Callable | None = None, device: str = "cpu", log: Callable[[str], None] = print, *,
                 weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
-                resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0) -> dict:
+                resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
+                batch_scale: tuple[float, float] | None = None) -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
@@ -192,6 +211,10 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     resume : continue from ``out_dir/last.pt`` when present (same epochs/batches schedule).
     ema : when > 0, validate, select and keep an exponential moving average of the weights
         (decay ``ema`` per step, BatchNorm statistics averaged too) instead of the raw weights.
+    batch_scale : ``(lo, hi)`` with ``0 < lo <= hi <= 1``: each training batch (image and mask) is
+        downscaled to a side drawn per batch from the multiples of 32 in ``[lo, hi]`` x its side, so
+        blend traces are seen at several scales (fakes met in practice were often made at a higher
+        resolution than the crop they are judged at). Validation stays at the dataset's side.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
@@ -225,6 +248,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
     averaged = WeightEMA(model, ema) if ema else None
+    if batch_scale is not None and not 0.0 < batch_scale[0] <= batch_scale[1] <= 1.0:
+        raise ValueError(f"batch_scale: expected (lo, hi) with 0 < lo <= hi <= 1, got {batch_scale}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
 
@@ -258,6 +283,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                                 worker_init_fn=_worker_init if workers else None)
             net.train()
             losses, skipped = [], 0
+            scale_rng = np.random.default_rng([seed, epoch, rank])  # per epoch: resumable, reproducible
             bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
                        leave=False)
             for k, batch in enumerate(bar):
@@ -266,8 +292,11 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 skipped += batch["skipped"]
                 if "image" not in batch:
                     continue
-                out = net(batch["image"].to(device))
-                loss, parts = loss_fn(out, batch["label"].to(device), batch["mask"].to(device),
+                image, mask = batch["image"], batch["mask"]
+                if batch_scale is not None:
+                    image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
+                out = net(image.to(device))
+                loss, parts = loss_fn(out, batch["label"].to(device), mask.to(device),
                                       batch["mask_valid"].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

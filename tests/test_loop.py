@@ -11,7 +11,7 @@ from detector.data import FaceDataset, identity_split, read_dataset, write_toy_e
 from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
 from detector.models import create_model
 from detector import predict as P
-from detector.train import train_round
+from detector.train import rescale_batch, train_round
 
 torch.set_num_threads(1)
 
@@ -164,7 +164,7 @@ def test_loop_full_mode_at_another_size_resizes_every_face(toy, tmp_path):
     logs.clear()
     run_loop([data], ev, tmp_path / "run2", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
              generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 64})
-    assert not any("warning" in m for m in logs)
+    assert not any("mode full with size" in m for m in logs)
 
 
 def test_loop_lr_decay_lowers_each_round_peak(toy, tmp_path):
@@ -237,6 +237,43 @@ def test_train_round_validates_and_keeps_the_ema_weights(toy, tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())  # the model ends with it
     with pytest.raises(ValueError, match="ema"):
         train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False, ema=1.0)
+
+
+def test_rescale_batch_draws_multiples_of_32_and_keeps_masks_in_range():
+    rng = np.random.default_rng(0)
+    image = torch.rand(2, 3, 128, 128)
+    mask = torch.zeros(2, 1, 128, 128)
+    mask[:, :, 32:96, 32:96] = 1.0
+    sides = set()
+    for _ in range(40):
+        x, m = rescale_batch(image, mask, (0.5, 1.0), rng)
+        sides.add(x.shape[-1])
+        assert x.shape[:2] == (2, 3) and m.shape == (2, 1, x.shape[-1], x.shape[-1]) and x.shape[-2] == x.shape[-1]
+        assert 0.0 <= float(m.min()) and float(m.max()) <= 1.0
+        assert float(m.mean()) == pytest.approx(0.25, abs=0.02)  # the forged share survives resampling
+    assert sides == {64, 96, 128}
+    x, m = rescale_batch(image, mask, (0.1, 0.2), rng)  # no multiple of 32 in [12.8, 25.6]: unchanged
+    assert x is image and m is mask
+
+
+def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(toy, tmp_path):
+    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "full", augment=True, norm=model.input_norm, full_size=64)
+    vds = FaceDataset(val, "full", norm=model.input_norm)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda mod, args: seen.append((mod.training, args[0].shape[-1])))
+    train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False,
+                log=lambda m: None, max_steps_per_epoch=12, batch_scale=(0.5, 1.0))
+    hook.remove()
+    assert {s for t, s in seen if t} == {32, 64}
+    assert {s for t, s in seen if not t} == {64}
+    with pytest.raises(ValueError, match="batch_scale"):
+        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
+                    batch_scale=(0.0, 1.0))
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(toy[0]), "--eval", str(toy[1]), "--out", str(tmp_path / "r"),
+              "--batch-scale", "1,0.5"])
 
 
 # -------------------------------------------------------------------------------------------- CLI
