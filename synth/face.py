@@ -112,7 +112,7 @@ def check_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
     lm = np.asarray(landmarks)
     if lm.shape != (N_LANDMARKS, 2):
         raise ValueError(f"{name}: expected shape ({N_LANDMARKS}, 2), got {lm.shape}")
-    if not np.issubdtype(lm.dtype, np.number):
+    if lm.dtype.kind not in "iufcm":  # = np.issubdtype(dtype, np.number), ~10x cheaper
         raise ValueError(f"{name}: expected numbers, got dtype {lm.dtype}")
     lm = lm.astype(np.float32, copy=False)
     if not np.isfinite(lm).all():
