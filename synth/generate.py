@@ -124,6 +124,11 @@ def _relative_message(exc: BaseException, root: str) -> str:
 def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     """Worker task: plan, render and write samples ``[chunk.start, chunk.stop)``."""
     pool, faces = _worker_state(chunk.index_path, chunk.index_hash)
+    if "swap" in chunk.recipe.spec["pairing"] and len(pool) > 1:
+        # swap partners of the chunk's targets in one batched query (same result as one
+        # query per swap, ~5x less work; self-paired targets cost a little extra)
+        targets = {pool.target_for(i, chunk.seed) for i in range(chunk.start, chunk.stop)}
+        pool.prefetch_neighbours(targets, chunk.recipe.spec["swap"]["k_nearest"])
     lines, skipped = [], []
     for i in range(chunk.start, chunk.stop):
         plan = sample_plan(chunk.recipe, pool, i, chunk.seed, chunk.size, chunk.weights)

@@ -1,19 +1,18 @@
 """The pool of usable faces a generation run draws targets and swap partners from.
 
 A :class:`FacePool` holds the keys (paths relative to the index root) and landmarks of
-every face the index found, a loader for the pixels, and a KD-tree over normalised
-landmarks so a swap partner can be drawn among the k faces of most similar geometry
-(similar pose and shape make swaps that look plausible).  It is built once per process.
+every face the index found, a loader for the pixels, and the normalised landmark shapes,
+so a swap partner can be drawn among the k faces of most similar geometry (similar pose
+and shape make swaps that look plausible).  It is built once per process.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from synth.io import read_image
 
@@ -42,7 +41,6 @@ class FacePool:
     landmarks: np.ndarray
     loader: Callable[[str], np.ndarray]
     root: str = ""
-    _tree: cKDTree | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.keys) != len(self.landmarks):
@@ -52,6 +50,7 @@ class FacePool:
                              + (f" under {self.root}" if self.root else ""))
         self._pos = {k: n for n, k in enumerate(self.keys)}
         self._neighbours: dict[tuple[int, int], list[int]] = {}  # (target, k) -> nearest faces
+        self._shapes: np.ndarray | None = None  # normalised shapes, built on first use
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -85,15 +84,43 @@ class FacePool:
         """A swap partner for ``target`` drawn uniformly among its ``k`` nearest faces by shape."""
         if len(self) < 2:
             raise ValueError("a swap needs at least two faces in the pool")
-        if self._tree is None:
-            self._shapes = normalised_shape(self.landmarks)
-            self._tree = cKDTree(self._shapes)
         k = min(k, len(self) - 1)
         nn = self._neighbours.get((target, k))
-        if nn is None:  # a query in 936-d costs ~3 ms and each face is a target many times
-            _, found = self._tree.query(self._shapes[target], k=k + 1)
-            nn = self._neighbours[(target, k)] = [int(j) for j in np.atleast_1d(found) if j != target][:k]
+        if nn is None:
+            self.prefetch_neighbours([target], k)
+            nn = self._neighbours[(target, k)]
         return nn[int(rng.integers(len(nn)))]
+
+    def prefetch_neighbours(self, targets: Iterable[int], k: int) -> None:
+        """Find (and cache) the ``k`` nearest faces of each of ``targets`` in one pass.
+
+        Nearest = smallest Euclidean distance between normalised shapes, ties broken by the
+        lower face number; the target itself is excluded.  A query is a matrix product
+        against all N shapes (candidates), then the exact float64 distances of the few
+        candidates decide, so a face's neighbours do not depend on how queries were
+        batched.  Batching the targets of a chunk makes it a matrix-matrix product: ~0.1 ms
+        per target instead of ~1-3 ms for one query at N ~ 10,000 (156-d shapes).
+        """
+        if len(self) < 2:
+            raise ValueError("a swap needs at least two faces in the pool")
+        k = min(k, len(self) - 1)
+        todo = sorted({int(t) for t in targets if (int(t), k) not in self._neighbours})
+        if not todo:
+            return
+        if self._shapes is None:
+            self._shapes = np.ascontiguousarray(normalised_shape(self.landmarks))
+            self._norms = np.einsum("ij,ij->i", self._shapes, self._shapes)
+        shapes = self._shapes
+        for lo in range(0, len(todo), 256):  # bounded memory: 256 x N distances at a time
+            block = np.array(todo[lo:lo + 256])
+            # |a - b|^2 = |a|^2 - 2 a.b + |b|^2: BLAS, rounding error ~1e-12 (|a|^2 ~ 78)
+            approx = self._norms[None, :] - 2.0 * (shapes[block] @ shapes.T) + self._norms[block, None]
+            kth = np.partition(approx, k, axis=1)[:, k]  # (k+1)-th smallest, the target included
+            for t, row, limit in zip(block.tolist(), approx, kth):
+                cand = np.flatnonzero(row <= limit + 1e-6)  # every face that can be in the k + 1
+                exact = ((shapes[cand] - shapes[t]) ** 2).sum(axis=1)
+                ranked = cand[np.lexsort((cand, exact))]
+                self._neighbours[(t, k)] = [int(j) for j in ranked[:k + 1] if j != t][:k]
 
 
 @lru_cache(maxsize=8)
