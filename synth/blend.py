@@ -431,16 +431,18 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     but it shifts colours outside the mask inside its box) this keeps the target intact
     wherever the mask is 0, so the mask stays an exact label of the changed pixels.
     """
-    if composite:
-        return alpha_blend(poisson_blend(source, target, mask, mode=mode, domain=domain), target, mask)
     solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()
     if solved is not None:
         box, f, region = solved
         if region is None:
-            out[box] = cv2.add(f, 0.0, dtype=cv2.CV_8U)  # = to_uint8(f), one pass
+            clone = cv2.add(f, 0.0, dtype=cv2.CV_8U)  # = to_uint8(f), one pass
         else:
-            out[box][region] = to_uint8(f[region])
+            clone = target[box].copy()
+            clone[region] = to_uint8(f[region])
+        if composite:  # outside the box the clone is the target, and so is the composite
+            clone = alpha_blend(clone, target[box], mask[box])
+        out[box] = clone
     return out
 
 

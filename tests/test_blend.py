@@ -252,6 +252,18 @@ def test_poisson_reproduces_target_when_source_differs_by_harmonic_field():
     assert np.abs(B.poisson_blend(shifted, t, m, domain="box").astype(int) - t).max() <= 1
 
 
+@pytest.mark.parametrize("domain", ["box", "mask"])
+@pytest.mark.parametrize("mode", ["normal", "mixed"])
+def test_poisson_composite_is_alpha_blend_of_the_clone(domain, mode):
+    s, t, m = _face_pair(96)
+    soft = cv2.GaussianBlur(m, (0, 0), 2.5)
+    out = B.poisson_blend(s, t, soft, mode=mode, domain=domain, composite=True)
+    clone = B.poisson_blend(s, t, soft, mode=mode, domain=domain)
+    assert np.array_equal(out, B.alpha_blend(clone, t, soft))
+    assert np.array_equal(out[soft == 0], t[soft == 0])  # the mask labels every changed pixel
+    assert not np.array_equal(out, t)
+
+
 def test_poisson_all_ones_and_empty_masks():
     s, t, m = _face_pair(48)
     for domain in B.POISSON_DOMAINS:
