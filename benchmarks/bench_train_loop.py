@@ -117,8 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-decay", type=float, default=1.0, help="per-round factor on the peak learning rate")
-    ap.add_argument("--batch-scale", type=float, nargs=2, metavar=("LO", "HI"),
-                    help="multi-scale training (LoopConfig.batch_scale), e.g. 0.5 1")
+    ap.add_argument("--batch-scale", type=float, nargs=2, metavar=("LO", "HI"), default=(0.5, 1.0),
+                    help="multi-scale training (LoopConfig.batch_scale; default 0.5 1, 1 1 = off)")
     ap.add_argument("--workers", type=int, default=2, help="data loader processes (0: in the training process)")
     ap.add_argument("--gen-workers", type=int, default=2, help="index / generation processes")
     ap.add_argument("--eval-limit", type=int, default=0, help="use only this many eval images per generator (0: all)")

@@ -80,7 +80,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                                              "per-step decay, e.g. 0.99 (default 0: off)")
     p.add_argument("--batch-scale", type=_scale_range, metavar="LO,HI",
                    help="multi-scale training: each batch is downscaled to a side (multiple of 32) drawn from "
-                        "[LO, HI] x its side, e.g. 0.5,1 (default: off)")
+                        "[LO, HI] x its side (default 0.5,1; 1,1 = off)")
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch")

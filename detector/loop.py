@@ -171,7 +171,9 @@ class LoopConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # round r peaks at lr * lr_decay ** (r - 1): smaller steps on a larger pool
     ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
-    batch_scale: tuple[float, float] | None = None  # (lo, hi): each training batch downscaled by a factor in it
+    # (lo, hi): each training batch is downscaled by a factor drawn in it (multi-scale traces); (1, 1) = off.
+    # Same validation AUC as single-scale, better cross-generator AUC (BENCHMARKS.md, design choices)
+    batch_scale: tuple[float, float] | None = (0.5, 1.0)
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
