@@ -43,14 +43,15 @@ pixel outside ``Omega`` bit-exact and the Laplacian residual inside ``Omega`` at
 ``domain="box"`` reproduces OpenCV's ``seamlessClone`` formulation instead: one DST
 solve on a box around the mask with Dirichlet = target on the box border and guidance =
 source gradients weighted by the mask eroded by 3 px (target gradients elsewhere).  The
-box is the bounding box of ``mask > 0`` grown by a few pixels per side (split between
-both ends) to the next size whose DST is FFT-friendly (see :func:`_fast_span`: 1.5-8x
-faster solves; sides up to 256 px grow by 1.6 px on average, at most 9).  It agrees with ``cv2.seamlessClone(...,
-NORMAL_CLONE)`` given a mask with that bounding box to within 1 gray level (OpenCV
-truncates, we round; mean 0.02 over the image) but modifies target pixels inside the
-box outside the mask and keeps target content in a 3-px band inside the mask.  (Versus
-the unpadded bounding box: mean 0.03 gray levels inside the mask on generation's face
-crops; up to ~17 at the mask's extreme pixels, which the unpadded box pins to the target.)
+box is the bounding box of ``mask > 0`` grown by a few pixels (split between both ends)
+to the next size whose DST is FFT-friendly (see :func:`_fast_span`: 1.5-8x faster
+solves; sides up to 256 px grow by 1.6 px on average, at most 9).  It agrees with
+``cv2.seamlessClone(..., NORMAL_CLONE)`` given a mask with that bounding box to within 1
+gray level (OpenCV truncates, we round; mean 0.02 over the image) but modifies target
+pixels inside the box outside the mask and keeps target content in a 3-px band inside
+the mask.  (Versus the unpadded bounding box: mean 0.03 gray levels inside the mask on
+generation's face crops; up to ~17 at the mask's extreme pixels, which the unpadded box
+pins to the target.)
 
 The two formulations differ by design, not by solver error: OpenCV anchors the clone
 3-4 px inside the mask and spreads the colour mismatch of the boundary over the whole box
@@ -203,23 +204,20 @@ def _dst_solve(rhs: np.ndarray) -> np.ndarray:
     return _dst(spec)
 
 
-def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str, weight: np.ndarray | None = None) -> np.ndarray:
+def _guidance_div(s: np.ndarray, t: np.ndarray, mode: str) -> np.ndarray:
     """``-sum_q v_pq`` per pixel (the Laplacian the solution must have), float32 (h, w, 3).
 
     ``v`` for the pair (p, p+1) along each axis: source difference (normal), the larger of
-    the source/target differences per channel (mixed; ties keep the target).  With
-    ``weight`` ((h, w, 3): OpenCV's eroded mask, weight of the first pixel of the pair) the field is
-    ``weight * v + (1 - weight) * target difference``.
+    the source/target differences per channel (mixed; ties keep the target).
     """
     div = np.zeros_like(s)
     for axis in (0, 1):
         ds = np.diff(s, axis=axis)
-        if mode == "mixed" or weight is not None:
+        if mode == "mixed":
             dt = np.diff(t, axis=axis)
-        v = np.where(np.abs(ds) > np.abs(dt), ds, dt) if mode == "mixed" else ds
-        if weight is not None:
-            w = weight[:-1] if axis == 0 else weight[:, :-1]
-            v = dt + w * (v - dt)
+            v = np.where(np.abs(ds) > np.abs(dt), ds, dt)
+        else:
+            v = ds
         if axis == 0:
             div[:-1] += v
             div[1:] -= v
