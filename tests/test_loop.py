@@ -297,6 +297,13 @@ def test_cli_train_eval_and_exit_codes(toy, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert metrics["n"] == 24 and set(metrics["per_generator"]) == {"gen_a", "gen_b"}
     assert (tmp_path / "m_roc.png").is_file() and "gen_a" in capsys.readouterr().out
+    # --size resizes every face (a multiple of 32); a bad one is a usage error naming it
+    assert main(["eval", "--ckpt", str(run / "round-01" / "checkpoint.pt"), "--data", str(ev), "--size", "32",
+                 "--workers", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(run / "round-01" / "checkpoint.pt"), "--data", str(ev), "--size", "50",
+                 "--workers", "0", "--no-progress"]) == 2
+    assert "size" in capsys.readouterr().err
 
     assert main(base[:-1] + ["--out", str(tmp_path / "r2"), "--augment-until", "auc>0.8 or ap>1"]) == 2
     assert "'auc>0.8 or ap>1'" in capsys.readouterr().err
