@@ -3,7 +3,8 @@
     python benchmarks/profile_render.py --index bench-out/utk.index --n 300 [--recipe mixed] [--top 30]
 
 Prints the per-sample wall time (with profiler overhead) and the functions with the largest
-cumulative time under ``synth/``. One process, one OpenCV thread, as a generation worker runs.
+cumulative time under ``synth/``. One process, one OpenCV thread, swap neighbours prefetched
+per 64 samples, as a generation worker runs.
 """
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ def main(argv=None) -> int:
     faces, rec = FaceCache(pool), load_recipe(args.recipe)
     out = tempfile.mkdtemp(prefix="profile_render_")
 
+    swap_k = rec.spec["swap"]["k_nearest"] if "swap" in rec.spec["pairing"] and len(pool) > 1 else 0
+
     def run():
         for i in range(args.n):
+            if swap_k and i % 64 == 0:  # as a generation worker does per chunk of 64 samples
+                pool.prefetch_neighbours({pool.target_for(j, 0) for j in range(i, min(i + 64, args.n))}, swap_k)
             plan = sample_plan(rec, pool, i, 0, args.size, None)
             try:
                 real, fake, mask = render(plan, faces)
