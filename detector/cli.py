@@ -36,13 +36,12 @@ def _json_dict(text: str) -> dict:
 
 
 def _scale_range(text: str) -> list[float]:
+    from detector.train import check_batch_scale
+
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
-    if not 0 < lo <= hi <= 1:
-        raise argparse.ArgumentTypeError(f"expected 0 < LO <= HI <= 1, got {text!r}")
-    return [lo, hi]
+        return list(check_batch_scale(text.split(",")))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}") from e
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,14 +91,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from detector.loop import STATE, run_loop
+    from detector.loop import LEGACY_CONFIG, STATE, run_loop
 
     if args.threads:
         torch.set_num_threads(args.threads)
     state_path = Path(args.out) / STATE
     settings: dict = {}
     if args.resume and state_path.is_file():
-        settings = json.loads(state_path.read_text())["config"]
+        settings = {**LEGACY_CONFIG, **json.loads(state_path.read_text())["config"]}
     settings.update({field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None})
     if args.data:
         settings["data_dirs"] = args.data

@@ -186,6 +186,9 @@ class LoopConfig:
     weight_min_count: int = 5
 
 
+# settings added after runs were stored: a stored config without them ran with these values
+LEGACY_CONFIG = {"batch_scale": None}
+
 # settings a resumed run may change; everything else must match the stored run
 RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device"}
 
@@ -316,10 +319,9 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         raise ValueError("max_rounds, epochs_per_round and regen_n must be >= 1")
     if not (cfg.lr > 0 and 0 < cfg.lr_decay <= 1):
         raise ValueError(f"lr must be > 0 and lr_decay in (0, 1], got lr={cfg.lr}, lr_decay={cfg.lr_decay}")
-    if cfg.batch_scale is not None:
-        bs = cfg.batch_scale
-        if len(bs) != 2 or not 0 < bs[0] <= bs[1] <= 1:
-            raise ValueError(f"batch_scale: expected (lo, hi) with 0 < lo <= hi <= 1, got {bs}")
+    from detector.train import check_batch_scale
+
+    check_batch_scale(cfg.batch_scale)
     generate_fn = generate_fn or _default_generate
     out = Path(out_dir)
     state_path = out / STATE
@@ -420,7 +422,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
-                          batch_scale=tuple(cfg.batch_scale) if cfg.batch_scale else None,
+                          batch_scale=cfg.batch_scale,
                           extra={"round": r})
         eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)

@@ -173,6 +173,19 @@ class WeightEMA:
             self.shadow[k].copy_(v)
 
 
+def check_batch_scale(scale) -> tuple[float, float] | None:
+    """``None`` or ``(lo, hi)`` with ``0 < lo <= hi <= 1`` as a tuple of floats; ValueError otherwise."""
+    if scale is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"batch_scale: expected (lo, hi), got {scale!r}") from None
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"batch_scale: expected (lo, hi) with 0 < lo <= hi <= 1, got {scale!r}")
+    return lo, hi
+
+
 def rescale_batch(image: torch.Tensor, mask: torch.Tensor, scale: tuple[float, float],
                   rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Downscale a batch (image B x C x H x W float, mask B x 1 x H x W in [0, 1]) to one side drawn
@@ -248,8 +261,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
     averaged = WeightEMA(model, ema) if ema else None
-    if batch_scale is not None and not 0.0 < batch_scale[0] <= batch_scale[1] <= 1.0:
-        raise ValueError(f"batch_scale: expected (lo, hi) with 0 < lo <= hi <= 1, got {batch_scale}")
+    batch_scale = check_batch_scale(batch_scale)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
 

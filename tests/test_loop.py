@@ -271,6 +271,8 @@ def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(to
     with pytest.raises(ValueError, match="batch_scale"):
         train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
                     batch_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="batch_scale"):
+        run_loop([toy[0]], toy[1], tmp_path / "y", index="/faces/index", **{**FAST, "batch_scale": (1.0, 0.5)})
     with pytest.raises(SystemExit):
         main(["train", "--data", str(toy[0]), "--eval", str(toy[1]), "--out", str(tmp_path / "r"),
               "--batch-scale", "1,0.5"])
