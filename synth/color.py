@@ -102,15 +102,17 @@ def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_m
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     lab = _to_lab(image)
     mean_s, std_s = _mean_std(lab, m)
-    # only the reference's statistics matter: convert just the selected pixels
-    ref_px = reference if rm is None else reference[rm.view(bool)][:, None, :]
-    mean_r, std_r = _mean_std(_to_lab(ref_px), None)
+    # the whole reference + a masked meanStdDev: cheaper than gathering the selected pixels
+    # (a boolean gather costs about one conversion of the whole image)
+    mean_r, std_r = _mean_std(_to_lab(reference), rm)
     gain = _gain(std_s, std_r)
     # per-channel gain and offset in one pass (numpy broadcasting over the trailing
     # channel axis is several times slower)
     affine = np.hstack([np.diag(gain), (mean_r - mean_s * gain)[:, None]]).astype(np.float32)
     rgb = cv2.cvtColor(cv2.transform(lab, affine), cv2.COLOR_LAB2RGB)
-    return _round_uint8(cv2.multiply(rgb, (255.0, 255.0, 255.0, 0.0)))
+    # float Lab->RGB clips to [0, 1], so |255 x| = 255 x: one pass that scales, rounds half
+    # to even and saturates (10x cheaper than multiply + convert)
+    return cv2.convertScaleAbs(rgb, alpha=255.0)
 
 
 def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:

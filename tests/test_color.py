@@ -226,6 +226,23 @@ def test_masked_reinhard_stats(masked_pair):
     np.testing.assert_allclose(got.std(0), want.std(0), rtol=0.08)
 
 
+def test_masked_reinhard_equals_formula(masked_pair):
+    """Fast path (whole-reference Lab + masked meanStdDev, one-pass convertScaleAbs) against
+    the textbook formula in float64 on the selected pixels; the bright reference pushes
+    colours out of gamut, so the clipping is exercised too."""
+    image, mask, reference, ref_mask = masked_pair
+    out = C.reinhard_transfer(image, reference, mask, ref_mask)
+    src, ref_px = lab(image), lab(reference[ref_mask][:, None])
+    sel = src[mask.ravel()]
+    gain = ref_px.std(0) / sel.std(0)
+    shifted = ((src - sel.mean(0)) * gain + ref_px.mean(0)).astype(np.float32).reshape(image.shape)
+    rgb = np.clip(cv2.cvtColor(shifted, cv2.COLOR_LAB2RGB).astype(np.float64), 0, 1)
+    want = np.rint(rgb * 255)
+    assert (want == 0).any() and (want == 255).any()  # both gamut ends are reached
+    diff = np.abs(out.astype(int) - want)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
 def test_masked_histogram_quantiles(masked_pair):
     image, mask, reference, ref_mask = masked_pair
     out = C.histogram_transfer(image, reference, mask, ref_mask)
