@@ -47,7 +47,8 @@ def mask_to_float(mask: np.ndarray, shape: tuple[int, int] | None = None, name: 
     if mask.dtype == np.uint8:
         return mask.astype(np.float32) / 255.0
     if np.issubdtype(mask.dtype, np.floating):
-        if mask.size and (np.nanmin(mask) < 0.0 or np.nanmax(mask) > 1.0 or np.isnan(mask).any()):
+        # min/max propagate NaN and a NaN fails both comparisons: one check, two passes
+        if mask.size and not (mask.min() >= 0.0 and mask.max() <= 1.0):
             raise ValueError(f"{name}: float mask values must lie in [0, 1], got [{np.nanmin(mask):.3g}, {np.nanmax(mask):.3g}]")
         return mask.astype(np.float32, copy=False)
     raise ValueError(f"{name}: expected dtype uint8, bool or float, got {mask.dtype}")

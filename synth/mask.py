@@ -323,9 +323,10 @@ def subtract_occlusion(mask: np.ndarray, occlusion: np.ndarray) -> np.ndarray:
     """
     m = mask_to_float(mask, name="mask")
     o = mask_to_float(occlusion, m.shape, name="occlusion")
+    if mask.dtype == np.uint8:  # m is a fresh float32 copy: the same arithmetic, in place
+        out = np.clip(np.subtract(m, o, out=m), 0.0, 1.0, out=m)
+        return np.rint(np.multiply(out, 255.0, out=out), out=out).astype(np.uint8)
     out = np.clip(m - o, 0.0, 1.0)
-    if mask.dtype == np.uint8:
-        return np.rint(out * 255.0).astype(np.uint8)
     if mask.dtype == np.bool_:
         return out >= 0.5
     return out.astype(mask.dtype)

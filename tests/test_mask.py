@@ -212,3 +212,21 @@ def test_subtract_occlusion_errors():
         subtract_occlusion(np.zeros((4, 4), np.uint8), np.zeros((4, 5), np.uint8))
     with pytest.raises(ValueError, match="occlusion"):
         subtract_occlusion(np.zeros((4, 4), np.uint8), np.full((4, 4), 2.0))
+    for bad in (np.nan, -0.1, np.inf):  # NaN fails the single min/max range check too
+        occ = np.zeros((4, 4), np.float32)
+        occ[1, 2] = bad
+        with pytest.raises(ValueError, match="occlusion"):
+            subtract_occlusion(np.zeros((4, 4), np.uint8), occ)
+
+
+def test_subtract_occlusion_uint8_equals_formula_exhaustively():
+    """In-place uint8 path against rint(clip(m / 255 - o, 0, 1) * 255) evaluated in float32
+    (exactly) and in float64 (within the float32 rounding, 1 level) for every mask level
+    and a fine grid of occlusion values."""
+    m = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 1001, axis=1)
+    o = np.repeat(np.linspace(0, 1, 1001, dtype=np.float32)[None], 256, axis=0)
+    f32 = np.float32
+    want = np.rint(np.clip(m.astype(f32) / f32(255) - o, f32(0), f32(1)) * f32(255))
+    out = subtract_occlusion(m, o)
+    np.testing.assert_array_equal(out, want)
+    assert np.abs(out - np.rint(np.clip(m / 255.0 - o.astype(np.float64), 0, 1) * 255)).max() <= 1
