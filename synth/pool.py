@@ -113,8 +113,11 @@ class FacePool:
         shapes = self._shapes
         for lo in range(0, len(todo), 256):  # bounded memory: 256 x N distances at a time
             block = np.array(todo[lo:lo + 256])
-            # |a - b|^2 = |a|^2 - 2 a.b + |b|^2: BLAS, rounding error ~1e-12 (|a|^2 ~ 78)
-            approx = self._norms[None, :] - 2.0 * (shapes[block] @ shapes.T) + self._norms[block, None]
+            # |a - b|^2 - |a|^2 = |b|^2 - 2 a.b: BLAS, rounding error ~1e-12 (|a|^2 ~ 78).
+            # The row constant |a|^2 changes no ranking; -2 scales the small factor and |b|^2
+            # is added in place (the full 3-temporary expression cost as much as the product).
+            approx = np.matmul(shapes[block] * -2.0, shapes.T)
+            approx += self._norms
             kth = np.partition(approx, k, axis=1)[:, k]  # (k+1)-th smallest, the target included
             for t, row, limit in zip(block.tolist(), approx, kth):
                 cand = np.flatnonzero(row <= limit + 1e-6)  # every face that can be in the k + 1
