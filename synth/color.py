@@ -102,9 +102,13 @@ def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_m
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     lab = _to_lab(image)
     mean_s, std_s = _mean_std(lab, m)
-    # the whole reference + a masked meanStdDev: cheaper than gathering the selected pixels
-    # (a boolean gather costs about one conversion of the whole image)
-    mean_r, std_r = _mean_std(_to_lab(reference), rm)
+    # only the reference's statistics matter: convert the selected pixels' bounding box and
+    # take a masked meanStdDev (a boolean gather costs about one whole-image conversion)
+    if rm is not None:
+        x, y, w, h = cv2.boundingRect(rm)
+        mean_r, std_r = _mean_std(_to_lab(reference[y:y + h, x:x + w]), rm[y:y + h, x:x + w])
+    else:
+        mean_r, std_r = _mean_std(_to_lab(reference), None)
     gain = _gain(std_s, std_r)
     # per-channel gain and offset in one pass (numpy broadcasting over the trailing
     # channel axis is several times slower)
