@@ -132,56 +132,8 @@ def _sample(pixels: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     return pixels[rng.choice(len(pixels), n, replace=False)]
 
 
-_IDT_BINS = 254  # piecewise-linear 1-D maps on this many bins (Pitie et al. use ~300)
+_IDT_BINS = 256  # piecewise-linear 1-D maps on this many bins (Pitie et al. use ~300)
 _IDT_SAMPLES = 4096  # pixels per image used for the quantiles (subsampled with rng)
-_IDT_GRID = np.arange(_IDT_BINS + 1) / _IDT_BINS
-
-
-def _idt_tables(src_proj: np.ndarray, ref_proj: np.ndarray, rot: np.ndarray):
-    """One iteration's 1-D maps as lookup tables for :func:`_idt_displace`.
-
-    ``src_proj``/``ref_proj``: sorted float32 (3, n) projections of the sampled pixels on
-    the axes (columns) of ``rot``.  Returns ``to_bins`` (3x4 float32 affine: RGB -> bin
-    coordinate ``t`` per axis; the sampled image range maps to [1, 1 + _IDT_BINS]) and
-    ``lut`` (2x1x256x3 float32: offset and slope so that the displacement along axis a is
-    ``lut[0, 0, i, a] + t * lut[1, 0, i, a]`` with ``i = clip(floor(t), 0, 255)``).  Entries
-    0 and 255 are constant (slope 0): projections outside the sampled range move like the
-    nearest end.  Inside, displacement = reference quantile of the image CDF - projection.
-    """
-    n_s, n_r = src_proj.shape[1], ref_proj.shape[1]
-    q_src = (np.arange(n_s) + 0.5) / n_s
-    q_ref = (np.arange(n_r) + 0.5) / n_r
-    lo = src_proj[:, 0].astype(np.float64)
-    span = np.maximum(src_proj[:, -1] - lo, 1e-3)
-    knots = lo[:, None] + _IDT_GRID * span[:, None]  # 3 x (_IDT_BINS + 1)
-    disp = np.empty((3, 256))  # displacement at bin coordinates t = 0..255
-    for a in range(3):
-        disp[a, 1:] = np.interp(np.interp(knots[a], src_proj[a], q_src), q_ref, ref_proj[a])
-    disp[:, 1:] -= knots
-    disp[:, 0] = disp[:, 1]
-    lut = np.zeros((2, 1, 256, 3), np.float32)
-    offset, slope = lut[0, 0].T, lut[1, 0].T  # 3x256 views
-    slope[:, 1:-1] = np.diff(disp[:, 1:], axis=1)  # bin i = 1..254 spans t in [i, i + 1)
-    offset[:] = disp - np.arange(256) * slope  # the bin's line evaluated at t = 0
-    offset[:, 255] = disp[:, 255]
-    scale = _IDT_BINS / span
-    to_bins = np.hstack([rot.T * scale[:, None], (1 - lo * scale)[:, None]]).astype(np.float32)
-    return to_bins, lut
-
-
-def _idt_displace(x: np.ndarray, to_bins: np.ndarray, lut: np.ndarray, rot: np.ndarray,
-                  t: np.ndarray, d: np.ndarray, idx: np.ndarray) -> None:
-    """Move float32 HxWx3 ``x`` in place by one iteration's maps (see :func:`_idt_tables`).
-
-    ``t``, ``d`` (float32) and ``idx`` (uint8) are scratch buffers of ``x``'s shape.
-    """
-    cv2.transform(x, to_bins, dst=t)
-    # floor(t) saturated to 0..255 in one pass: round half to even of t - 1/2 (at an exact
-    # integer t both neighbouring lines give the same value)
-    cv2.add(t, (-0.5, -0.5, -0.5, 0.0), dst=idx, dtype=cv2.CV_8U)
-    cv2.multiply(t, cv2.LUT(idx, lut[1], dst=d), dst=t)
-    cv2.add(t, cv2.LUT(idx, lut[0], dst=d), dst=t)
-    cv2.add(x, cv2.transform(t, rot, dst=d), dst=x)  # displacement back to RGB
 
 
 def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None, *,
@@ -192,8 +144,8 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
     of both images on its 3 axes and moves every image pixel along each axis so that the
     1-D distribution of the (masked) image pixels matches the reference's.  The 1-D maps
     are quantile maps estimated from up to 4096 pixels of each image (drawn with ``rng``)
-    and applied in float32 as 254-bin piecewise-linear lookup tables (vectorised over all
-    pixels); projections outside the sampled range are translated like the nearest end.
+    and applied as 256-bin piecewise-linear lookup tables (vectorised over all pixels);
+    projections outside the sampled range are translated like the nearest end.
     """
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     check_rng(rng)
@@ -208,13 +160,38 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
         ref_px = _sample(ref_flat, rng, _IDT_SAMPLES)
     else:  # sample indices, then gather: a boolean gather of every selected pixel costs ~0.4 ms
         ref_px = ref_flat[_sample(src_all if rm is m else np.flatnonzero(rm), rng, _IDT_SAMPLES)]
-    ref_t = np.ascontiguousarray(ref_px.T, dtype=np.float32)  # 3xN
-    scratch = np.empty_like(x), np.empty_like(x), np.empty(x.shape, np.uint8)
+    ref_px = ref_px.astype(np.float32)
+    q_src = (np.arange(len(src_idx)) + 0.5) / len(src_idx)
+    q_ref = (np.arange(len(ref_px)) + 0.5) / len(ref_px)
+    grid = np.arange(_IDT_BINS + 1) / _IDT_BINS
+    # per-axis LUTs over 256 bins spanning the sampled image projections: displacement at
+    # each bin's left knot and its change across the bin (a piecewise-linear map)
+    disp0 = np.empty((1, _IDT_BINS, 3), np.float32)
+    ddisp = np.empty((1, _IDT_BINS, 3), np.float32)
+    to_bins = np.zeros((3, 4), np.float32)  # affine map: RGB -> bin coordinate per axis
     for rot in _random_rotations(rng, int(n_iter)):
-        rot_t = np.ascontiguousarray(rot.T)
-        src_proj = np.sort(rot_t @ x.reshape(-1, 3)[src_idx].T, axis=1)
-        ref_proj = np.sort(rot_t @ ref_t, axis=1)
-        _idt_displace(x, *_idt_tables(src_proj, ref_proj, rot), rot, *scratch)
+        src_proj = np.sort((x.reshape(-1, 3)[src_idx] @ rot).T, axis=1)
+        ref_proj = np.sort((ref_px @ rot).T, axis=1)
+        for a in range(3):
+            lo = float(src_proj[a, 0])
+            span = max(float(src_proj[a, -1]) - lo, 1e-3)
+            knots = lo + grid * span
+            # quantile map: the reference quantile function of the image CDF at each knot
+            target = np.interp(np.interp(knots, src_proj[a], q_src), q_ref, ref_proj[a])
+            disp = target - knots
+            disp0[0, :, a] = disp[:-1]
+            ddisp[0, :, a] = np.diff(disp)
+            to_bins[a, :3] = rot[:, a] * (_IDT_BINS / span)
+            to_bins[a, 3] = -lo * _IDT_BINS / span
+        t = cv2.transform(x, to_bins)
+        # projections outside the sampled range keep the end displacement (a translation)
+        cv2.threshold(t, 0, 0, cv2.THRESH_TOZERO, dst=t)  # max(t, 0)
+        cv2.threshold(t, _IDT_BINS - 1e-3, 0, cv2.THRESH_TRUNC, dst=t)  # min(t, 255.999)
+        idx = t.astype(np.uint8)
+        cv2.subtract(t, idx, dst=t, dtype=cv2.CV_32F)  # fraction inside the bin
+        t *= cv2.LUT(idx, ddisp)
+        t += cv2.LUT(idx, disp0)
+        x += cv2.transform(t, rot)  # displacement back to RGB
     return _round_uint8(x)
 
 

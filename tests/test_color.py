@@ -191,7 +191,7 @@ def test_idt_lowers_distribution_distance(face, ref):
     assert after < swd(C.reinhard_transfer(face, ref), ref)
 
 
-def _idt_binned(image, reference, rng, n_iter, bins=254):
+def _idt_binned(image, reference, rng, n_iter, bins=256):
     """float64 textbook IDT with the documented binning (unmasked), same rng draws as
     idt_transfer: each 1-D quantile map is interpolated linearly between bins + 1 knots
     spanning the sampled image projections and is constant beyond them (np.interp clamps)."""
@@ -213,13 +213,15 @@ def _idt_binned(image, reference, rng, n_iter, bins=254):
 
 @pytest.mark.parametrize("n_iter", [1, 2])
 def test_idt_equals_binned_formula(face, ref, n_iter):
-    """The float32 lookup-table path (floor by saturating rounding, offset + slope tables,
-    constant end bins) against the float64 formula; more iterations amplify float32
-    differences through the re-sampled projections, so only the first two are compared."""
+    """The float32 lookup-table path (clamped bin coordinate, displacement + slope tables)
+    against the float64 formula; more iterations amplify float32 differences through the
+    re-sampled projections, so only the first two are compared."""
     for seed in range(3):
         got = C.idt_transfer(face, ref, rng=np.random.default_rng(seed), n_iter=n_iter).astype(int)
         diff = np.abs(got - _idt_binned(face, ref, np.random.default_rng(seed), n_iter))
-        assert (diff > 0).mean() < 0.01 and (diff > 1).mean() < 0.001
+        # one iteration: rounding ties only; two: the float32 state re-sampled for the
+        # second maps moves a few percent of the pixels by one level
+        assert diff.max() <= 1 and (diff > 0).mean() < (0.001 if n_iter == 1 else 0.1)
 
 
 def test_idt_deterministic_per_seed(face, ref):
