@@ -20,7 +20,7 @@ _TRAIN_OPTIONS = {
     "eval": "eval_dir", "model": "model_name", "augment_until": "condition", "max_rounds": "max_rounds",
     "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
     "regen_size": "regen_size", "mode": "mode", "patch": "patch", "size": "size", "batch_size": "batch_size",
-    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema", "batch_scale": "batch_scale", "seed": "seed", "val_fraction": "val_fraction",
+    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema", "batch_scale": "batch_scale", "weight_clip": "weight_clip", "seed": "seed", "val_fraction": "val_fraction",
     "max_steps_per_epoch": "max_steps_per_epoch", "device": "device",
 }
 
@@ -42,6 +42,16 @@ def _scale_range(text: str) -> list[float]:
         return list(check_batch_scale(text.split(",")))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}") from e
+
+
+def _weight_clip(text: str) -> list[float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not 0 < lo <= 1 <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 < LO <= 1 <= HI, got {text!r}")
+    return [lo, hi]
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,6 +90,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-scale", type=_scale_range, metavar="LO,HI",
                    help="multi-scale training: each batch is downscaled to a side (multiple of 32) drawn from "
                         "[LO, HI] x its side (default 0.5,1; 1,1 = off)")
+    p.add_argument("--weight-clip", type=_weight_clip, metavar="LO,HI",
+                   help="range of the per-op sampling weights of regeneration, raised where validation fakes "
+                        "were missed (default 0.5,3; 1,1 = regenerate with the recipe's own weights)")
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch")

@@ -278,6 +278,14 @@ def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(to
               "--batch-scale", "1,0.5"])
 
 
+@pytest.mark.parametrize("bad", ["2,3", "0.5", "a,b", "0,1"])
+def test_cli_weight_clip_must_bracket_one(bad, toy, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(toy[0]), "--eval", str(toy[1]), "--out", str(tmp_path / "r"),
+              "--weight-clip", bad])
+    assert "--weight-clip" in capsys.readouterr().err
+
+
 # -------------------------------------------------------------------------------------------- CLI
 
 def test_cli_train_eval_and_exit_codes(toy, tmp_path, capsys):
