@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resize", type=int, default=128, help="side for mode resize (the naive baseline used 128)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--lr-decay", type=float, default=1.0, help="per-round factor on the peak learning rate")
+    ap.add_argument("--lr-decay", type=float, default=0.5, help="per-round factor on the peak learning rate")
     ap.add_argument("--batch-scale", type=float, nargs=2, metavar=("LO", "HI"), default=(0.5, 1.0),
                     help="multi-scale training (LoopConfig.batch_scale; default 0.5 1, 1 1 = off)")
     ap.add_argument("--workers", type=int, default=2, help="data loader processes (0: in the training process)")

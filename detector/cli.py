@@ -83,8 +83,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="data loader processes (default 2)")
     p.add_argument("--gen-workers", type=int, help="generation processes (default 2)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--lr-decay", type=float, help="round r starts at lr * lr_decay^(r-1) (default 1: every round "
-                                                  "restarts the cosine schedule at --lr)")
+    p.add_argument("--lr-decay", type=float, help="round r's cosine schedule peaks at lr * lr_decay^(r-1) (default 0.5; "
+                                                  "1: every round restarts at --lr)")
     p.add_argument("--ema", type=float, help="keep an exponential moving average of the weights with this "
                                              "per-step decay, e.g. 0.99 (default 0: off)")
     p.add_argument("--batch-scale", type=_scale_range, metavar="LO,HI",
