@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     import cv2
 
     from synth import writer
+    from synth.generate import prefetch_swap_partners
     from synth.index import load_index
     from synth.pool import FacePool
     from synth.recipe import load_recipe, sample_plan
@@ -38,12 +39,10 @@ def main(argv=None) -> int:
     faces, rec = FaceCache(pool), load_recipe(args.recipe)
     out = tempfile.mkdtemp(prefix="profile_render_")
 
-    swap_k = rec.spec["swap"]["k_nearest"] if "swap" in rec.spec["pairing"] and len(pool) > 1 else 0
-
     def run():
         for i in range(args.n):
-            if swap_k and i % 64 == 0:  # as a generation worker does per chunk of 64 samples
-                pool.prefetch_neighbours({pool.target_for(j, 0) for j in range(i, min(i + 64, args.n))}, swap_k)
+            if i % 64 == 0:  # as a generation worker does per chunk of 64 samples
+                prefetch_swap_partners(pool, rec, range(i, min(i + 64, args.n)), 0)
             plan = sample_plan(rec, pool, i, 0, args.size, None)
             try:
                 real, fake, mask = render(plan, faces)

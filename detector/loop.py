@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from detector.data import (FaceDataset, Sample, group_identities, identity_split, read_dataset, read_datasets,
                            split_by_identities)

@@ -75,7 +75,7 @@ import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided
 from scipy.linalg import lapack
 
-from synth._checks import check_image, check_same_shape, mask_to_float, to_uint8
+from synth._checks import check_image, check_same_shape, mask_to_float, round_uint8, to_uint8
 from synth.params import Op, Param
 
 POISSON_MODES = ("normal", "mixed")
@@ -434,7 +434,7 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     if solved is not None:
         box, f, region = solved
         if region is None:
-            clone = cv2.add(f, 0.0, dtype=cv2.CV_8U)  # = to_uint8(f), one pass
+            clone = round_uint8(f)
         else:
             clone = target[box].copy()
             clone[region] = to_uint8(f[region])

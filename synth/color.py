@@ -25,7 +25,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._checks import check_image, check_rng, mask_to_float
+from ._checks import check_image, check_rng, mask_to_float, round_uint8
 from .params import Op, Param
 
 __all__ = ["linear_transfer", "reinhard_transfer", "idt_transfer", "histogram_transfer",
@@ -33,11 +33,6 @@ __all__ = ["linear_transfer", "reinhard_transfer", "idt_transfer", "histogram_tr
 
 # below this standard deviation a channel is treated as flat: shift it, do not rescale
 _FLAT_STD = 1e-6
-
-
-def _round_uint8(x: np.ndarray) -> np.ndarray:
-    """Round half to even and saturate float32 HxWx3 (0..255 units) to uint8, like to_uint8."""
-    return cv2.add(x, 0.0, dtype=cv2.CV_8U)
 
 
 def _stats_mask(mask, shape, name: str) -> np.ndarray | None:
@@ -192,7 +187,7 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
         t *= cv2.LUT(idx, ddisp)
         t += cv2.LUT(idx, disp0)
         x += cv2.transform(t, rot)  # displacement back to RGB
-    return _round_uint8(x)
+    return round_uint8(x)
 
 
 def _histogram(image: np.ndarray, channel: int, mask: np.ndarray | None) -> np.ndarray:

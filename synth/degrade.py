@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
-from ._checks import check_image, check_rng
+from ._checks import check_image, check_rng, round_uint8
 from .params import Op, Param
 
 __all__ = [
@@ -43,11 +43,6 @@ INTERPOLATIONS = {
 
 
 # --------------------------------------------------------------------------- validation
-
-def _round_uint8(x: np.ndarray) -> np.ndarray:
-    """Same as ``to_uint8`` (round half to even, saturate) for float32 HxWx3, ~3x faster."""
-    return cv2.add(x, 0.0, dtype=cv2.CV_8U)
-
 
 def _check_number(value, name: str, low=None, high=None, *, integer: bool = False,
                   low_open: bool = False) -> float:
@@ -184,7 +179,7 @@ def dual_blur(image: np.ndarray, iterations: int = 2, offset: float = 1.0) -> np
         x = _dual_down(x, offset)
     for _ in range(iterations):
         x = _dual_up(x, offset)
-    return _round_uint8(x[:h, :w])
+    return round_uint8(x[:h, :w])
 
 
 def disc_kernel(radius: float) -> np.ndarray:
@@ -204,7 +199,7 @@ def bokeh_blur(image: np.ndarray, radius: float = 3.0) -> np.ndarray:
     check_image(image)
     _check_number(radius, "radius", 0.0, 64.0, low_open=True)
     # float32 filter2D: faster than the uint8 path and rounds once at the end.
-    return _round_uint8(cv2.filter2D(image.astype(np.float32), -1, disc_kernel(radius)))
+    return round_uint8(cv2.filter2D(image.astype(np.float32), -1, disc_kernel(radius)))
 
 
 def motion_kernel(length: int, angle: float) -> np.ndarray:
@@ -234,7 +229,7 @@ def motion_blur(image: np.ndarray, length: int = 7, angle: float = 0.0) -> np.nd
     check_image(image)
     _check_number(length, "length", 1, 128, integer=True)
     _check_number(angle, "angle")
-    return _round_uint8(cv2.filter2D(image.astype(np.float32), -1, motion_kernel(length, angle)))
+    return round_uint8(cv2.filter2D(image.astype(np.float32), -1, motion_kernel(length, angle)))
 
 
 def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: float = 0.3,
@@ -284,7 +279,7 @@ def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: flo
             continue
         weight = np.minimum(np.maximum(np.float32(k + 1) - level, 0), 1)
         out = cv2.blendLinear(copy, out, weight, 1 - weight)
-    return _round_uint8(out)
+    return round_uint8(out)
 
 
 # --------------------------------------------------------------------------- compression
@@ -434,7 +429,7 @@ def poisson_noise(image: np.ndarray, rng: np.random.Generator, peak: float = 100
     if low.any():
         counts[low] = rng.poisson(lam[low])
     counts *= np.float32(255.0 / peak)
-    return _round_uint8(counts)
+    return round_uint8(counts)
 
 
 def salt_pepper(image: np.ndarray, rng: np.random.Generator, amount: float = 0.01,

@@ -121,14 +121,17 @@ def _relative_message(exc: BaseException, root: str) -> str:
     return msg.replace(prefix, "") if root else msg
 
 
+def prefetch_swap_partners(pool, recipe, indices, seed: int) -> None:
+    """Find the swap partners of the targets of samples ``indices`` in one batched query
+    (same result as one query per swap, ~5x less work; self-paired targets cost a little extra)."""
+    if "swap" in recipe.spec["pairing"] and len(pool) > 1:
+        pool.prefetch_neighbours({pool.target_for(i, seed) for i in indices}, recipe.spec["swap"]["k_nearest"])
+
+
 def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     """Worker task: plan, render and write samples ``[chunk.start, chunk.stop)``."""
     pool, faces = _worker_state(chunk.index_path, chunk.index_hash)
-    if "swap" in chunk.recipe.spec["pairing"] and len(pool) > 1:
-        # swap partners of the chunk's targets in one batched query (same result as one
-        # query per swap, ~5x less work; self-paired targets cost a little extra)
-        targets = {pool.target_for(i, chunk.seed) for i in range(chunk.start, chunk.stop)}
-        pool.prefetch_neighbours(targets, chunk.recipe.spec["swap"]["k_nearest"])
+    prefetch_swap_partners(pool, chunk.recipe, range(chunk.start, chunk.stop), chunk.seed)
     lines, skipped = [], []
     for i in range(chunk.start, chunk.stop):
         plan = sample_plan(chunk.recipe, pool, i, chunk.seed, chunk.size, chunk.weights)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from synth._checks import check_image, to_uint8
+from synth._checks import check_image, round_uint8, to_uint8
 from synth.params import Op, Param
 
 
@@ -55,8 +55,7 @@ def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.nd
         raise ValueError(f"sigma: must be > 0, got {sigma}")
     img = image.astype(np.float32)
     detail = cv2.subtract(img, cv2.GaussianBlur(img, (0, 0), sigma))
-    # img + amount * detail in float32, rounded half to even and saturated (like to_uint8)
-    return cv2.add(cv2.scaleAdd(detail, float(amount), img), 0.0, dtype=cv2.CV_8U)
+    return round_uint8(cv2.scaleAdd(detail, float(amount), img))  # img + amount * detail
 
 
 def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0,
