@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from synth import writer
+from synth.facestore import FaceStore
 from synth.index import build_index, load_index
 from synth.io import ImageReadError
 from synth.pool import FacePool
@@ -84,6 +85,8 @@ class _Chunk:
     weights: Mapping[str, float] | None
     start: int
     stop: int
+    store: str | None = None  # FaceStore root shared by the run's workers (None: per-process cache only)
+    sync: bool = True  # flush the chunk's files before returning (False: the parent does it)
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,14 @@ class _ChunkResult:
     skipped: list[dict]  # {"i", "file", "reason", "reason_kind"}
 
 
-# Deliberate per-process cache: (index path, index hash) -> (pool, face cache), built on
-# first use in each worker process so faces are decoded and cropped once per process.
-_WORKER_STATE: dict[tuple[str, str], tuple[FacePool, FaceCache]] = {}
+# Deliberate per-process cache: (index path, index hash, store) -> (pool, face cache), built
+# on first use in each worker process so the pool is loaded once per process.
+_WORKER_STATE: dict[tuple[str, str, str | None], tuple[FacePool, FaceCache]] = {}
 _WORKER_LOCK = threading.Lock()  # dask workers may run several threads
 
 
-def _worker_state(index_path: str, index_hash: str = "") -> tuple[FacePool, FaceCache]:
-    key = (index_path, index_hash)  # the hash: an index rebuilt in place is a new one
+def _worker_state(index_path: str, index_hash: str = "", store: str | None = None) -> tuple[FacePool, FaceCache]:
+    key = (index_path, index_hash, store)  # the hash: an index rebuilt in place is a new one
     with _WORKER_LOCK:
         state = _WORKER_STATE.get(key)
         if state is None:
@@ -110,7 +113,8 @@ def _worker_state(index_path: str, index_hash: str = "") -> tuple[FacePool, Face
             cv2.setNumThreads(1)  # one worker per core already; OpenCV threads only contend
             _WORKER_STATE.clear()  # a process serves one run at a time
             pool = FacePool.from_index(load_index(index_path))
-            state = _WORKER_STATE[key] = (pool, FaceCache(pool, max_items=_FACE_CACHE_ITEMS))
+            faces = FaceCache(pool, max_items=_FACE_CACHE_ITEMS, store=FaceStore(store) if store else None)
+            state = _WORKER_STATE[key] = (pool, faces)
         return state
 
 
@@ -130,7 +134,7 @@ def prefetch_swap_partners(pool, recipe, indices, seed: int) -> None:
 
 def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     """Worker task: plan, render and write samples ``[chunk.start, chunk.stop)``."""
-    pool, faces = _worker_state(chunk.index_path, chunk.index_hash)
+    pool, faces = _worker_state(chunk.index_path, chunk.index_hash, chunk.store)
     prefetch_swap_partners(pool, chunk.recipe, range(chunk.start, chunk.stop), chunk.seed)
     lines, skipped = [], []
     for i in range(chunk.start, chunk.stop):
@@ -147,16 +151,21 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
             skipped.append({k: record[k] for k in ("i", "file", "reason", "reason_kind")})
             lines.append(writer.dumps_line(record))
             continue
-        rel = writer.write_sample(chunk.out, i, real, fake, mask, fsync=False)
+        # no post-process: the real is the untouched crop, encoded once per run in the store
+        encoded = ({"real": faces.crop_png(plan["target"], plan["size"], plan["crop_scale"])}
+                   if faces.store is not None and not plan["post"] else None)
+        rel = writer.write_sample(chunk.out, i, real, fake, mask, fsync=False, encoded=encoded)
         record = {"i": i, "id": sid, "label": 1, **rel, "target_id": plan["target"],
                   "source_id": plan["source"], "status": "ok", "plan": plan}
         lines.append(writer.dumps_line(record))
-    writer.sync_outputs(chunk.out)  # the parent appends these lines only after this
+    if chunk.sync:
+        writer.sync_outputs(chunk.out)  # the parent appends these lines only after this
     return _ChunkResult(chunk.start, chunk.stop, lines, skipped)
 
 
 # ---------------------------------------------------------------------------- backends
 # A backend is a context manager yielding an object with ``slots`` (tasks it runs at once),
+# ``local`` (its tasks write through this machine's kernel, so one syncfs here flushes them),
 # submit(fn, arg) -> future, wait_any(futures, timeout) -> done futures,
 # cancel_pending(futures) -> the ones it could cancel (not started), abort(futures).
 
@@ -164,6 +173,7 @@ class _SerialBackend:
     """Runs each task at submission, in this process."""
 
     slots = 1
+    local = True  # writes to this machine's file systems: the parent can flush them
 
     def submit(self, fn, arg) -> Future:
         fut: Future = Future()
@@ -196,6 +206,7 @@ class _LokyBackend:
         from joblib.externals.loky import ProcessPoolExecutor
 
         self.slots = workers
+        self.local = True
         threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
         self.executor = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint, env=threads)
 
@@ -219,6 +230,7 @@ class _DaskBackend:
     def __init__(self, client):
         self.client = client
         self.slots = max(1, sum(client.nthreads().values()))
+        self.local = False  # workers may be other machines: each flushes its own writes
 
     def submit(self, fn, arg):
         return self.client.submit(fn, arg, pure=False)
@@ -292,9 +304,10 @@ def _sigint_handler(flag: _StopFlag):
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callable[[_ChunkResult], None],
+def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callable[[list[_ChunkResult]], None],
                 stop: _StopFlag) -> None:
-    """Run ``chunks`` on ``backend``; call ``on_result`` in sample-index order.
+    """Run ``chunks`` on ``backend``; call ``on_result`` with each run of finished chunks
+    that continues the previous one, in sample-index order.
 
     At most ``window`` chunks are in flight or waiting for an earlier one, so memory stays
     bounded whatever ``n`` is.
@@ -331,10 +344,12 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
                         return
                     raise
                 done[in_flight.pop(fut)] = result
+            ready = []
             while next_start in done:
-                result = done.pop(next_start)
-                on_result(result)
-                next_start = result.stop
+                ready.append(done.pop(next_start))
+                next_start = ready[-1].stop
+            if ready:
+                on_result(ready)
     finally:
         if in_flight:
             backend.abort(list(in_flight))
@@ -437,6 +452,11 @@ def _normalise_weights(weights) -> dict | None:
     return out
 
 
+def _face_store(out: Path, index_hash: str) -> FaceStore:
+    """The run's shared store of per-face work: ``OUT/cache/faces-INDEXHASH``."""
+    return FaceStore(out / "cache" / f"faces-{index_hash}")
+
+
 def _chunk_size(remaining: int, slots: int) -> int:
     # Small enough that every worker gets several chunks and Ctrl-C drains quickly (about
     # 2 chunks per worker are in flight), large enough that task overhead stays negligible.
@@ -511,22 +531,31 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
 
         bar = tqdm(total=n, initial=first, unit="sample", desc="generate", smoothing=0.05)
 
+    # Faces recur in a run longer than the pool: derive each once for all workers (the store
+    # lives in OUT, which every backend's workers reach, and goes when the run is complete).
+    store = _face_store(out, definition["index_hash"]) if n > len(pool) else None
     with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
         csize = _chunk_size(n - first, be.slots)
+        # Local workers leave the flush to this (otherwise idle) process: one syncfs per batch
+        # of finished chunks instead of one blocking each worker per chunk.
         chunks = (_Chunk(abs_out, resolved_index, definition["index_hash"], rec, seed, size, weights,
-                         s, min(s + csize, n))
+                         s, min(s + csize, n), store=str(store.root.resolve()) if store else None,
+                         sync=not be.local)
                   for s in range(first, n, csize))
 
-        def on_result(result: _ChunkResult) -> None:
-            writer.append_lines(manifest, result.lines)
-            for record in result.skipped:
-                state.n_skipped += 1
-                state.skipped.append({k: record[k] for k in ("i", "file", "reason")})
-                state.reasons[record["reason_kind"]] = state.reasons.get(record["reason_kind"], 0) + 1
-            state.n_ok += (result.stop - result.start) - len(result.skipped)
-            state.next_i = result.stop
-            if bar is not None:
-                bar.update(result.stop - result.start)
+        def on_result(results: list[_ChunkResult]) -> None:
+            if be.local:
+                writer.sync_outputs(out)  # the lines below name files that are now on disk
+            writer.append_lines(manifest, [line for result in results for line in result.lines])
+            for result in results:
+                for record in result.skipped:
+                    state.n_skipped += 1
+                    state.skipped.append({k: record[k] for k in ("i", "file", "reason")})
+                    state.reasons[record["reason_kind"]] = state.reasons.get(record["reason_kind"], 0) + 1
+                state.n_ok += (result.stop - result.start) - len(result.skipped)
+                state.next_i = result.stop
+                if bar is not None:
+                    bar.update(result.stop - result.start)
 
         _run_chunks(be, chunks, first, on_result, stop)
     if bar is not None:
@@ -551,6 +580,8 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
         print(msg, file=sys.stderr)
         raise Interrupted(msg)
     writer.sweep_tmp(out)
+    if store is not None:
+        store.remove()
     if progress:
         print(f"generated {made} samples in {gen_wall:.1f} s ({report['rate_per_s']}/s); {n} total: "
               f"{state.n_ok} ok, {state.n_skipped} skipped" + (f" {report['skip_reasons']}" if state.n_skipped else ""))

@@ -16,6 +16,7 @@ from synth import mask as masklib
 from synth.face import crop_face, similarity_transform, affine_transform, warp_image
 from synth.occlusion import get_estimator
 from synth.ops import apply_step
+from synth.png import encode_png
 from synth.pool import FacePool, as_pool
 
 
@@ -34,11 +35,16 @@ class Face:
 
 
 class FaceCache:
-    """Crops (and occlusion maps) of pool faces, computed once per process, LRU-bounded."""
+    """Crops (and occlusion maps) of pool faces, computed once per process, LRU-bounded.
 
-    def __init__(self, pool, max_items: int = 2048):
+    With a ``store`` (:class:`synth.facestore.FaceStore`) a miss reads the face from it, or
+    computes it and puts it there, so the processes of one run derive each face once.
+    """
+
+    def __init__(self, pool, max_items: int = 2048, store=None):
         self.pool: FacePool = as_pool(pool)
         self.max_items = max_items
+        self.store = store
         self._faces: OrderedDict = OrderedDict()
         self._occ: OrderedDict = OrderedDict()
         self._estimators: dict = {}
@@ -54,21 +60,44 @@ class FaceCache:
         if ck in self._faces:
             self._faces.move_to_end(ck)
             return self._faces[ck]
-        image = self.pool.loader(key)
-        landmarks = self.pool.landmarks[self.pool.index_of(key)]
-        crop, lm, _ = crop_face(image, landmarks, scale=crop_scale, size=size)
-        region = masklib.polygon_mask((size, size), masklib.REGIONS["full"](lm))
-        return self._remember(self._faces, ck, Face(crop, lm.astype(np.float32), region))
+        n = self.pool.index_of(key)
+        stored = self.store.load_face(n, size, crop_scale) if self.store is not None else None
+        if stored is not None:
+            crop, lm, region = stored
+        else:
+            crop, lm, _ = crop_face(self.pool.loader(key), self.pool.landmarks[n], scale=crop_scale, size=size)
+            region = masklib.polygon_mask((size, size), masklib.REGIONS["full"](lm))
+            lm = lm.astype(np.float32)
+            if self.store is not None:
+                self.store.save_face(n, size, crop_scale, crop, lm, region)
+        return self._remember(self._faces, ck, Face(crop, lm, region))
 
     def occlusion(self, key: str, size: int, crop_scale: float, estimator: str) -> np.ndarray:
         ck = (key, size, crop_scale, estimator)
         if ck in self._occ:
             self._occ.move_to_end(ck)
             return self._occ[ck]
-        face = self.face(key, size, crop_scale)
-        if estimator not in self._estimators:
-            self._estimators[estimator] = get_estimator(estimator)
-        return self._remember(self._occ, ck, self._estimators[estimator](face.crop, face.landmarks))
+        n = self.pool.index_of(key)
+        occ = self.store.load_occlusion(n, size, crop_scale, estimator) if self.store is not None else None
+        if occ is None:
+            face = self.face(key, size, crop_scale)
+            if estimator not in self._estimators:
+                self._estimators[estimator] = get_estimator(estimator)
+            occ = self._estimators[estimator](face.crop, face.landmarks)
+            if self.store is not None:
+                self.store.save_occlusion(n, size, crop_scale, estimator, occ)
+        return self._remember(self._occ, ck, occ)
+
+    def crop_png(self, key: str, size: int, crop_scale: float) -> bytes:
+        """PNG bytes of the untouched crop (the real of a sample without post-process):
+        encoded once per run with a store, else on every call."""
+        n = self.pool.index_of(key)
+        data = self.store.load_png(n, size, crop_scale) if self.store is not None else None
+        if data is None:
+            data = encode_png(self.face(key, size, crop_scale).crop)
+            if self.store is not None:
+                self.store.save_png(n, size, crop_scale, data)
+        return data
 
 
 _WARPS = {"similarity": similarity_transform, "affine": affine_transform}

@@ -53,19 +53,22 @@ def sample_paths(i: int) -> dict[str, str]:
 
 
 def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarray,
-                 fsync: bool = True) -> dict[str, str]:
+                 fsync: bool = True, encoded: Mapping[str, bytes] | None = None) -> dict[str, str]:
     """Write sample ``i`` (real, fake uint8 SxSx3 RGB; mask uint8 SxS) under ``out``.
 
     Returns the relative paths (:func:`sample_paths`). Shard directories are created on
     demand. Each file is written atomically, so a reader never sees a half-written PNG.
     ``fsync=False`` leaves flushing to a later :func:`sync_outputs` (the job does one per chunk).
+    ``encoded``: PNG bytes already made for some kinds (``{"real": ...}``; they must be
+    :func:`synth.png.encode_png` of that image), written as they are.
     """
     out = Path(out)
     rel = sample_paths(i)
     for kind, image in zip(KINDS, (real, fake, mask)):
         path = out / rel[kind]
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, encode_png(image), fsync=fsync)
+        data = encoded.get(kind) if encoded else None
+        write_bytes_atomic(path, encode_png(image) if data is None else data, fsync=fsync)
     return rel
 
 
