@@ -124,6 +124,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--recipe", default="mixed")
     p.add_argument("--backend", default="joblib")
+    p.add_argument("--settle", type=float, default=45.0,
+                   help="seconds to wait after deleting a run's files before timing the next one: ext4 "
+                        "skips recently deleted inodes for ~30 s, which made file creation up to 40x "
+                        "slower right after a delete on the development VM")
     p.add_argument("--skip-floor", action="store_true",
                    help="time the job only (for one very large N; the floor is measured at smaller N)")
     args = p.parse_args(argv)
@@ -145,6 +149,7 @@ def main(argv=None) -> int:
     shutil.rmtree(warm)
     io_floor(index, warm, 16, args.size, args.workers)
     shutil.rmtree(warm)
+    time.sleep(args.settle)
 
     rows = []
     for n in sizes:
@@ -161,10 +166,12 @@ def main(argv=None) -> int:
             peaks.append(rss.peak_mb)
             ok = (report["n_ok"], report["n_skipped"])
             shutil.rmtree(out)
+            time.sleep(args.settle)
             if not args.skip_floor:
                 fout = work / f"floor-{n}-{rep}"
                 floor_rates.append(io_floor(index, fout, n, args.size, args.workers))
                 shutil.rmtree(fout)
+                time.sleep(args.settle)
             else:
                 floor_rates.append(float("nan"))
             print(f"N={n} rep {rep}: generate {gen_rates[-1]:.1f}/s in {wall:.0f} s, floor {floor_rates[-1]:.1f}/s, "

@@ -14,7 +14,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from synth.face import face_size
 from synth.io import read_image
+from synth.mask import region_size
 
 # A subsample of the 468-point mesh is enough to compare face shapes and keeps the tree small.
 _SHAPE_POINTS = np.arange(0, 468, 6)
@@ -50,6 +52,7 @@ class FacePool:
                              + (f" under {self.root}" if self.root else ""))
         self._pos = {k: n for n, k in enumerate(self.keys)}
         self._neighbours: dict[tuple[int, int], list[int]] = {}  # (target, k) -> nearest faces
+        self._region_sizes: dict[tuple[int, str], tuple[float, float]] = {}  # (face, region) -> sizes
         self._shapes: np.ndarray | None = None  # normalised shapes, built on first use
 
     def __len__(self) -> int:
@@ -79,6 +82,16 @@ class FacePool:
         n = len(self)
         order = _pass_order(n, int(global_seed), i // n)
         return int(order[i % n])
+
+    def region_sizes(self, n: int, region: str) -> tuple[float, float]:
+        """(size of ``region``, face size) of face ``n`` in its image's pixels
+        (:func:`synth.mask.region_size`, :func:`synth.face.face_size`); computed once per
+        face and region, as every plan of the face asks for them."""
+        sizes = self._region_sizes.get((n, region))
+        if sizes is None:
+            lm = self.landmarks[n]
+            sizes = self._region_sizes[(n, region)] = (region_size(lm, region), face_size(lm))
+        return sizes
 
     def partner(self, target: int, k: int, rng: np.random.Generator) -> int:
         """A swap partner for ``target`` drawn uniformly among its ``k`` nearest faces by shape."""
