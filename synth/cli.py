@@ -20,7 +20,7 @@ def _cmd_generate(args) -> int:
     weights = json.loads(Path(args.weights).read_text()) if args.weights else None
     generate(out=args.out, n=args.n, recipe=args.recipe, src=args.src, index=args.index, size=args.size,
              seed=args.seed, workers=args.workers, weights=weights, backend=args.backend,
-             scheduler=args.scheduler, progress=not args.quiet)
+             scheduler=args.scheduler, progress=not args.quiet, face_store=args.face_store)
     return 0
 
 
@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", help="JSON file of choice-key multipliers (e.g. {\"blend=poisson\": 2})")
     s.add_argument("--backend", default="joblib", choices=("joblib", "serial", "dask"))
     s.add_argument("--scheduler", help="dask scheduler address (with --backend dask)")
+    s.add_argument("--face-store", default="auto", choices=("auto", "on", "off"),
+                   help="derive each face once for all workers in OUT/cache (auto: when n >= 3 x the faces)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_generate)
 

@@ -2,8 +2,10 @@
 
 Work is cut into chunks of consecutive sample indices. A worker process plans, renders
 and writes every sample of its chunk (faces are loaded and cropped once per process, see
-:func:`_worker_state`) and returns the chunk's manifest lines; the parent appends them in
-sample-index order, after the chunk's files are on disk. The manifest is therefore always
+:func:`_worker_state`, or once per run through the face store of :mod:`synth.facestore`
+when faces recur often) and returns the chunk's manifest lines; the parent appends them in
+sample-index order, after the chunk's files are on disk (local backends: the parent's
+``syncfs``, so workers never wait for the disk; dask: each worker's). The manifest is therefore always
 a prefix of the finished run, which is what makes the job resumable: a rerun skips the
 recorded prefix, re-makes the rest (overwriting any files a crash left behind), and ends
 with a manifest byte-identical to an uninterrupted run. Manifest lines hold only
@@ -46,7 +48,7 @@ from synth.pool import FacePool
 from synth.recipe import Recipe, load_recipe, sample_plan
 from synth.render import DegenerateSample, FaceCache, render
 
-__all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE"]
+__all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE", "FACE_STORE_MIN_USES"]
 
 #: Exceptions that mean "this sample's input is bad": recorded as skipped, the run goes on.
 #: ``ImageReadError`` (a source unreadable at generation time) and the ``DegenerateSample``
@@ -59,6 +61,11 @@ DEFAULT_SOURCE = "skimage:astronaut"
 
 #: Keys of run.json that define the output; the others are informational.
 _DEFINING = ("recipe", "recipe_hash", "seed", "size", "n", "index_hash", "weights")
+
+#: ``face_store="auto"`` uses the run-wide face store when every face is drawn at least this
+#: many times (n >= this x pool size). Measured on the 2-core VM (BENCHMARKS.md): storing a
+#: face costs about as much CPU as deriving it twice, a stored face saves ~3 ms per sample.
+FACE_STORE_MIN_USES = 3
 
 #: Faces kept decoded and cropped per worker process: about 0.5 MB each at 256 px with the
 #: occlusion map. Large pools get few hits anyway (each face is a target once per pass),
@@ -465,7 +472,7 @@ def _chunk_size(remaining: int, slots: int) -> int:
 
 def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, size: int = 256, seed: int = 0,
              workers: int = 2, weights: Mapping[str, float] | None = None, backend: str = "joblib",
-             scheduler: str | None = None, progress: bool = True) -> dict:
+             scheduler: str | None = None, progress: bool = True, face_store: str = "auto") -> dict:
     """Generate samples ``[0, n)`` of ``recipe`` into ``out``; resume if ``out`` holds part of this run.
 
     Faces come from ``index`` (a ``synth index`` directory), or ``src`` (a directory of
@@ -473,7 +480,11 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
     default face (scikit-image's astronaut: a single face, so self-blends only).
     ``weights`` multiplies the recipe's choice probabilities by choice key
     (:func:`synth.recipe.choice_keys`). ``backend``: ``"joblib"`` (``workers`` processes),
-    ``"serial"`` or ``"dask"`` (``scheduler`` address).
+    ``"serial"`` or ``"dask"`` (``scheduler`` address). ``face_store``: ``"on"`` derives each
+    face's crop, occlusion map and PNG once for all workers (:mod:`synth.facestore`, in
+    ``out/cache/`` until the run is complete), ``"off"`` once per worker cache, ``"auto"``
+    (default) turns it on when faces recur at least :data:`FACE_STORE_MIN_USES` times
+    (n >= that x pool size); outputs are the same either way.
 
     Writes ``out/real|fake|mask/SSS/IIIIII.png``, ``out/manifest.jsonl``, ``out/run.json`` and
     ``out/report.json`` and returns the report dict. Raises ``ValueError`` when ``out`` holds a
@@ -488,17 +499,20 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
         raise ValueError(f"size: expected an integer >= 32, got {size!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    if face_store not in ("auto", "on", "off"):
+        raise ValueError(f"face_store: expected 'auto', 'on' or 'off', got {face_store!r}")
     n, size, seed, workers = int(n), int(size), int(seed), int(workers)
     weights = _normalise_weights(weights)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with _exclusive(out):
-        return _generate_locked(out, n, rec, src, index, size, seed, workers, weights, backend, scheduler, progress)
+        return _generate_locked(out, n, rec, src, index, size, seed, workers, weights, backend, scheduler, progress,
+                                face_store)
 
 
 def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed: int, workers: int,
-                     weights, backend: str, scheduler, progress: bool) -> dict:
+                     weights, backend: str, scheduler, progress: bool, face_store: str) -> dict:
     t0 = time.perf_counter()
     index_path, source = _resolve_index(out, src, index, workers, progress)
     pool = FacePool.from_index(load_index(index_path))
@@ -533,7 +547,8 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
 
     # Faces recur in a run longer than the pool: derive each once for all workers (the store
     # lives in OUT, which every backend's workers reach, and goes when the run is complete).
-    store = _face_store(out, definition["index_hash"]) if n > len(pool) else None
+    use_store = face_store == "on" or (face_store == "auto" and n >= FACE_STORE_MIN_USES * len(pool))
+    store = _face_store(out, definition["index_hash"]) if use_store else None
     with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
         csize = _chunk_size(n - first, be.slots)
         # Local workers leave the flush to this (otherwise idle) process: one syncfs per batch

@@ -102,10 +102,10 @@ def test_second_cache_reads_the_store_instead_of_the_image(tmp_path):
 
 
 def test_generation_with_the_store_writes_the_bytes_of_the_plain_path(tmp_path):
-    """n > pool size turns the store on; every file must be encode_png of what render gives
-    without a store, and the store is gone once the run is complete."""
+    """Every file must be encode_png of what render gives without a store, and the store is
+    gone once the run is complete."""
     out = tmp_path / "run"
-    report = generate(out, 8, size=SIZE, backend="serial", progress=False)  # 1 face, 8 samples
+    report = generate(out, 8, size=SIZE, backend="serial", progress=False, face_store="on")  # 1 face
     assert report["complete"] and not (out / "cache").exists()
     faces = FaceCache(FacePool.from_index(load_index(out / "index")))
     checked, plain_reals = 0, 0
@@ -118,3 +118,20 @@ def test_generation_with_the_store_writes_the_bytes_of_the_plain_path(tmp_path):
         checked += 1
         plain_reals += not rec["plan"]["post"]  # these reals were written from the stored PNG
     assert checked >= 6 and plain_reals >= 1
+
+
+def test_auto_store_policy_and_bad_value(tmp_path, monkeypatch):
+    """auto: on when every face is drawn FACE_STORE_MIN_USES times; off: never."""
+    from synth import generate as gen
+
+    made = []
+    real = gen._face_store
+    monkeypatch.setattr(gen, "_face_store", lambda out, h: made.append(out) or real(out, h))
+    generate(tmp_path / "few", gen.FACE_STORE_MIN_USES - 1, size=SIZE, backend="serial", progress=False)
+    assert made == []
+    generate(tmp_path / "many", gen.FACE_STORE_MIN_USES, size=SIZE, backend="serial", progress=False)
+    assert made == [tmp_path / "many"]
+    generate(tmp_path / "off", 8, size=SIZE, backend="serial", progress=False, face_store="off")
+    assert len(made) == 1
+    with pytest.raises(ValueError, match="face_store: expected 'auto', 'on' or 'off', got 'yes'"):
+        generate(tmp_path / "bad", 2, size=SIZE, backend="serial", progress=False, face_store="yes")

@@ -240,8 +240,10 @@ def test_kill_9_then_resume_equals_clean_run(base, tmp_path, capsys):
     os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, mid-run
     proc.wait()
     assert done < n, "the run finished before it could be killed"
+    assert (out / "cache").is_dir()  # 1 face x 48 samples: the face store, kept for the resume
     report = generate(out, n, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
     assert report["n_done"] == n and report["n_made_this_run"] < n
+    assert not (out / "cache").exists()  # complete: the store is gone
     assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
     assert tree_bytes(out) == tree_bytes(clean)
     assert not list(out.rglob("*.tmp"))
