@@ -28,7 +28,7 @@ import numpy as np
 from synth.io import write_bytes_atomic
 from synth.png import encode_png
 
-__all__ = ["KINDS", "SHARD_SIZE", "sample_id", "sample_paths", "write_sample", "sync_outputs",
+__all__ = ["KINDS", "SHARD_SIZE", "sample_id", "sample_paths", "encode_image", "write_sample", "sync_outputs",
            "dumps_line", "ManifestState", "scan_manifest", "iter_manifest", "append_lines",
            "write_json_atomic", "sweep_tmp"]
 
@@ -52,6 +52,12 @@ def sample_paths(i: int) -> dict[str, str]:
     return {kind: f"{kind}/{shard}/{stem}.png" for kind in KINDS}
 
 
+def encode_image(kind: str, image: np.ndarray) -> bytes:
+    """The PNG bytes a run writes for one of a sample's images (``kind`` in :data:`KINDS`):
+    masks run-length coded, photos Huffman-only (:func:`synth.png.encode_png`)."""
+    return encode_png(image, strategy="rle" if kind == "mask" else "huffman")
+
+
 def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarray,
                  fsync: bool = True, encoded: Mapping[str, bytes] | None = None) -> dict[str, str]:
     """Write sample ``i`` (real, fake uint8 SxSx3 RGB; mask uint8 SxS) under ``out``.
@@ -60,7 +66,7 @@ def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarr
     demand. Each file is written atomically, so a reader never sees a half-written PNG.
     ``fsync=False`` leaves flushing to a later :func:`sync_outputs` (the job does one per chunk).
     ``encoded``: PNG bytes already made for some kinds (``{"real": ...}``; they must be
-    :func:`synth.png.encode_png` of that image), written as they are.
+    :func:`encode_image` of that image), written as they are.
     """
     out = Path(out)
     rel = sample_paths(i)
@@ -68,7 +74,7 @@ def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarr
         path = out / rel[kind]
         path.parent.mkdir(parents=True, exist_ok=True)
         data = encoded.get(kind) if encoded else None
-        write_bytes_atomic(path, encode_png(image) if data is None else data, fsync=fsync)
+        write_bytes_atomic(path, encode_image(kind, image) if data is None else data, fsync=fsync)
     return rel
 
 

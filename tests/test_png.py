@@ -14,11 +14,12 @@ def astro():
     return data.astronaut()
 
 
+@pytest.mark.parametrize("strategy", ["huffman", "rle"])
 @pytest.mark.parametrize("shape", [(37, 53), (64, 48, 3), (16, 16, 4), (1, 1, 3)])
-def test_png_round_trips_exactly_through_pil_and_opencv(shape):
+def test_png_round_trips_exactly_through_pil_and_opencv(shape, strategy):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)
-    data = encode_png(image)
+    data = encode_png(image, strategy=strategy)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(data)) as im:
         im.load()
@@ -33,6 +34,16 @@ def test_png_round_trips_exactly_through_pil_and_opencv(shape):
 def test_png_compresses_a_smooth_face_image(astro):
     data = encode_png(astro)
     assert len(data) < 0.7 * astro.nbytes  # deflate + Up filter actually compress
+
+
+def test_rle_codes_a_mask_smaller_and_exactly():
+    yy, xx = np.mgrid[:128, :128]
+    mask = cv2.GaussianBlur(((yy - 64) ** 2 + (xx - 64) ** 2 < 40 ** 2).astype(np.uint8) * 255, (0, 0), 3)
+    rle, huffman = encode_png(mask, strategy="rle"), encode_png(mask)
+    assert len(rle) < 0.8 * len(huffman)
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(rle, np.uint8), cv2.IMREAD_UNCHANGED), mask)
+    with pytest.raises(ValueError, match="strategy: expected one of"):
+        encode_png(mask, strategy="lz4")
 
 
 def test_png_accepts_non_contiguous_views(astro):
