@@ -23,6 +23,7 @@ are byte-identical with or without it.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -62,8 +63,6 @@ class FaceStore:
 
     def save_face(self, n: int, size: int, crop_scale: float, crop: np.ndarray, landmarks: np.ndarray,
                   region: np.ndarray) -> None:
-        import io
-
         buf = io.BytesIO()
         for arr in (crop, landmarks, region):
             np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
@@ -81,8 +80,6 @@ class FaceStore:
         return occ.astype(np.float32) if occ.dtype == np.bool_ else occ
 
     def save_occlusion(self, n: int, size: int, crop_scale: float, estimator: str, occ: np.ndarray) -> None:
-        import io
-
         binary = occ.dtype == np.float32 and bool(((occ == 0) | (occ == 1)).all())
         buf = io.BytesIO()
         np.save(buf, occ.astype(np.bool_) if binary else occ, allow_pickle=False)  # bool: 4x smaller, exact

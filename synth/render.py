@@ -13,10 +13,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from synth import mask as masklib
+from synth import writer
 from synth.face import crop_face, similarity_transform, affine_transform, warp_image
 from synth.occlusion import get_estimator
 from synth.ops import apply_step
-from synth.png import encode_png
 from synth.pool import FacePool, as_pool
 
 
@@ -89,12 +89,13 @@ class FaceCache:
         return self._remember(self._occ, ck, occ)
 
     def crop_png(self, key: str, size: int, crop_scale: float) -> bytes:
-        """PNG bytes of the untouched crop (the real of a sample without post-process):
+        """PNG bytes of the untouched crop as the writer codes a real
+        (:func:`synth.writer.encode_image`; the real of a sample without post-process):
         encoded once per run with a store, else on every call."""
         n = self.pool.index_of(key)
         data = self.store.load_png(n, size, crop_scale) if self.store is not None else None
         if data is None:
-            data = encode_png(self.face(key, size, crop_scale).crop)
+            data = writer.encode_image("real", self.face(key, size, crop_scale).crop)
             if self.store is not None:
                 self.store.save_png(n, size, crop_scale, data)
         return data
