@@ -135,3 +135,16 @@ def test_auto_store_policy_and_bad_value(tmp_path, monkeypatch):
     assert len(made) == 1
     with pytest.raises(ValueError, match="face_store: expected 'auto', 'on' or 'off', got 'yes'"):
         generate(tmp_path / "bad", 2, size=SIZE, backend="serial", progress=False, face_store="yes")
+
+
+def test_face_record_with_extra_bytes_or_corrupt_header_is_absent(tmp_path):
+    store, rng = FaceStore(tmp_path / "s"), np.random.default_rng(4)
+    store.save_face(2, SIZE, 1.3, *_face(rng))
+    (path,) = (tmp_path / "s").rglob("2.face.*")
+    data = path.read_bytes()
+    path.write_bytes(data + b"\0")  # longer than its header says
+    assert store.load_face(2, SIZE, 1.3) is None
+    path.write_bytes(data[:8] + (2**31).to_bytes(4, "little") + data[12:])  # absurd landmark count
+    assert store.load_face(2, SIZE, 1.3) is None
+    path.write_bytes(data)
+    assert store.load_face(2, SIZE, 1.3) is not None
