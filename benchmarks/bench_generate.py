@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--recipe", default="mixed")
     p.add_argument("--backend", default="joblib")
+    p.add_argument("--scheduler", help="dask scheduler address for --backend dask (e.g. tcp://127.0.0.1:8786); "
+                                       "peak RSS then covers this process only, not the dask workers")
     p.add_argument("--settle", type=float, default=45.0,
                    help="seconds to wait after deleting a run's files before timing the next one: ext4 "
                         "skips recently deleted inodes for ~30 s, which made file creation up to 40x "
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     # warm-up: fill the OS file cache and import caches once for both paths
     warm = work / "warm"
     generate(warm, 16, recipe=args.recipe, index=index, size=args.size, workers=args.workers,
-             backend=args.backend, progress=False)
+             backend=args.backend, scheduler=args.scheduler, progress=False)
     shutil.rmtree(warm)
     io_floor(index, warm, 16, args.size, args.workers)
     shutil.rmtree(warm)
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
             with PeakRSS() as rss:
                 t0 = time.perf_counter()
                 report = generate(out, n, recipe=args.recipe, index=index, size=args.size,
-                                  workers=args.workers, backend=args.backend, progress=False)
+                                  workers=args.workers, backend=args.backend, scheduler=args.scheduler,
+                                  progress=False)
                 wall = time.perf_counter() - t0
             gen_rates.append(n / wall)
             peaks.append(rss.peak_mb)
