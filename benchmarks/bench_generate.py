@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-floor", action="store_true",
                    help="time the job only (for one very large N; the floor is measured at smaller N)")
     args = p.parse_args(argv)
+    if args.scheduler and args.backend != "dask":
+        p.error(f"--scheduler is only used with --backend dask, got --backend {args.backend}")
 
     from synth.generate import generate
     from synth.index import build_index

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from synth import writer
-from synth._malloc import restore_dynamic_thresholds
+from synth._libc import restore_dynamic_thresholds
 from synth.facestore import FaceStore
 from synth.index import build_index, load_index
 from synth.io import ImageReadError
@@ -119,7 +119,7 @@ def _worker_state(index_path: str, index_hash: str = "", store: str | None = Non
             import cv2
 
             cv2.setNumThreads(1)  # one worker per core already; OpenCV threads only contend
-            restore_dynamic_thresholds()  # undo dask's fixed malloc thresholds (see synth/_malloc.py)
+            restore_dynamic_thresholds()  # undo dask's fixed malloc thresholds (see synth/_libc.py)
             _WORKER_STATE.clear()  # a process serves one run at a time
             pool = FacePool.from_index(load_index(index_path))
             faces = FaceCache(pool, max_items=_FACE_CACHE_ITEMS, store=FaceStore(store) if store else None)

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from synth._libc import libc_function
 from synth.io import write_bytes_atomic
 from synth.png import encode_png
 
@@ -78,18 +79,7 @@ def write_sample(out, i: int, real: np.ndarray, fake: np.ndarray, mask: np.ndarr
     return rel
 
 
-def _libc_syncfs():
-    try:
-        import ctypes
-        import ctypes.util
-
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).syncfs
-    except (OSError, AttributeError):  # not Linux / no syncfs
-        return None
-    return fn
-
-
-_SYNCFS = _libc_syncfs()
+_SYNCFS = libc_function("syncfs")
 
 
 def sync_outputs(out) -> None:

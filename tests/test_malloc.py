@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from synth._malloc import restore_dynamic_thresholds
+from synth._libc import restore_dynamic_thresholds
 
 # Allocate, fill and free a 1 MB array 64 times; print the minor page faults it cost. With the
 # dynamic mmap threshold (or the restored one) the heap keeps the block after the first round;
@@ -14,7 +14,7 @@ from synth._malloc import restore_dynamic_thresholds
 _PROBE = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from synth._malloc import restore_dynamic_thresholds
+    from synth._libc import restore_dynamic_thresholds
     changed = restore_dynamic_thresholds() if sys.argv[1] == "restore" else False
     np.ones(1 << 20, np.uint8).sum()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -34,7 +34,7 @@ def _probe(mode: str, env: dict) -> tuple[str, int]:
 def test_fixed_trim_threshold_faults_every_buffer_until_restored():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     dask_env = {**env, "MALLOC_TRIM_THRESHOLD_": "65536"}  # what dask's nanny sets
-    changed, faults = _probe("keep", dask_env)
+    _, faults = _probe("keep", dask_env)
     assert faults >= 64 * 200  # ~256 pages per 1 MB round: the cost being fixed
     changed, faults = _probe("restore", dask_env)
     assert changed == "True" and faults < 64 * 10

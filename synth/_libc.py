@@ -1,4 +1,5 @@
-"""glibc malloc thresholds for generation workers started with fixed ones (dask's).
+"""The C library calls of generation workers: ``libc_function`` (e.g. ``syncfs``) and glibc
+malloc thresholds for workers started with fixed ones (dask's).
 
 dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back
 to the OS). Setting any malloc threshold also turns off glibc's *dynamic* mmap threshold, so
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 
-__all__ = ["restore_dynamic_thresholds"]
+__all__ = ["libc_function", "restore_dynamic_thresholds"]
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_THRESHOLD = -3
@@ -20,6 +22,16 @@ _M_MMAP_THRESHOLD = -3
 # 32 MB (DEFAULT_MMAP_THRESHOLD_MAX), trim the heap top only above twice that
 _MMAP_THRESHOLD = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 2 * _MMAP_THRESHOLD
+
+
+@functools.cache
+def libc_function(name: str):
+    """The C library's function ``name`` (errno kept for ``ctypes.get_errno``), or None when
+    there is no such library or function (not Linux, not glibc)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def restore_dynamic_thresholds(environ=os.environ) -> bool:
@@ -33,9 +45,8 @@ def restore_dynamic_thresholds(environ=os.environ) -> bool:
     """
     if "MALLOC_TRIM_THRESHOLD_" not in environ or "MALLOC_MMAP_THRESHOLD_" in environ:
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = libc_function("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
