@@ -21,7 +21,8 @@ _TRAIN_OPTIONS = {
     "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
     "regen_size": "regen_size", "mode": "mode", "patch": "patch", "size": "size", "batch_size": "batch_size",
     "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema", "batch_scale": "batch_scale", "weight_clip": "weight_clip", "seed": "seed", "val_fraction": "val_fraction",
-    "max_steps_per_epoch": "max_steps_per_epoch", "device": "device",
+    "max_steps_per_epoch": "max_steps_per_epoch", "device": "device", "pairing": "pairing",
+    "quality_reals": "quality_reals",
 }
 
 
@@ -93,6 +94,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-clip", type=_weight_clip, metavar="LO,HI",
                    help="range of the per-op sampling weights of regeneration, raised where validation fakes "
                         "were missed (default 0.5,3; 1,1 = regenerate with the recipe's own weights)")
+    p.add_argument("--pairing", choices=("paired", "independent"),
+                   help="paired: each batch holds whole (real, own fake) pairs with identical augmentation "
+                        "(default); independent: reals and fakes drawn apart")
+    p.add_argument("--quality-reals", type=int, metavar="N",
+                   help="validation reals scored as is and globally blurred/sharpened/resampled/JPEG'd each "
+                        "round (default 256; 0 = off)")
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch")

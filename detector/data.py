@@ -23,7 +23,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -275,6 +275,39 @@ def group_identities(samples: Iterable[Sample]) -> set[str]:
     return {a for s in samples for a in (s.group or (s.path,))}
 
 
+# ------------------------------------------------------------------------------------ pairing
+
+def _pair_key(s: Sample):
+    """(dataset, manifest index) of a synth sample, shared by a fake and its own real; else None."""
+    i, ds = s.meta.get("i"), s.meta.get("dataset")
+    return None if i is None or ds is None else (ds, int(i))
+
+
+def pair_ids(samples: Sequence[Sample]) -> np.ndarray:
+    """int64 (N,): equal for a synth fake and its own real (same ``synth generate`` manifest line),
+    unique otherwise. Ids of unpaired samples never collide with paired ones."""
+    ids, seen = np.empty(len(samples), np.int64), {}
+    for k, s in enumerate(samples):
+        key = _pair_key(s)
+        ids[k] = seen.setdefault(key, len(samples) + len(seen)) if key is not None else k
+    return ids
+
+
+def pair_indices(samples: Sequence[Sample]) -> np.ndarray:
+    """(P, 2) int64 ``[real_index, fake_index]`` of every synth fake whose own real (the same target
+    face through the same crop, post-process and encoding) is also in ``samples``."""
+    reals, pairs = {}, []
+    for k, s in enumerate(samples):
+        key = _pair_key(s)
+        if key is not None and s.label == 0:
+            reals[key] = k
+    for k, s in enumerate(samples):
+        key = _pair_key(s)
+        if key is not None and s.label == 1 and key in reals:
+            pairs.append((reals[key], k))
+    return np.asarray(pairs, np.int64).reshape(-1, 2)
+
+
 # ---------------------------------------------------------------------------------- image I/O
 
 def read_image(path: str) -> np.ndarray | None:
@@ -331,12 +364,19 @@ def _geometric(p_affine: float):
 def _photometric():
     import albumentations as A
 
+    # Global image quality (blur, sharpen, resampling, noise, JPEG over the whole image) must carry
+    # no label: these ops are drawn often and, with paired augmentation, identically for a fake and
+    # its own real, so softness, crispness or compression alone never separates the classes.
     return A.Compose([
-        A.OneOf([A.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.03),
+        # per-pixel colour ops only: ColorJitter's contrast pivots on the image mean, which the
+        # forged region shifts, so it would alter a fake's background differently from its real's
+        A.OneOf([A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=15, val_shift_limit=10),
                  A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15)], p=0.4),
-        A.GaussianBlur(sigma_limit=(0.2, 1.0), p=0.1),
-        A.GaussNoise(std_range=(0.005, 0.03), p=0.1),
-        A.ImageCompression(quality_range=(60, 100), p=0.3),
+        A.OneOf([A.GaussianBlur(sigma_limit=(0.3, 1.6), p=1.0),
+                 A.Sharpen(alpha=(0.2, 0.6), lightness=(1.0, 1.0), p=1.0),
+                 A.Downscale(scale_range=(0.45, 0.9), p=1.0)], p=0.45),
+        A.GaussNoise(std_range=(0.005, 0.03), p=0.15),
+        A.ImageCompression(quality_range=(40, 100), p=0.4),
     ])
 
 
@@ -397,13 +437,18 @@ class FaceDataset(Dataset):
     resized to ``full_size`` x ``full_size`` (INTER_AREA), so a pool of one synth ``--size`` stays native.
 
     Augmentation (``augment=True``): geometric ops (flip, rare mild affine) on image and mask
-    together, photometric ops (colour, blur, noise, JPEG) on the image only; the random state is
-    derived from ``(seed, epoch, index)`` so a run replays exactly (call :meth:`set_epoch`).
+    together, photometric ops (colour; global blur, sharpen, resampling, noise, JPEG) on the image
+    only; the random state is derived from ``(seed, epoch, index)`` so a run replays exactly (call
+    :meth:`set_epoch`). With ``paired_augment=True`` a synth fake and its own real (same manifest
+    line, :func:`pair_ids`) share that state and so receive identical augmentation.
+    ``global_op``: optional function uint8 HxWx3 -> uint8 HxWx3 applied to every image after
+    loading (used to score globally processed copies, :mod:`detector.quality`).
     """
 
     def __init__(self, samples: Sequence[Sample], mode: str = "patch", patch: int = 128, size: int = 256,
                  augment: bool = False, norm: Mapping | None = None, seed: int = 0, fake_threshold: float = 0.1,
-                 boundary_fraction: float = 0.5, p_affine: float = 0.2, full_size: int | None = None):
+                 boundary_fraction: float = 0.5, p_affine: float = 0.2, full_size: int | None = None,
+                 paired_augment: bool = False, global_op: Callable[[np.ndarray], np.ndarray] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
         if mode == "patch" and (patch < 32 or patch % 32):
@@ -420,6 +465,9 @@ class FaceDataset(Dataset):
         self.mean = np.asarray(norm["mean"], np.float32).reshape(3, 1, 1)
         self.std = np.asarray(norm["std"], np.float32).reshape(3, 1, 1)
         self.epoch = 0
+        # a fake and its own real draw the same augmentation, so what differs between them is the forgery
+        self._aug_ids = pair_ids(self.samples) if paired_augment else np.arange(len(self.samples))
+        self.global_op = global_op
         self._geo = _geometric(p_affine) if augment else None
         self._photo = _photometric() if augment else None
 
@@ -434,7 +482,8 @@ class FaceDataset(Dataset):
         self.epoch = int(epoch)
 
     def sample_seed(self, index: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        key = int(self._aug_ids[index])
+        return int(np.random.SeedSequence([self.seed, self.epoch, key]).generate_state(1)[0])
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, float] | None:
         """Raw ``(image uint8 HxWx3, mask float32 HxW, mask_valid)`` or None if unreadable."""
@@ -484,6 +533,8 @@ class FaceDataset(Dataset):
         if side and img.shape[:2] != (side, side):
             img = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
+        if self.global_op is not None:
+            img = self.global_op(img)
         if self.augment:
             self._geo.set_random_seed(int(rng.integers(2 ** 31)))
             out = self._geo(image=img, mask=mask)
@@ -566,6 +617,48 @@ class BalancedBatchSampler(Sampler):
         batches = np.concatenate([reals, fakes], axis=1)
         for b in range(self.rank, n_batches, self.num_replicas):
             yield batches[b].tolist()
+
+
+class PairedBatchSampler(Sampler):
+    """Batches of whole pairs: each fake next to its own real, seeded per epoch.
+
+    ``pairs``: (P, 2) ``[real_index, fake_index]`` (:func:`pair_indices`). A batch holds
+    ``batch_size // 2`` pairs, reals first then their fakes in the same order, so the only
+    difference between the two halves is the forgery (as SBI and Face X-ray train). Each epoch
+    draws ``num_batches`` (default ``ceil(2P / batch_size)``) batches, cycling through a fresh
+    permutation of the pairs; with ``num_replicas > 1`` (DDP) rank r takes every
+    ``num_replicas``-th batch.
+    """
+
+    def __init__(self, pairs, batch_size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 num_batches: int | None = None):
+        self.pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"batch_size: a paired batch needs an even size >= 2, got {batch_size}")
+        if not len(self.pairs):
+            raise ValueError("PairedBatchSampler: no (real, fake) pairs; the data has no fake whose own real "
+                             "is present (use BalancedBatchSampler for unpaired data)")
+        self.batch_size, self.seed = batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        total = num_batches or math.ceil(2 * len(self.pairs) / batch_size)
+        self.per_rank = max(1, total // num_replicas)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 11])
+        k = self.batch_size // 2
+        n_batches = self.per_rank * self.num_replicas
+        reps = math.ceil(n_batches * k / len(self.pairs))
+        order = np.concatenate([rng.permutation(len(self.pairs)) for _ in range(reps)])[:n_batches * k]
+        chosen = self.pairs[order].reshape(n_batches, k, 2)
+        for b in range(self.rank, n_batches, self.num_replicas):
+            yield chosen[b, :, 0].tolist() + chosen[b, :, 1].tolist()
 
 
 def size_grouped_batches(sizes: Sequence[tuple[int, int] | None], batch_size: int) -> list[list[int]]:

@@ -175,6 +175,11 @@ class LoopConfig:
     # (lo, hi): each training batch is downscaled by a factor drawn in it (multi-scale traces); (1, 1) = off.
     # Same validation AUC as single-scale, better cross-generator AUC (BENCHMARKS.md, design choices)
     batch_scale: tuple[float, float] | None = (0.5, 1.0)
+    # "paired": every batch holds whole (real, own fake) pairs with identical augmentation, so the
+    # forgery is the only difference inside a pair; "independent": reals and fakes drawn apart
+    pairing: str = "paired"
+    # validation reals scored as they are and globally processed each round (detector.quality)
+    quality_reals: int = 256
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = None
@@ -188,7 +193,8 @@ class LoopConfig:
 
 
 # settings added after runs were stored: a stored config without them ran with these values
-LEGACY_CONFIG = {"batch_scale": None}
+LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0}
+PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
 RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device"}
@@ -323,6 +329,12 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     from detector.train import check_batch_scale
 
     check_batch_scale(cfg.batch_scale)
+    if cfg.pairing not in PAIRINGS:
+        raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
+    if cfg.pairing == "paired" and cfg.batch_size % 2:
+        raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
+    if cfg.quality_reals < 0:
+        raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
     generate_fn = generate_fn or _default_generate
     out = Path(out_dir)
     state_path = out / STATE
@@ -415,16 +427,25 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             train, val, dropped = split_by_identities(pool, set(state["val_identities"]))
         say(f"round {r}/{cfg.max_rounds}: pool {len(pool)} images from {len(state['pool'])} dir(s); "
             f"train {len(train)}, val {len(val)}, dropped {dropped} (identity overlap)")
+        paired = cfg.pairing == "paired"
         train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
                                full_size=cfg.size if cfg.mode == "full" else None,
-                               seed=cfg.seed + 1000 * r)
+                               seed=cfg.seed + 1000 * r, paired_augment=paired)
         val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=score_side)
         res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr * cfg.lr_decay ** (r - 1),
                           cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
-                          batch_scale=cfg.batch_scale,
+                          batch_scale=cfg.batch_scale, paired=paired,
                           extra={"round": r})
+        quality = None
+        if cfg.quality_reals:
+            from detector.quality import quality_check
+
+            val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]
+            quality = quality_check(model, val_reals, full_size=score_side, workers=cfg.workers, device=cfg.device)
+            say(f"round {r}: global-quality check on {quality['n']} validation reals (AUC processed vs as is, "
+                "0.5 = blind): " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality["auc"].items()))
         eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)
         if eval_metrics["n_skipped"]:
@@ -462,6 +483,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
 
         record = {"round": r, "pool": list(state["pool"]), "n_train": len(train), "n_val": len(val),
                   "n_dropped": dropped, "best_epoch": res["best_epoch"], "val": res["val_metrics"],
+                  "val_quality": quality,
                   "eval": eval_metrics, "condition": format_condition(cond), "condition_met": met,
                   "weights": weights["weights"], "checkpoint": str(rdir / "checkpoint.pt"),
                   "wall_s": round(time.time() - t0, 1)}

@@ -58,6 +58,12 @@ def similarity_target(mask: torch.Tensor, grid: int = 5, mode: str = "squared") 
     return SIM_MODES[mode](p.unsqueeze(2) - p.unsqueeze(1))
 
 
+def boundary_target(mask: torch.Tensor) -> torch.Tensor:
+    """Face X-ray's blending boundary ``B = 4 M (1 - M)`` of a soft mask (any shape, values in [0, 1]):
+    1 where the mask is exactly half-blended, 0 on pure source or pure target pixels."""
+    return 4.0 * mask * (1.0 - mask)
+
+
 def _masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor | None:
     """Mean of per-sample ``values`` over valid samples; None when no sample is valid."""
     if valid is None:
@@ -68,7 +74,8 @@ def _masked_mean(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tens
 
 
 class DetectorLoss:
-    """``L = BCE(logit, label) + lambda_sim * L_sim + lambda_mask * BCE(mask_logits, mask)``.
+    """``L = BCE(logit, label) + lambda_sim * L_sim + lambda_mask * BCE(mask_logits, mask)
+    [+ lambda_boundary * BCE(B(sigmoid(mask_logits)), B(mask))]`` with ``B`` :func:`boundary_target`.
 
     ``__call__(out, label, mask=None, mask_valid=None) -> (total, parts)``:
 
@@ -86,13 +93,17 @@ class DetectorLoss:
     """
 
     def __init__(self, lambda_sim: float = 10.0, lambda_mask: float = 1.0, sim_mode: str = "squared",
-                 sim_reduction: str = "fro"):
+                 sim_reduction: str = "fro", lambda_boundary: float = 0.0):
         if sim_mode not in SIM_MODES:
             raise ValueError(f"sim_mode: expected one of {sorted(SIM_MODES)}, got {sim_mode!r}")
         if sim_reduction not in SIM_REDUCTIONS:
             raise ValueError(f"sim_reduction: expected one of {sorted(SIM_REDUCTIONS)}, got {sim_reduction!r}")
         self.lambda_sim = float(lambda_sim)
         self.lambda_mask = float(lambda_mask)
+        self.lambda_boundary = float(lambda_boundary)
+        for name in ("lambda_sim", "lambda_mask", "lambda_boundary"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: expected a number >= 0, got {getattr(self, name)}")
         self.sim_mode = sim_mode
         self.sim_reduction = sim_reduction
 
@@ -102,7 +113,7 @@ class DetectorLoss:
         if label.shape != logit.shape:
             raise ValueError(f"label: expected shape {tuple(logit.shape)} like out['logit'], got {tuple(label.shape)}")
         total = F.binary_cross_entropy_with_logits(logit, label.to(logit.dtype))
-        parts = {"cls": float(total.detach()), "sim": 0.0, "mask": 0.0}
+        parts = {"cls": float(total.detach()), "sim": 0.0, "mask": 0.0, "boundary": 0.0}
         if mask is None:
             parts["total"] = float(total.detach())
             return total, parts
@@ -134,6 +145,14 @@ class DetectorLoss:
             if term is not None:
                 total = total + self.lambda_mask * term
                 parts["mask"] = float(term.detach())
+            if self.lambda_boundary:
+                # Face X-ray's blending boundary, read off the predicted soft mask the same way
+                pred = boundary_target(torch.sigmoid(mask_logits)).clamp(1e-6, 1 - 1e-6)
+                per_px = F.binary_cross_entropy(pred, boundary_target(target), reduction="none")
+                term = _masked_mean(per_px.mean(dim=(1, 2, 3)), mask_valid)
+                if term is not None:
+                    total = total + self.lambda_boundary * term
+                    parts["boundary"] = float(term.detach())
         parts["total"] = float(total.detach())
         return total, parts
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from detector.checkpoint import atomic_torch_save, save_checkpoint
-from detector.data import BalancedBatchSampler, FaceDataset, collate, size_grouped_batches
+from detector.data import BalancedBatchSampler, FaceDataset, PairedBatchSampler, collate, pair_indices, size_grouped_batches
 from detector.metrics import compute_metrics
 
 LAST_STATE = "last.pt"
@@ -209,15 +209,16 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
                 resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
-                batch_scale: tuple[float, float] | None = None) -> dict:
+                batch_scale: tuple[float, float] | None = None, paired: bool = False) -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
     ----------
     model : built by ``detector.models.create_model`` (its ``input_norm`` should match the datasets').
-    train_ds : a :class:`FaceDataset` (usually mode ``patch``, ``augment=True``); batches are balanced
-        real/fake by :class:`BalancedBatchSampler` (``ceil(len / batch_size)`` batches per epoch, or
-        ``max_steps_per_epoch``).
+    train_ds : a :class:`FaceDataset` (usually ``augment=True``); batches are balanced real/fake by
+        :class:`BalancedBatchSampler` (``ceil(len / batch_size)`` batches per epoch, or
+        ``max_steps_per_epoch``), or with ``paired=True`` made of whole (real, own fake) pairs by
+        :class:`PairedBatchSampler` (the dataset should then use ``paired_augment=True``).
     val_ds : a :class:`FaceDataset` in mode ``full`` (whole faces) or None (then the last epoch wins).
     loss_fn : ``loss_fn(out, label, mask, mask_valid) -> (total, parts)``; default ``DetectorLoss()``.
     out_dir : receives ``best_name`` (best weights, checkpoint format), ``last.pt``, ``train_log.jsonl``.
@@ -256,7 +257,11 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     # gradient in batches whose masks are all invalid.
     net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
            if world > 1 else model)
-    sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
+    if paired:
+        sampler = PairedBatchSampler(pair_indices(train_ds.samples), batch_size, seed=seed, num_replicas=world,
+                                     rank=rank)
+    else:
+        sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
     steps = min(len(sampler), max_steps_per_epoch or len(sampler))
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")

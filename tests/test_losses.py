@@ -136,3 +136,28 @@ def test_loss_decreases_on_tiny_overfit_batch():
     assert last["sim"] < 0.25 * first["sim"]
     assert last["mask"] < first["mask"]
     assert min(h["cls"] for h in history[-5:]) < first["cls"]
+
+
+def test_boundary_target_on_a_synthetic_soft_mask():
+    from detector.losses import boundary_target
+
+    ramp = torch.linspace(0, 1, 5).view(1, 1, 1, 5)  # 0, .25, .5, .75, 1 across a feathered edge
+    assert torch.allclose(boundary_target(ramp).flatten(), torch.tensor([0.0, 0.75, 1.0, 0.75, 0.0]))
+
+
+def test_boundary_term_is_off_by_default_and_rewards_a_matching_soft_edge():
+    from detector.losses import DetectorLoss
+
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 1.0
+    mask[..., 2:6, 2] = 0.5  # a half-blended column: the boundary
+    label = torch.ones(1)
+    logit_of = lambda m: torch.logit(m.clamp(1e-4, 1 - 1e-4))
+    good = {"logit": torch.zeros(1), "mask": logit_of(mask), "sim": None}
+    hard = {"logit": torch.zeros(1), "mask": logit_of((mask > 0.4).float()), "sim": None}
+    _, parts = DetectorLoss()(good, label, mask)
+    assert parts["boundary"] == 0.0
+    lb = DetectorLoss(lambda_boundary=1.0)
+    assert lb(good, label, mask)[1]["boundary"] < lb(hard, label, mask)[1]["boundary"]
+    with pytest.raises(ValueError, match="lambda_boundary"):
+        DetectorLoss(lambda_boundary=-1)

@@ -1,0 +1,132 @@
+"""Benchmark read-out for the detection issue: transfer, per seed and round, and blindness to global quality.
+
+Reads finished (or running) ``detector train`` run directories, one per seed, and prints (and writes
+``--out``, markdown) for every seed and every round: synth validation AUC, the validation-reals
+global-quality check the loop recorded, the cross-generator AUC overall and per generator. Then,
+for the round given by ``--fixed-round`` (a fixed budget, whatever the stop condition said) and for
+the round each run ended on, it scores the *evaluation set's reals* as they are and globally
+blurred / sharpened / down-up-sampled / JPEG-compressed (``detector.quality``; a read-out, nothing
+is chosen on it). Last, the one-feature baseline: the share of high-frequency spectral energy of
+the face, no training; its sign is fixed on the first run's synth validation split, never on the
+evaluation set.
+
+    .venv/bin/python benchmarks/bench_transfer.py --runs bench-out/s0 bench-out/s1 bench-out/s2 \\
+        --eval ../shared/data/eval/xgen-webmorph --out bench-out/transfer.md --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detector.checkpoint import load_checkpoint
+from detector.data import read_dataset, read_datasets, read_image, split_by_identities
+from detector.metrics import compute_metrics
+from detector.quality import QUALITY_OPS, paired_auc, quality_check
+
+
+def high_frequency_share(img: np.ndarray, radius: float = 0.25) -> float:
+    """Share of the grey image's spectral energy (DC removed) above ``radius`` x Nyquist."""
+    g = img.astype(np.float32).mean(axis=2)
+    f = np.abs(np.fft.fftshift(np.fft.fft2(g - g.mean()))) ** 2
+    h, w = g.shape
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot((yy - h // 2) / (h / 2), (xx - w // 2) / (w / 2))
+    return float(f[r > radius].sum() / max(f.sum(), 1e-12))
+
+
+def _feature(samples, op=None) -> np.ndarray:
+    out = np.full(len(samples), np.nan)
+    for k, s in enumerate(samples):
+        img = read_image(s.path)
+        if img is not None:
+            out[k] = high_frequency_share(op(img) if op else img)
+    return out
+
+
+def _fmt(x) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _rounds(run: Path) -> list[dict]:
+    log = run / "metrics.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", nargs="+", required=True, help="run directories (one per seed)")
+    ap.add_argument("--eval", required=True, help="evaluation set (read out only)")
+    ap.add_argument("--fixed-round", type=int, default=3)
+    ap.add_argument("--out", help="write the markdown here")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-baseline", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    eval_samples = read_dataset(args.eval)
+    gens = sorted({s.meta.get("generator") for s in eval_samples if s.label == 1})
+    lines = ["| run | round | val AUC | val-reals quality AUC (blur/sharpen/downup/jpeg50) | eval AUC | "
+             + " | ".join(f"{g} AUC" for g in gens) + " | condition | wall s |",
+             "|---|---:|---:|---|---:|" + "---:|" * len(gens) + "---|---:|"]
+    finals = []
+    for run in map(Path, args.runs):
+        rounds = _rounds(run)
+        for r in rounds:
+            q = r.get("val_quality") or {}
+            qa = "/".join(_fmt(q.get("auc", {}).get(o)) for o in QUALITY_OPS) if q else "-"
+            per = r["eval"].get("per_generator") or {}
+            lines.append(f"| {run.name} | {r['round']} | {_fmt(r['val'].get('auc'))} | {qa} | "
+                         f"{_fmt(r['eval'].get('auc'))} | " + " | ".join(_fmt(per.get(g, {}).get('auc')) for g in gens)
+                         + f" | {'met' if r['condition_met'] else 'not met'} | {r['wall_s']:.0f} |")
+        if rounds:
+            picks = {"end": rounds[-1]}
+            fixed = [r for r in rounds if r["round"] == args.fixed_round]
+            if fixed:
+                picks[f"round {args.fixed_round}"] = fixed[0]
+            finals.append((run, picks))
+    out = ["## Every seed, every round", "", *lines, ""]
+    out += ["## Evaluation-set reals, globally processed (AUC processed vs as is; 0.5 = blind)", "",
+            "| run | checkpoint | round | eval AUC | " + " | ".join(QUALITY_OPS) + " | max dev |",
+            "|---|---|---:|---:|" + "---:|" * len(QUALITY_OPS) + "---:|"]
+    for run, picks in finals:
+        for name, r in picks.items():
+            model, _ = load_checkpoint(Path(r["checkpoint"]), map_location="cpu")
+            q = quality_check(model, eval_samples, full_size=256)
+            out.append(f"| {run.name} | {name} | {r['round']} | {_fmt(r['eval'].get('auc'))} | "
+                       + " | ".join(_fmt(q["auc"][o]) for o in QUALITY_OPS) + f" | {_fmt(q['max_dev'])} |")
+            print(out[-1], flush=True)
+    if not args.no_baseline and finals:
+        run = finals[0][0]
+        state = json.loads((run / "state.json").read_text())
+        pool = read_datasets(state["config"]["data_dirs"])
+        _, val, _ = split_by_identities(pool, set(state["val_identities"]))
+        fv = _feature(val)
+        yv = np.array([s.label for s in val])
+        ok = np.isfinite(fv)
+        sign = 1.0 if compute_metrics(yv[ok], fv[ok])["auc"] >= 0.5 else -1.0  # fixed on synth validation only
+        fe = sign * _feature(eval_samples)
+        ye = np.array([s.label for s in eval_samples])
+        ge = [s.meta.get("generator") for s in eval_samples]
+        ok_e = np.isfinite(fe)
+        m = compute_metrics(ye[ok_e], fe[ok_e], generators=[g for g, k in zip(ge, ok_e) if k])
+        reals = [s for s in eval_samples if s.label == 0]
+        base = sign * _feature(reals)
+        qa = {o: paired_auc(base, sign * _feature(reals, QUALITY_OPS[o])) for o in QUALITY_OPS}
+        out += ["", "## One-feature baseline: share of high-frequency energy (sign fixed on synth validation)", "",
+                f"sign {sign:+.0f}; synth validation AUC {_fmt(compute_metrics(yv[ok], sign * fv[ok])['auc'])}; "
+                f"eval AUC {_fmt(m['auc'])}; " + ", ".join(f"{g} {_fmt(v['auc'])}" for g, v in m['per_generator'].items())
+                + "; eval reals processed vs as is: " + ", ".join(f"{o} {_fmt(v)}" for o, v in qa.items())]
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Paired training batches (each fake next to its own real) and the global-quality check."""
+import numpy as np
+import pytest
+import torch
+
+from detector.data import (FaceDataset, PairedBatchSampler, Sample, pair_ids, pair_indices, read_manifest_csv,
+                           read_synth_dir, write_toy_eval_dir, write_toy_synth_dir)
+from detector.quality import QUALITY_OPS, paired_auc, quality_check
+
+NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+
+
+def test_pair_indices_match_each_fake_to_its_own_real(tmp_path):
+    a = read_synth_dir(write_toy_synth_dir(tmp_path / "a", n=5, size=64, seed=1))
+    b = read_synth_dir(write_toy_synth_dir(tmp_path / "b", n=4, size=64, seed=2))  # same indices, other run
+    samples = a + b
+    pairs = pair_indices(samples)
+    assert len(pairs) == 9
+    for r, f in pairs:
+        real, fake = samples[r], samples[f]
+        assert (real.label, fake.label) == (0, 1)
+        assert real.meta["i"] == fake.meta["i"] and real.meta["dataset"] == fake.meta["dataset"]
+        assert real.path.replace("/real/", "/fake/") == fake.path
+    ids = pair_ids(samples)
+    assert all(ids[r] == ids[f] for r, f in pairs)
+    assert len(set(ids.tolist())) == 9  # runs a and b share indices 0..3 but not ids
+
+
+def test_unpaired_samples_get_their_own_ids_and_no_pairs(tmp_path):
+    ev = read_manifest_csv(write_toy_eval_dir(tmp_path / "ev", n=4, size=64))
+    assert len(pair_indices(ev)) == 0
+    assert len(set(pair_ids(ev).tolist())) == len(ev)
+    # a fake whose real was dropped (e.g. by the identity split) is left out
+    syn = read_synth_dir(write_toy_synth_dir(tmp_path / "s", n=3, size=64))
+    assert pair_indices([s for s in syn if not (s.label == 0 and s.meta["i"] == 1)]).tolist() == [[0, 1], [3, 4]]
+
+
+def test_paired_batches_hold_whole_pairs_reals_first():
+    pairs = np.array([[2 * k, 2 * k + 1] for k in range(10)])
+    sampler = PairedBatchSampler(pairs, batch_size=6, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4  # ceil(20 / 6)
+    for b in batches:
+        reals, fakes = b[:3], b[3:]
+        assert [r + 1 for r in reals] == fakes
+    seen = [r for b in batches for r in b[:3]]
+    assert len(set(seen[:10])) == 10  # the first pass is a permutation of all pairs
+    assert batches == list(PairedBatchSampler(pairs, batch_size=6, seed=3))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    # DDP: ranks take disjoint batches of the same list
+    r0 = list(PairedBatchSampler(pairs, 4, seed=3, num_replicas=2, rank=0))
+    r1 = list(PairedBatchSampler(pairs, 4, seed=3, num_replicas=2, rank=1))
+    assert len(r0) == len(r1) == 2 and not set(map(tuple, r0)) & set(map(tuple, r1))
+
+
+@pytest.mark.parametrize("kwargs, match", [({"batch_size": 5}, "even size"), ({"batch_size": 0}, "even size"),
+                                           ({"pairs": np.zeros((0, 2))}, "no \\(real, fake\\) pairs")])
+def test_paired_sampler_errors(kwargs, match):
+    args = {"pairs": np.array([[0, 1]]), "batch_size": 4} | kwargs
+    with pytest.raises(ValueError, match=match):
+        PairedBatchSampler(**args)
+
+
+def test_paired_augmentation_is_identical_for_a_fake_and_its_real(tmp_path):
+    samples = read_synth_dir(write_toy_synth_dir(tmp_path / "t", n=8, size=128, seed=4))
+    pairs = pair_indices(samples)
+
+    def outside_equal(paired):
+        ds = FaceDataset(samples, "full", augment=True, norm=NORM, seed=7, paired_augment=paired, p_affine=0.5)
+        same = []
+        for r, f in pairs:
+            real, fake = ds[int(r)], ds[int(f)]
+            # the fake's mask travels with the same geometry: far outside it the two images match
+            far = torch.nn.functional.max_pool2d(fake["mask"][None], 33, stride=1, padding=16)[0, 0] == 0
+            assert far.sum() > 500
+            same.append(bool(torch.allclose(real["image"][:, far], fake["image"][:, far], atol=1e-5)))
+        return same
+
+    assert all(outside_equal(True))
+    assert not all(outside_equal(False))
+
+
+class _Sharpness(torch.nn.Module):
+    """Logit = minus the mean absolute Laplacian: softer images score as more fake."""
+
+    input_norm = NORM
+
+    def forward(self, x):
+        lap = torch.tensor([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=x.dtype).expand(3, 1, 3, 3)
+        hf = torch.nn.functional.conv2d(x, lap, groups=3).abs().mean(dim=(1, 2, 3))
+        return {"logit": -hf}
+
+
+class _Constant(torch.nn.Module):
+    input_norm = NORM
+
+    def forward(self, x):
+        return {"logit": torch.zeros(x.shape[0])}
+
+
+def test_quality_check_catches_a_sharpness_detector_and_passes_a_blind_one(tmp_path):
+    samples = read_synth_dir(write_toy_synth_dir(tmp_path / "q", n=12, size=64, seed=5))
+    res = quality_check(_Sharpness(), samples)
+    assert res["n"] == 12
+    assert res["auc"]["blur"] == 1.0 and res["auc"]["downup"] == 1.0  # every blurred copy "more fake"
+    assert res["auc"]["sharpen"] == 0.0
+    assert res["max_dev"] == 0.5
+    blind = quality_check(_Constant(), samples, ops=("blur", "jpeg50"))
+    assert blind["auc"] == {"blur": 0.5, "jpeg50": 0.5} and blind["max_dev"] == 0.0
+
+
+def test_quality_check_errors():
+    with pytest.raises(ValueError, match="unknown \\['gamma'\\]"):
+        quality_check(_Constant(), [Sample("x.png", 0)], ops=("gamma",))
+    with pytest.raises(ValueError, match="no real samples"):
+        quality_check(_Constant(), [Sample("x.png", 1)])
+
+
+def test_quality_ops_keep_shape_and_dtype_and_change_the_image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for name, op in QUALITY_OPS.items():
+        out = op(img)
+        assert out.shape == img.shape and out.dtype == np.uint8, name
+        assert np.abs(out.astype(int) - img).mean() > 1, name
+
+
+def test_paired_auc_reference():
+    assert paired_auc([0, 1], [2, 3]) == 1.0
+    assert paired_auc([0, 2], [1, 3]) == 0.75
+    assert paired_auc([1, 1], [1, 1]) == 0.5
