@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         os.environ[var] = "1"  # as in a generation worker
 
     from synth import generate as gen
-    from synth import render, writer
+    from synth import render, visibility, writer
     from synth.facestore import FaceStore
     from synth.index import load_index
     from synth.pool import FacePool
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         timed(render.masklib, "build_mask")
         timed(render.masklib, "subtract_occlusion")
         timed(render, "warp_image")
-        timed(gen, "sample_plan")
+        timed(visibility, "sample_plan")
         timed(writer, "encode_image", lambda a: "encode " + a[0])
         timed(writer, "write_bytes_atomic")
         timed(writer, "dumps_line")

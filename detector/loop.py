@@ -154,7 +154,8 @@ class LoopConfig:
     model_name: str = "freq_attention"
     model_kwargs: dict = field(default_factory=dict)
     condition: str = "auc>0.8"
-    max_rounds: int = 5
+    # 3 rounds x 3 epochs x 80 steps keeps the default run within an hour on a 2-core CPU
+    max_rounds: int = 3
     regen_n: int = 2000
     epochs_per_round: int = 3
     recipe: str = "mixed"
@@ -182,7 +183,7 @@ class LoopConfig:
     quality_reals: int = 256
     seed: int = 0
     val_fraction: float = 0.1
-    max_steps_per_epoch: int | None = None
+    max_steps_per_epoch: int | None = 80
     device: str = "cpu"
     # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity
     # term is ~50x the label loss and swamps it (BENCHMARKS.md, train loop)
@@ -193,7 +194,7 @@ class LoopConfig:
 
 
 # settings added after runs were stored: a stored config without them ran with these values
-LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0}
+LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -439,10 +440,10 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           batch_scale=cfg.batch_scale, paired=paired,
                           extra={"round": r})
         quality = None
-        if cfg.quality_reals:
+        val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]
+        if val_reals:
             from detector.quality import quality_check
 
-            val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]
             quality = quality_check(model, val_reals, full_size=score_side, workers=cfg.workers, device=cfg.device)
             say(f"round {r}: global-quality check on {quality['n']} validation reals (AUC processed vs as is, "
                 "0.5 = blind): " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality["auc"].items()))

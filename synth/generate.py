@@ -11,8 +11,9 @@ recorded prefix, re-makes the rest (overwriting any files a crash left behind), 
 with a manifest byte-identical to an uninterrupted run. Manifest lines hold only
 deterministic content (no timings, no absolute paths); timings go to ``report.json``.
 
-A sample that cannot be made from its input (unreadable source, degenerate mask, ...) is
-recorded as ``"status": "skipped"`` with the reason and never stops the run.
+A sample that cannot be made from its input (unreadable source, degenerate mask, no plan
+visible enough for the recipe's ``min_visible``, ...) is recorded as ``"status": "skipped"``
+with the reason and never stops the run.
 
 Backends (``backend=``): ``"joblib"`` (loky worker processes on this machine), ``"serial"``
 (in-process; tests, debugging) and ``"dask"`` (a ``distributed`` scheduler at ``scheduler``;
@@ -46,15 +47,17 @@ from synth.facestore import FaceStore
 from synth.index import build_index, load_index
 from synth.io import ImageReadError
 from synth.pool import FacePool
-from synth.recipe import Recipe, load_recipe, sample_plan
-from synth.render import DegenerateSample, FaceCache, render
+from synth.recipe import Recipe, load_recipe
+from synth.render import DegenerateSample, FaceCache
+from synth.visibility import plan_and_render
 
 __all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE", "FACE_STORE_MIN_USES"]
 
 #: Exceptions that mean "this sample's input is bad": recorded as skipped, the run goes on.
 #: ``ImageReadError`` (a source unreadable at generation time) and the ``DegenerateSample``
-#: raised by render are both ``ValueError`` subclasses; ops raise ``ValueError`` on inputs
-#: they cannot handle. Anything else is a bug and stops the run.
+#: raised by render (and its ``InvisibleFake`` subclass: no plan of the sample passed the
+#: recipe's ``min_visible``) are both ``ValueError`` subclasses; ops raise ``ValueError`` on
+#: inputs they cannot handle. Anything else is a bug and stops the run.
 SKIP_ERRORS: tuple[type[BaseException], ...] = (ImageReadError, DegenerateSample, ValueError)
 
 #: Embedded default source: scikit-image's astronaut (public domain), one face.
@@ -147,11 +150,14 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
     prefetch_swap_partners(pool, chunk.recipe, range(chunk.start, chunk.stop), chunk.seed)
     lines, skipped = [], []
     for i in range(chunk.start, chunk.stop):
-        plan = sample_plan(chunk.recipe, pool, i, chunk.seed, chunk.size, chunk.weights)
         sid = writer.sample_id(i)
         try:
-            real, fake, mask = render(plan, faces)
+            plan, real, fake, mask = plan_and_render(chunk.recipe, pool, faces, i, chunk.seed, chunk.size,
+                                                     chunk.weights)
         except SKIP_ERRORS as exc:
+            plan = getattr(exc, "plan", None)
+            if plan is None:  # planning failed, not the sample's input: a bug
+                raise
             bad = getattr(exc, "path", None)
             file = _relative_message(Path(bad), pool.root) if bad else plan["target"]
             record = {"i": i, "id": sid, "status": "skipped", "reason_kind": type(exc).__name__,

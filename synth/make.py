@@ -8,8 +8,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from synth.pool import FacePool, as_pool
-from synth.recipe import Recipe, load_recipe, sample_plan
-from synth.render import DegenerateSample, FaceCache, render
+from synth.recipe import Recipe, load_recipe
+from synth.render import DegenerateSample, FaceCache
+from synth.visibility import plan_and_render
 
 
 def _recipe(recipe: str | Recipe) -> Recipe:
@@ -25,7 +26,9 @@ def make_fake(target: np.ndarray, source: np.ndarray | None = None, recipe: str 
     it every sample is a self-blend.  Landmarks are detected with mediapipe unless given
     ((468, 2) float pixel coordinates).  Returns ``(real, fake, mask, plan)``: real and fake
     uint8 size x size x 3, mask uint8 size x size (255 = pasted), plan the replayable dict.
-    Raises ``ValueError`` if no face is found in an image.
+    Raises ``ValueError`` if no face is found in an image, and
+    :class:`synth.visibility.InvisibleFake` (a ``ValueError``) if the recipe's ``min_visible``
+    rule rejected every attempt.
     """
     from synth.face import get_detector
 
@@ -41,8 +44,8 @@ def make_fake(target: np.ndarray, source: np.ndarray | None = None, recipe: str 
             raise ValueError(f"{key}: no face found in the image")
         landmarks[key] = found.landmarks
     pool = FacePool.from_arrays(images, landmarks)
-    plan = sample_plan(_recipe(recipe), pool, 0, seed, size=size, target_key="target")
-    real, fake, mask = render(plan, FaceCache(pool))
+    plan, real, fake, mask = plan_and_render(_recipe(recipe), pool, FaceCache(pool), 0, seed, size,
+                                             target_key="target")
     return real, fake, mask, plan
 
 
@@ -51,8 +54,10 @@ class OnlineFakes:
     rendered on the fly; usable with ``torch.utils.data.DataLoader`` (workers build their own
     face cache lazily).  Items are dicts ``{"real", "fake", "mask", "plan"}`` (uint8 arrays).
 
-    A plan that renders no usable fake (:class:`DegenerateSample`) is replaced by plan
-    ``i + k * length`` for the smallest such k (deterministic, at most ``retries`` tries).
+    Each item follows the recipe's ``min_visible`` rule (:func:`synth.visibility.plan_and_render`).
+    A sample that renders no usable fake (:class:`DegenerateSample`, including an invisible
+    one) is replaced by sample ``i + k * length`` for the smallest such k (deterministic, at
+    most ``retries`` tries).
     """
 
     def __init__(self, pool, recipe: str | Recipe = "mixed", size: int = 256, seed: int = 0,
@@ -72,9 +77,9 @@ class OnlineFakes:
         if self._cache is None:
             self._cache = FaceCache(self.pool)
         for k in range(self.retries):
-            plan = sample_plan(self.recipe, self.pool, i + k * self.length, self.seed, self.size, self.weights)
             try:
-                real, fake, mask = render(plan, self._cache)
+                plan, real, fake, mask = plan_and_render(self.recipe, self.pool, self._cache, i + k * self.length,
+                                                         self.seed, self.size, self.weights)
             except DegenerateSample:
                 continue
             return {"real": real, "fake": fake, "mask": mask, "plan": plan}

@@ -13,10 +13,13 @@ Layout (see ``recipes/mixed.yaml`` for a commented example)::
     swap: {k_nearest: 16, warp: similarity}
     perturb:  PIPELINE                   # SBI-style source copy changes
     degrade:  PIPELINE                   # blur -> compression -> noise ... on the source
+    target_degrade: PIPELINE             # the same, on the background the source is pasted into
     color:    {p: 0.8, masked: 0.7, ops: GROUP}
     mask:     {regions: {full: 3, ...}, params: {...ranges...}, occlusion: {p: .., estimator: skin}}
     blend:    {ops: GROUP}
     post:     PIPELINE                   # applied identically to real and fake
+    min_visible: 2.0                     # resample a fake whose mean |fake - real| over mask >= 128
+    max_attempts: 8                      #   is below this (0..255 units; 0 = off), at most this often
 
     PIPELINE = {order: [stage, ...], stages: {stage: {p: 0.5, ops: GROUP}}}
     GROUP    = {op_name: {weight: 1, params: {name: RANGE}}}
@@ -48,8 +51,12 @@ RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 PIPELINE_STAGES = {
     "perturb": ("perturb",),
     "degrade": ("blur", "resample", "compression", "noise"),
-    "post": ("blur", "resample", "compression", "noise"),
+    "target_degrade": ("blur", "resample", "compression", "noise"),
+    # post runs on real and fake alike, so perturb ops (e.g. a global sharpen) are allowed too
+    "post": ("blur", "resample", "compression", "noise", "perturb"),
 }
+#: Upper bound of ``max_attempts`` (each attempt is one full render).
+MAX_ATTEMPTS_LIMIT = 64
 PAIRINGS = ("self", "swap")
 WARPS = ("similarity", "affine")
 
@@ -249,10 +256,18 @@ def _check_pipeline(pipe: Any, section: str, where: str) -> None:
 def validate_spec(spec: Mapping[str, Any], where: str) -> None:
     """Raise :class:`RecipeError` unless ``spec`` is a valid (merged) recipe."""
     _check_keys(spec, ("name", "description", "crop_scale", "pairing", "swap", "perturb", "degrade",
-                       "color", "mask", "blend", "post"), where, "")
+                       "target_degrade", "color", "mask", "blend", "post", "min_visible", "max_attempts"),
+                where, "")
     for key in ("name", "description"):
         if key in spec and not isinstance(spec[key], str):
             _fail(where, key, f"expected a string, got {spec[key]!r}")
+    mv = spec.get("min_visible", 0.0)
+    if isinstance(mv, bool) or not isinstance(mv, (int, float)) or not 0.0 <= mv <= 255.0:
+        _fail(where, "min_visible", f"expected a number in [0, 255] (mean |fake - real| over the mask, "
+                                    f"0..255 units; 0 = off), got {mv!r}")
+    ma = spec.get("max_attempts", 8)
+    if isinstance(ma, bool) or not isinstance(ma, int) or not 1 <= ma <= MAX_ATTEMPTS_LIMIT:
+        _fail(where, "max_attempts", f"expected an integer in [1, {MAX_ATTEMPTS_LIMIT}], got {ma!r}")
     cs = spec.get("crop_scale", 1.3)
     if isinstance(cs, bool) or not isinstance(cs, (int, float)) or not 1.0 <= cs <= 3.0:
         _fail(where, "crop_scale", f"expected a number in [1.0, 3.0], got {cs!r}")
@@ -314,6 +329,8 @@ def _with_defaults(spec: Mapping[str, Any]) -> dict:
         pipe.setdefault("stages", {})
         pipe.setdefault("order", list(pipe["stages"]))
     out.setdefault("color", None)
+    out["min_visible"] = float(out.get("min_visible", 0.0))
+    out.setdefault("max_attempts", 8)
     out["mask"].setdefault("params", {})
     out["mask"].setdefault("occlusion", {})
     out["mask"]["occlusion"].setdefault("p", 0.0)
@@ -323,9 +340,13 @@ def _with_defaults(spec: Mapping[str, Any]) -> dict:
 
 # ---------------------------------------------------------------------------- sampling
 
-def derive_seed(global_seed: int, index: int) -> int:
-    """Seed of sample ``index`` under ``global_seed`` (independent streams, 53-bit so JSON keeps it exact)."""
-    state = np.random.SeedSequence([int(global_seed), int(index)]).generate_state(2, np.uint32)
+def derive_seed(global_seed: int, index: int, attempt: int = 0) -> int:
+    """Seed of sample ``index`` under ``global_seed`` (independent streams, 53-bit so JSON keeps it exact).
+
+    ``attempt`` > 0 gives the seed of the attempt-th redraw of the sample (see ``min_visible``);
+    attempt 0 is the sample's first plan, the same seed as before redraws existed."""
+    entropy = [int(global_seed), int(index)] + ([int(attempt)] if attempt else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return int((int(state[0]) << 21) ^ int(state[1]))
 
 
@@ -402,19 +423,22 @@ def _sample_pipeline(pipe: Mapping[str, Any], rng: np.random.Generator, key_pref
 
 
 def sample_plan(recipe: Recipe, pool, i: int, global_seed: int, size: int = 256,
-                weights: Mapping[str, float] | None = None, target_key: str | None = None) -> dict:
+                weights: Mapping[str, float] | None = None, target_key: str | None = None,
+                attempt: int = 0) -> dict:
     """Sample the plan of sample ``i``: a JSON-able dict recording every choice and parameter.
 
     ``pool`` is a :class:`synth.pool.FacePool` (or an index, wrapped on the fly); ``weights``
     multiplies the recipe's choice weights by key (see :func:`choice_keys`), which the detector
     loop uses to aim regeneration at the detector's weaknesses.  ``target_key`` fixes the
-    target face (library use) instead of drawing it from the pool.
+    target face (library use) instead of drawing it from the pool.  ``attempt`` > 0 draws
+    the attempt-th replacement plan of sample ``i`` (same target, every other choice redrawn
+    from ``derive_seed(global_seed, i, attempt)``); it is recorded as ``plan["attempt"]``.
     """
     from synth.pool import as_pool
 
     pool = as_pool(pool)
     spec = recipe.spec
-    seed = derive_seed(global_seed, i)
+    seed = derive_seed(global_seed, i, attempt)
     rng = np.random.default_rng(seed)
     target = pool.index_of(target_key) if target_key is not None else pool.target_for(i, global_seed)
     pairing = _pick(spec["pairing"], rng, "pairing", weights)
@@ -424,12 +448,14 @@ def sample_plan(recipe: Recipe, pool, i: int, global_seed: int, size: int = 256,
     plan: dict[str, Any] = {
         "index": int(i), "seed": seed, "recipe": recipe.name, "recipe_hash": recipe.hash,
         "pairing": pairing, "target": pool.keys[target], "source": pool.keys[source],
-        "size": int(size), "crop_scale": float(spec["crop_scale"]),
+        "size": int(size), "crop_scale": float(spec["crop_scale"]), "attempt": int(attempt),
     }
     if pairing == "swap":
         plan["warp"] = spec["swap"]["warp"]
     plan["perturb"] = _sample_pipeline(spec["perturb"], rng, "perturb", weights)
     plan["source_degrade"] = _sample_pipeline(spec["degrade"], rng, "degrade", weights)
+    # no stages -> no draws: recipes without target_degrade sample the same plans as before
+    plan["target_degrade"] = _sample_pipeline(spec["target_degrade"], rng, "target_degrade", weights)
     color = spec["color"]
     if color and rng.random() < color.get("p", 1.0):
         step = _sample_op(color["ops"], rng, "color", weights)
@@ -468,6 +494,7 @@ def choice_keys(plan: Mapping[str, Any]) -> list[str]:
         keys.append(f"color={plan['color']['op']}")
     keys += [f"perturb={s['op']}" for s in plan.get("perturb", [])]
     keys += [f"degrade={s['op']}" for s in plan.get("source_degrade", [])]
+    keys += [f"target_degrade={s['op']}" for s in plan.get("target_degrade", [])]
     return keys
 
 

@@ -108,8 +108,10 @@ def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.nd
     """Render ``plan`` -> (real uint8 SxSx3, fake uint8 SxSx3, mask uint8 SxS in 0..255).
 
     real is the target crop after the post-process; fake is the source (warped onto the
-    target for swaps, perturbed, degraded, colour-matched) blended into the target through
-    the mask, then post-processed identically; mask is the blend weight (255 = source).
+    target for swaps, perturbed, degraded, colour-matched to the clean target) blended through
+    the mask into the background (a copy of the target crop after the plan's
+    ``target_degrade`` steps; plans without that key blend into the crop itself), then
+    post-processed identically; mask is the blend weight (255 = source).
     """
     size, scale = int(plan["size"]), float(plan["crop_scale"])
     target = faces.face(plan["target"], size, scale)
@@ -135,7 +137,10 @@ def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.nd
     if int(mask.max(initial=0)) < 128:
         raise DegenerateSample(f"sample {plan.get('index')}: mask is empty after "
                                f"{'occlusion subtraction' if m['occlusion'] != 'none' else 'deformation'}")
-    fake = apply_step(plan["blend"], source, target.crop, mask)
+    background = target.crop
+    for step in plan.get("target_degrade", []):  # the real stays the clean crop
+        background = apply_step(step, background)
+    fake = apply_step(plan["blend"], source, background, mask)
     real = target.crop
     for step in plan["post"]:
         real = apply_step(step, real)

@@ -35,6 +35,7 @@ def plan_caption(plan: dict) -> list[str]:
         second.append(plan["color"]["op"])
     second += [s["op"] for s in plan.get("perturb", [])]
     second += [s["op"] for s in plan.get("source_degrade", [])]
+    second += [f"bg:{s['op']}" for s in plan.get("target_degrade", [])]  # degraded background
     lines = [" | ".join(first)]
     if second:
         lines.append(" | ".join(second))

@@ -69,6 +69,18 @@ def test_extends_merges_and_overrides():
     ("extends: mixed\ncrop_scale: 9\n", "crop_scale", "[1.0, 3.0]"),
     ("extends: mixed\ndegrade: {order: [blur, warp]}\n", "degrade.order", "warp"),
     ("extends: nosuchparent\n", "nosuchparent", "unknown recipe"),
+    ("extends: mixed\ntarget_degrade: {stages: {blur: {p: 2}}}\n", "target_degrade.stages.blur.p", "probability"),
+    ("extends: mixed\ntarget_degrade: {stages: {blur: {ops: {sharpen: {}}}}}\n",
+     "target_degrade.stages.blur.ops.sharpen", "not allowed here"),
+    ("extends: mixed\ntarget_degrade: {order: [blur, warp]}\n", "target_degrade.order", "warp"),
+    ("extends: mixed\ntarget_degrade: {stages: {blur: {ops: {jpeg: {params: {quality: 0}}}}}}\n",
+     "target_degrade.stages.blur.ops.jpeg.params.quality", "minimum"),
+    ("extends: mixed\ntarget_degrade: {steps: []}\n", "target_degrade.steps", "unknown key"),
+    ("extends: mixed\nmin_visible: -1\n", "min_visible", "[0, 255]"),
+    ("extends: mixed\nmin_visible: yes\n", "min_visible", "True"),
+    ("extends: mixed\nmin_visible: '2'\n", "min_visible", "expected a number"),
+    ("extends: mixed\nmax_attempts: 0\n", "max_attempts", "integer in [1, 64]"),
+    ("extends: mixed\nmax_attempts: 2.5\n", "max_attempts", "2.5"),
 ])
 def test_bad_recipes_name_file_key_problem(tmp_path, text, key, problem):
     path = _write(tmp_path, text)
@@ -106,7 +118,7 @@ def test_plan_is_deterministic_json_and_in_range():
     for plan in plans:
         assert plan["blend"]["op"] in spec["blend"]["ops"]
         assert plan["mask"]["region"] in spec["mask"]["regions"]
-        for step in plan["source_degrade"] + plan["post"] + plan["perturb"]:
+        for step in plan["source_degrade"] + plan["target_degrade"] + plan["post"] + plan["perturb"]:
             op = REGISTRY[step["op"]]
             assert set(step["params"]) == set(op.params)  # every parameter recorded, defaults too
             for name, value in step["params"].items():

@@ -24,8 +24,10 @@ def faces():
 @pytest.fixture()
 def no_post(tmp_path):
     p = tmp_path / "nopost.yaml"
-    p.write_text("extends: mixed\nname: nopost\npost: {stages: {resample: {p: 0}, compression: {p: 0}}}\n"
-                 "mask: {occlusion: {p: 0}}\n")
+    off = "{resample: {p: 0}, blur: {p: 0}, compression: {p: 0}, noise: {p: 0}}"
+    p.write_text("extends: mixed\nname: nopost\n"
+                 "post: {stages: {resample: {p: 0}, sharpness: {p: 0}, noise: {p: 0}, compression: {p: 0}}}\n"
+                 f"target_degrade: {{stages: {off}}}\nmask: {{occlusion: {{p: 0}}}}\n")
     return load_recipe(p)
 
 
