@@ -163,7 +163,9 @@ def test_augmentation_keeps_mask_on_forged_pixels(tmp_path, mode):
             img = _unnorm(it["image"]).mean(0)
             m = it["mask"][0].numpy()
             assert it["image"].shape == (3, 64, 64) and m.shape == (64, 64)
-            inside, outside = m > 0.9, m < 0.1
+            # 2 px away from the edge: global blur / resampling augmentations may soften the edge itself
+            inside = cv2.erode((m > 0.9).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+            outside = cv2.erode((m < 0.1).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
             if inside.sum() > 20:
                 assert (img[inside] > 120).mean() > 0.95
                 checked += 1
