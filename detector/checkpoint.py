@@ -27,24 +27,6 @@ CHECKPOINT_VERSION = 2
 _LEGACY_DEFAULTS = {1: {"freq_attention": {"freq_input": "dct"}}}
 _KEYS = ("state_dict", "model_name", "model_kwargs", "input_norm", "extra", "version")
 
-#: File name of the detector shipped in the package (``detector/weights/``); see :func:`default_checkpoint`.
-DEFAULT_CHECKPOINT = "freq_attention-utkface-mixed.pt"
-
-
-def default_checkpoint() -> Path:
-    """Path of the detector checkpoint shipped with the package (how it was trained: README, "Detector").
-
-    Used by ``detector predict`` / ``detector eval`` when ``--ckpt`` is omitted. FileNotFoundError
-    when the installation lacks it.
-    """
-    from importlib.resources import files
-
-    path = Path(str(files("detector") / "weights" / DEFAULT_CHECKPOINT))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the shipped detector checkpoint is missing from this installation; "
-                                "pass --ckpt PATH")
-    return path
-
 
 def _json_roundtrip(value, name: str):
     """Return ``value`` as plain JSON types (tuples become lists); ValueError if it is not JSON-able."""

@@ -141,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", help="detector checkpoint (.pt); default: the one shipped with the package")
+    p.add_argument("--ckpt", required=True, help="detector checkpoint (.pt)")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout)")
     p.add_argument("--out", metavar="JSON", help="write the metrics here (and a ROC plot next to it, *_roc.png)")
     p.add_argument("--size", type=int, help="resize every face to SIZE x SIZE (multiple of 32; default: the size "
@@ -157,7 +157,7 @@ def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from detector.checkpoint import default_checkpoint, load_checkpoint
+    from detector.checkpoint import load_checkpoint
     from detector.data import FaceDataset, read_dataset
     from detector.metrics import format_metrics
     from detector.plots import plot_roc
@@ -166,7 +166,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = read_dataset(args.data)
-    args.ckpt = args.ckpt or default_checkpoint()
     model, meta = load_checkpoint(args.ckpt, map_location=args.device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)

@@ -420,8 +420,7 @@ def _arg(convert, check):
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``detector predict`` options to ``parser``."""
-    parser.add_argument("--ckpt", help="checkpoint file (.pt) of a trained detector (default: the one shipped "
-                                       "with the package)")
+    parser.add_argument("--ckpt", required=True, help="checkpoint file (.pt) of a trained detector")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, videos (" + " ".join(sorted(VIDEO_EXTS)) + ") or folders (searched recursively)")
     parser.add_argument("--crop-scale", type=_arg(float, check_crop_scale), default=1.3,
@@ -566,9 +565,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
     try:
-        from detector.checkpoint import default_checkpoint
-
-        predictor = Predictor(args.ckpt or default_checkpoint(), crop_scale=args.crop_scale, size=args.size, device=args.device,
+        predictor = Predictor(args.ckpt, crop_scale=args.crop_scale, size=args.size, device=args.device,
                               threshold=args.threshold, video_threshold=args.video_threshold,
                               batch_size=args.batch_size)
     except (OSError, ValueError, RuntimeError) as exc:
