@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from detector.checkpoint import load_checkpoint
 from detector.data import read_dataset, read_datasets, read_image, split_by_identities
+from detector.loop import _fmt
 from detector.metrics import compute_metrics
 from detector.quality import QUALITY_OPS, paired_auc, quality_check
 
@@ -47,10 +47,6 @@ def _feature(samples, op=None) -> np.ndarray:
         if img is not None:
             out[k] = high_frequency_share(op(img) if op else img)
     return out
-
-
-def _fmt(x) -> str:
-    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def _rounds(run: Path) -> list[dict]:

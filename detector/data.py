@@ -573,7 +573,24 @@ def collate(items: list) -> dict:
 
 # ------------------------------------------------------------------------------------ samplers
 
-class BalancedBatchSampler(Sampler):
+class _EpochBatchSampler(Sampler):
+    """Bookkeeping shared by the training samplers: ``total`` batches per epoch split over DDP
+    replicas (``per_rank`` each), reseeded by :meth:`set_epoch`."""
+
+    def __init__(self, batch_size: int, seed: int, num_replicas: int, rank: int, total: int):
+        self.batch_size, self.seed = batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.per_rank = max(1, total // num_replicas)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+class BalancedBatchSampler(_EpochBatchSampler):
     """Batches with half reals and half fakes (by source label), seeded per epoch.
 
     Each epoch draws ``ceil(len(labels) / batch_size)`` batches: both classes are shuffled and
@@ -590,17 +607,7 @@ class BalancedBatchSampler(Sampler):
         self.fake = np.flatnonzero(labels == 1)
         if not len(self.real) or not len(self.fake):
             raise ValueError(f"BalancedBatchSampler needs both classes (n_real={len(self.real)}, n_fake={len(self.fake)})")
-        self.batch_size, self.seed = batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        total = num_batches or math.ceil(len(labels) / batch_size)
-        self.per_rank = max(1, total // num_replicas)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.per_rank
+        super().__init__(batch_size, seed, num_replicas, rank, num_batches or math.ceil(len(labels) / batch_size))
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch, 7])
@@ -619,7 +626,7 @@ class BalancedBatchSampler(Sampler):
             yield batches[b].tolist()
 
 
-class PairedBatchSampler(Sampler):
+class PairedBatchSampler(_EpochBatchSampler):
     """Batches of whole pairs: each fake next to its own real, seeded per epoch.
 
     ``pairs``: (P, 2) ``[real_index, fake_index]`` (:func:`pair_indices`). A batch holds
@@ -636,19 +643,11 @@ class PairedBatchSampler(Sampler):
         if batch_size < 2 or batch_size % 2:
             raise ValueError(f"batch_size: a paired batch needs an even size >= 2, got {batch_size}")
         if not len(self.pairs):
-            raise ValueError("PairedBatchSampler: no (real, fake) pairs; the data has no fake whose own real "
-                             "is present (use BalancedBatchSampler for unpaired data)")
-        self.batch_size, self.seed = batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        total = num_batches or math.ceil(2 * len(self.pairs) / batch_size)
-        self.per_rank = max(1, total // num_replicas)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.per_rank
+            raise ValueError("paired batches: no (real, fake) pairs; the training data has no fake whose own real "
+                             "is present (a `synth generate` output has them; for other data use pairing "
+                             "'independent', `--pairing independent`)")
+        super().__init__(batch_size, seed, num_replicas, rank,
+                         num_batches or math.ceil(2 * len(self.pairs) / batch_size))
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch, 11])
