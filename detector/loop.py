@@ -154,7 +154,7 @@ class LoopConfig:
     model_name: str = "freq_attention"
     model_kwargs: dict = field(default_factory=dict)
     condition: str = "auc>0.8"
-    # 3 rounds x 3 epochs x 80 steps keeps the default run within an hour on a 2-core CPU
+    # 3 rounds x 3 epochs x 120 steps keeps the default run within an hour on a 2-core CPU
     max_rounds: int = 3
     regen_n: int = 2000
     epochs_per_round: int = 3
@@ -183,7 +183,7 @@ class LoopConfig:
     quality_reals: int = 256
     seed: int = 0
     val_fraction: float = 0.1
-    max_steps_per_epoch: int | None = 80
+    max_steps_per_epoch: int | None = 120
     device: str = "cpu"
     # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity
     # term is ~50x the label loss and swamps it (BENCHMARKS.md, train loop)
@@ -192,6 +192,12 @@ class LoopConfig:
     weight_clip: tuple[float, float] = (0.5, 3.0)
     weight_min_count: int = 5
 
+
+# Model kwargs the loop trains with unless --model-kwargs says otherwise, by model name. The
+# freq_attention head reads only the patch relations, not the pooled features: a relation between
+# two patches of one image does not move when the whole image is blurred or sharpened, a pooled
+# feature does (the models' own defaults stay, so stored checkpoints keep loading).
+LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None}
@@ -386,7 +392,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         model.train()
         say(f"resuming after round {len(state['rounds'])} from {state['rounds'][-1]['checkpoint']}")
     else:
-        model = create_model(cfg.model_name, **cfg.model_kwargs)
+        model = create_model(cfg.model_name, **{**LOOP_MODEL_KWARGS.get(cfg.model_name, {}), **cfg.model_kwargs})
     loss_fn = DetectorLoss(**cfg.loss_kwargs)
     eval_samples = read_dataset(cfg.eval_dir)
     # score faces at the side the model trains at (mode full/resize), so a pool generated at another

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from synth._checks import check_image, to_uint8
 from synth.io import IMAGE_EXTENSIONS, read_image
+from detector.train import channels_last
 
 IMAGE_EXTS = IMAGE_EXTENSIONS
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
@@ -310,7 +311,7 @@ class Predictor:
         norm = getattr(model, "input_norm", None)
         if not norm or "mean" not in norm or "std" not in norm:
             raise ValueError("model: has no input_norm = {'mean': [..3], 'std': [..3]}")
-        self.model = model.to(self.device).eval()
+        self.model = channels_last(model.to(self.device)).eval()
         self._mean = torch.as_tensor(norm["mean"], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.as_tensor(norm["std"], dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
 
@@ -330,7 +331,7 @@ class Predictor:
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(crops[start:start + self.batch_size])
             x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-            out = self.model((x - self._mean) / self._std)
+            out = self.model(channels_last((x - self._mean) / self._std))
             probs.append(torch.sigmoid(out["logit"].float().reshape(-1)).cpu().numpy())
             mask = out.get("mask")
             if mask is None:

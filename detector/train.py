@@ -64,6 +64,15 @@ def _broadcast(obj, world: int):
     return box[0]
 
 
+def channels_last(x):
+    """``x`` (a module or a 4-D batch) in the channels-last memory layout.
+
+    Convolutions run about 1.6x faster this way on CPU (oneDNN's native layout; BENCHMARKS.md,
+    "Training throughput") and on CUDA tensor cores; values and parameter names are unchanged.
+    """
+    return x.to(memory_format=torch.channels_last)
+
+
 def _worker_init(_):
     cv2.setNumThreads(1)  # DataLoader workers share the cores with the training process
     torch.set_num_threads(1)
@@ -80,7 +89,7 @@ def score_dataset(model: torch.nn.Module, dataset: FaceDataset, batch_size: int 
     ``(scores float64 (N,), n_skipped)``; unreadable samples get NaN and are counted.
     """
     was_training = model.training
-    model.eval()
+    channels_last(model).eval()
     scores = np.full(len(dataset), np.nan)
     sizes = dataset.native_sizes() if dataset.mode == "full" else [(0, 0)] * len(dataset)
     loader = DataLoader(dataset, batch_sampler=size_grouped_batches(sizes, batch_size), num_workers=workers,
@@ -90,7 +99,7 @@ def score_dataset(model: torch.nn.Module, dataset: FaceDataset, batch_size: int 
         skipped += batch["skipped"]
         if "image" not in batch:
             continue
-        logit = model(batch["image"].to(device))["logit"].float()
+        logit = model(channels_last(batch["image"].to(device)))["logit"].float()
         scores[batch["index"].numpy()] = torch.sigmoid(logit).cpu().numpy()
     model.train(was_training)
     return scores, skipped
@@ -250,7 +259,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     say = log if main else (lambda _msg: None)
     t_start = time.time()
 
-    model.to(device)
+    channels_last(model.to(device))
     # broadcast_buffers=False: models keep size-dependent non-persistent buffers (e.g. a DCT mask rebuilt
     # for rank 0's validation sizes) that must not be broadcast; BN statistics stay per rank and every
     # rank ends with rank 0's best weights. find_unused_parameters: the mask/similarity heads get no
@@ -312,7 +321,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 image, mask = batch["image"], batch["mask"]
                 if batch_scale is not None:
                     image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
-                out = net(image.to(device))
+                out = net(channels_last(image.to(device)))
                 loss, parts = loss_fn(out, batch["label"].to(device), mask.to(device),
                                       batch["mask_valid"].to(device))
                 opt.zero_grad(set_to_none=True)

@@ -12,7 +12,7 @@ store keeps what the face cache derives from a face, once per run:
 - ``occ-NAME``: the occlusion map of estimator NAME (float32 SxS; stored as bool when it
   is exactly 0/1, as the estimators' maps are);
 - ``real.png``: the PNG of the untouched crop, which is the real of every sample drawn
-  without a post-process.
+  without a background degradation or post-process.
 
 Layout: ``root/s{size}-c{crop_scale}/{n // 1000:03d}/{n}.{item}`` with ``n`` the face's
 position in the pool; ``root`` names the index (its hash), so a rebuilt index never reads

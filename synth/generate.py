@@ -166,9 +166,9 @@ def _make_chunk(chunk: _Chunk) -> _ChunkResult:
             skipped.append({k: record[k] for k in ("i", "file", "reason", "reason_kind")})
             lines.append(writer.dumps_line(record))
             continue
-        # no post-process: the real is the untouched crop, encoded once per run in the store
+        # no target_degrade or post-process: the real is the untouched crop, encoded once per run
         encoded = ({"real": faces.crop_png(plan["target"], plan["size"], plan["crop_scale"])}
-                   if faces.store is not None and not plan["post"] else None)
+                   if faces.store is not None and not plan["post"] and not plan.get("target_degrade") else None)
         rel = writer.write_sample(chunk.out, i, real, fake, mask, fsync=False, encoded=encoded)
         record = {"i": i, "id": sid, "label": 1, **rel, "target_id": plan["target"],
                   "source_id": plan["source"], "status": "ok", "plan": plan}

@@ -13,7 +13,7 @@ Layout (see ``recipes/mixed.yaml`` for a commented example)::
     swap: {k_nearest: 16, warp: similarity}
     perturb:  PIPELINE                   # SBI-style source copy changes
     degrade:  PIPELINE                   # blur -> compression -> noise ... on the source
-    target_degrade: PIPELINE             # the same, on the background the source is pasted into
+    target_degrade: PIPELINE             # the same, on the target photo: the real and the background
     color:    {p: 0.8, masked: 0.7, ops: GROUP}
     mask:     {regions: {full: 3, ...}, params: {...ranges...}, occlusion: {p: .., estimator: skin}}
     blend:    {ops: GROUP}

@@ -90,7 +90,7 @@ class FaceCache:
 
     def crop_png(self, key: str, size: int, crop_scale: float) -> bytes:
         """PNG bytes of the untouched crop as the writer codes a real
-        (:func:`synth.writer.encode_image`; the real of a sample without post-process):
+        (:func:`synth.writer.encode_image`; the real of a sample without target_degrade or post-process):
         encoded once per run with a store, else on every call."""
         n = self.pool.index_of(key)
         data = self.store.load_png(n, size, crop_scale) if self.store is not None else None
@@ -107,11 +107,12 @@ _WARPS = {"similarity": similarity_transform, "affine": affine_transform}
 def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render ``plan`` -> (real uint8 SxSx3, fake uint8 SxSx3, mask uint8 SxS in 0..255).
 
-    real is the target crop after the post-process; fake is the source (warped onto the
-    target for swaps, perturbed, degraded, colour-matched to the clean target) blended through
-    the mask into the background (a copy of the target crop after the plan's
-    ``target_degrade`` steps; plans without that key blend into the crop itself), then
-    post-processed identically; mask is the blend weight (255 = source).
+    real is the target crop after the plan's ``target_degrade`` steps (none in plans without
+    that key) and the post-process; fake is the source (warped onto the target for swaps,
+    perturbed, degraded, colour-matched to the clean target) blended through the mask into
+    that same degraded target, then post-processed identically; mask is the blend weight
+    (255 = source). So a fake differs from its own real only where the mask is non-zero: a
+    degraded background is a property of the photo, seen under both labels, not a label cue.
     """
     size, scale = int(plan["size"]), float(plan["crop_scale"])
     target = faces.face(plan["target"], size, scale)
@@ -137,11 +138,10 @@ def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.nd
     if int(mask.max(initial=0)) < 128:
         raise DegenerateSample(f"sample {plan.get('index')}: mask is empty after "
                                f"{'occlusion subtraction' if m['occlusion'] != 'none' else 'deformation'}")
-    background = target.crop
-    for step in plan.get("target_degrade", []):  # the real stays the clean crop
-        background = apply_step(step, background)
-    fake = apply_step(plan["blend"], source, background, mask)
     real = target.crop
+    for step in plan.get("target_degrade", []):
+        real = apply_step(step, real)
+    fake = apply_step(plan["blend"], source, real, mask)
     for step in plan["post"]:
         real = apply_step(step, real)
         fake = apply_step(step, fake)

@@ -102,7 +102,9 @@ class FakeGenerate:
 def _check_round_artefacts(rdir):
     model, meta = load_checkpoint(rdir / "checkpoint.pt")  # torch.load(weights_only=True) inside
     assert meta["model_name"] == "freq_attention" and "eval" in meta["extra"]
-    assert torch.load(rdir / "checkpoint.pt", weights_only=True)["model_kwargs"] == TINY
+    # the loop's own default for freq_attention (a head on the patch relations only) under the run's kwargs
+    assert torch.load(rdir / "checkpoint.pt", weights_only=True)["model_kwargs"] == {"head_pooled": False, **TINY}
+    assert model.head_pooled is False
     for name in ("roc.png", "loss.png"):
         assert (rdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     w = json.loads((rdir / "weights.json").read_text())

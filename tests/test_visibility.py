@@ -69,7 +69,7 @@ def test_mixed_draws_the_quality_mismatch_in_both_directions():
     assert any(k.startswith("target_degrade=") for k in keys) and any(k.startswith("degrade=") for k in keys)
 
 
-def test_target_degrade_is_applied_to_the_background_only(tmp_path):
+def test_target_degrade_degrades_the_real_and_the_background_alike(tmp_path):
     recipe = _recipe(tmp_path, "min_visible: 0\nperturb: {stages: {color: {p: 1}, sharpness: {p: 0}, geometry: {p: 0}}}\n"
                                "target_degrade: {stages: {resample: {p: 0}, blur: {p: 1}, compression: {p: 0}, "
                                "noise: {p: 0}}}\n")
@@ -79,12 +79,13 @@ def test_target_degrade_is_applied_to_the_background_only(tmp_path):
     real, fake, mask = render(plan, FaceCache(pool))
     outside = mask == 0
     assert outside.any()
-    diff = np.abs(real.astype(int) - fake.astype(int))
-    assert diff[outside].mean() > 0.5  # the background was degraded ...
-    # ... and without target_degrade alpha blending keeps the fake's outside equal to the real
+    # alpha blending: outside the mask the fake is its real, so the pair differs only where forged
+    assert np.array_equal(fake[outside], real[outside])
     plain = dict(plan, target_degrade=[])
     real0, fake0, mask0 = render(plain, FaceCache(pool))
-    assert np.array_equal(real0, real) and np.array_equal(mask0, mask)  # the real stays the clean crop
+    assert np.array_equal(mask0, mask)
+    # the real is the degraded target photo, not the clean crop
+    assert np.abs(real.astype(int) - real0.astype(int))[outside].mean() > 0.5
     assert np.array_equal(fake0[outside], real0[outside])
     # old plans without the key render as plans with no target_degrade steps
     old = {k: v for k, v in plan.items() if k != "target_degrade"}
