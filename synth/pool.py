@@ -74,6 +74,10 @@ class FacePool:
         return cls(keys=keys, landmarks=np.stack([np.asarray(landmarks[k], np.float32) for k in keys]),
                    loader=lambda key: images[key])
 
+    def __contains__(self, key) -> bool:
+        """Whether ``key`` names a face of the pool."""
+        return isinstance(key, str) and key in self._pos
+
     def index_of(self, key: str) -> int:
         return self._pos[key]
 

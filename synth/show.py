@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from synth.writer import iter_manifest
+from synth.writer import iter_manifest, record_files, record_index
 
 __all__ = ["contact_sheet", "write_contact_sheet", "plan_caption"]
 
@@ -72,22 +72,29 @@ def _read_rgb(path: Path, tile: int, flags: int = cv2.IMREAD_COLOR) -> np.ndarra
     return img
 
 
-def _pick(manifest: Path, n: int, seed: int) -> list[dict]:
-    """Uniform sample of ``n`` ok records (reservoir sampling), returned in sample order."""
+def _pick(manifest: Path, n: int, seed: int) -> list[tuple[dict, dict[str, Path]]]:
+    """Uniform sample of ``n`` ok records (reservoir sampling), returned in sample order with
+    the paths of their images; a chosen line whose id or paths are not the run's own is refused
+    (``ValueError`` naming ``manifest:line``, see :func:`synth.writer.record_files`)."""
     rng = np.random.default_rng(seed)
-    chosen: list[dict] = []
+    chosen: list[tuple[int, dict]] = []
     seen = 0
-    for record in iter_manifest(manifest):
+    for lineno, record in iter_manifest(manifest):
         if record.get("status") != "ok":
             continue
         seen += 1
         if len(chosen) < n:
-            chosen.append(record)
+            chosen.append((lineno, record))
         else:
             j = int(rng.integers(seen))
             if j < n:
-                chosen[j] = record
-    return sorted(chosen, key=lambda r: r["i"])
+                chosen[j] = (lineno, record)
+    picked = []
+    for lineno, record in chosen:
+        where = f"{manifest}:{lineno}"
+        record_index(record, where)
+        picked.append((record, record_files(manifest.parent, record, where)))
+    return sorted(picked, key=lambda p: p[0]["i"])
 
 
 def contact_sheet(out_dir, n: int = 24, seed: int = 0, cols: int = 3, tile: int = 128,
@@ -104,9 +111,10 @@ def contact_sheet(out_dir, n: int = 24, seed: int = 0, cols: int = 3, tile: int 
         raise ValueError(f"{out_dir}: no manifest.jsonl (not a generation output directory)")
     if n < 1 or cols < 1 or tile < 16:
         raise ValueError(f"n, cols must be >= 1 and tile >= 16; got n={n}, cols={cols}, tile={tile}")
-    records = _pick(manifest, n, seed)
-    if not records:
+    picked = _pick(manifest, n, seed)
+    if not picked:
         raise ValueError(f"{manifest}: no ok samples to show")
+    records = [record for record, _ in picked]
     line_h = cv2.getTextSize("Ag", _FONT, text_scale, 1)[0][1] + 6
     cell_w = 3 * tile + 2 * 2
     captions = [_fit_lines([f"#{r['id']}"] + plan_caption(r.get("plan") or {}), cell_w - 4, text_scale)
@@ -117,13 +125,13 @@ def contact_sheet(out_dir, n: int = 24, seed: int = 0, cols: int = 3, tile: int 
     cols = min(cols, len(records))
     rows = -(-len(records) // cols)
     sheet = np.full((pad + rows * (cell_h + pad), pad + cols * (cell_w + pad), 3), _BG, np.uint8)
-    for k, (record, caption) in enumerate(zip(records, captions)):
+    for k, ((_, files), caption) in enumerate(zip(picked, captions)):
         y0 = pad + (k // cols) * (cell_h + pad)
         x0 = pad + (k % cols) * (cell_w + pad)
         for j, kind in enumerate(("real", "fake", "mask")):
             flags = cv2.IMREAD_GRAYSCALE if kind == "mask" else cv2.IMREAD_COLOR
             x = x0 + j * (tile + 2)
-            sheet[y0:y0 + tile, x:x + tile] = _read_rgb(out_dir / record[kind], tile, flags)
+            sheet[y0:y0 + tile, x:x + tile] = _read_rgb(files[kind], tile, flags)
         for m, text in enumerate(caption):
             y = y0 + tile + (m + 1) * line_h
             cv2.putText(sheet, text, (x0 + 2, y), _FONT, text_scale, _TEXT_COLOR, 1, cv2.LINE_AA)

@@ -30,7 +30,8 @@ from synth.io import write_bytes_atomic
 from synth.png import encode_png
 
 __all__ = ["KINDS", "SHARD_SIZE", "sample_id", "sample_paths", "encode_image", "write_sample", "sync_outputs",
-           "dumps_line", "ManifestState", "scan_manifest", "iter_manifest", "append_lines",
+           "dumps_line", "ManifestState", "scan_manifest", "iter_manifest", "record_index", "record_files",
+           "append_lines",
            "write_json_atomic", "sweep_tmp"]
 
 #: The three images of a sample, in the order they are written.
@@ -166,12 +167,61 @@ def scan_manifest(path, truncate: bool = True) -> ManifestState:
     return state
 
 
-def iter_manifest(path) -> Iterator[dict]:
-    """Yield the complete records of a manifest, one at a time (memory stays flat)."""
+def iter_manifest(path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for the complete lines of a manifest, one at a time
+    (memory stays flat). A line that is not a JSON object raises ``ValueError`` naming
+    ``path:line``; check the fields of a record with :func:`record_index` and :func:`record_files`."""
     with open(path, "rb") as f:
-        for raw in f:
-            if raw.endswith(b"\n"):
-                yield json.loads(raw)
+        for lineno, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                break  # partial last line of an interrupted run
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{lineno}: not a JSON object (found {type(record).__name__})")
+            yield lineno, record
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a tampered field may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def record_index(record: Mapping[str, Any], where: str) -> int:
+    """Sample index of a manifest ``record`` read back from disk, checked as data.
+
+    ``i`` must be an integer >= 0 and ``id`` the run's own id for it (:func:`sample_id`), so an
+    id can name no other file than the sample's. ``where`` (``"path:line"``) starts the
+    ``ValueError`` raised otherwise.
+    """
+    i = record.get("i")
+    if isinstance(i, bool) or not isinstance(i, int) or i < 0:
+        raise ValueError(f"{where}: 'i' must be a sample index (an integer >= 0), got {_short(i)}")
+    if record.get("id") != sample_id(i):
+        raise ValueError(f"{where}: 'id' must be {sample_id(i)!r} (the id of sample {i}), got {_short(record.get('id'))}")
+    return i
+
+
+def record_files(out, record: Mapping[str, Any], where: str) -> dict[str, Path]:
+    """Paths of the images of an ``ok`` manifest ``record`` of the run in ``out``, checked as data.
+
+    Each of :data:`KINDS` must be a relative path that resolves (symbolic links followed)
+    inside ``out``; a path that is absolute, missing or leads out of the run raises
+    ``ValueError`` starting with ``where`` (``"path:line"``).
+    """
+    out = Path(out)
+    root = Path(os.path.realpath(out))
+    paths = {}
+    for kind in KINDS:
+        rel = record.get(kind)
+        if not isinstance(rel, str) or not rel or "\0" in rel or Path(rel).is_absolute() or \
+                not Path(os.path.realpath(root / rel)).is_relative_to(root):
+            raise ValueError(f"{where}: {kind!r} must be a path inside the run {out}, got {_short(rel)}")
+        paths[kind] = out / rel
+    return paths
 
 
 def append_lines(f, lines) -> None:

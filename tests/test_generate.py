@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -199,6 +200,74 @@ def test_manifest_out_of_order_is_an_error(base, tmp_path):
     (out / "manifest.jsonl").write_text(recs[1] + recs[0])
     with pytest.raises(ValueError, match=r"manifest.jsonl:1: .*expected sample 0, found 1"):
         writer.scan_manifest(out / "manifest.jsonl")
+
+
+# ------------------------------------------------------------------- replay of tampered lines
+
+def _tampered_run(base: Path, tmp_path: Path, change) -> Path:
+    """A copy of ``base`` (in ``tmp_path/run``) whose first ok manifest line is ``change(record)``."""
+    out = tmp_path / "run"
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("replay"))
+    recs = lines(out)
+    k = next(n for n, r in enumerate(recs) if r["status"] == "ok")
+    recs[k] = change(dict(recs[k]))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return out
+
+
+def _first_ok(base: Path) -> tuple[int, dict]:
+    return next((n, r) for n, r in enumerate(lines(base), 1) if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("field, value", [("id", "../../escaped"), ("id", "{abs}/escaped"), ("id", "000099"),
+                                          ("id", None), ("real", "../../escaped.png"), ("real", "{abs}/escaped.png"),
+                                          ("mask", "real/../../escaped.png")])
+def test_replay_refuses_ids_and_paths_outside_the_run(base, tmp_path, capsys, field, value):
+    from synth.cli import main as synth_main
+    from synth.replay import replay
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "escaped.png"), np.zeros((SIZE, SIZE, 3), np.uint8))
+    value = value.format(abs=outside) if isinstance(value, str) else value
+    out = _tampered_run(base, tmp_path, lambda r: {**r, field: value})
+    lineno, rec = _first_ok(base)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match=rf"manifest.jsonl:{lineno}: '{field}' must be"):
+        replay(out, [rec["i"]])
+    assert synth_main(["replay", str(out), rec["id"]]) == 2
+    err = capsys.readouterr().err
+    assert f"manifest.jsonl:{lineno}: '{field}' must be" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: {k: v for k, v in r.items() if k != "i"}, r"'i' must be a sample index"),
+    (lambda r: {**r, "i": "0"}, r"'i' must be a sample index"),
+    (lambda r: {k: v for k, v in r.items() if k != "plan"}, r"no 'plan' object"),
+    (lambda r: {**r, "plan": {**r["plan"], "target": "../../etc/passwd"}}, r"face '../../etc/passwd' is not in the index"),
+    (lambda r: {**r, "real": "run.json"}, r"run.json is not a readable image"),
+])
+def test_replay_of_a_tampered_line_is_a_clear_error(base, tmp_path, capsys, change, message):
+    from synth.cli import main as synth_main
+
+    out = _tampered_run(base, tmp_path, change)
+    lineno, rec = _first_ok(base)
+    assert synth_main(["replay", str(out), rec["id"]]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"manifest.jsonl:{lineno}: " in err and re.search(message, err), err
+    assert not (out / "replay").exists()
+
+
+def test_replay_refuses_a_line_that_is_not_an_object(base, tmp_path):
+    from synth.replay import replay
+
+    out = _tampered_run(base, tmp_path, lambda r: r)
+    with open(out / "manifest.jsonl", "a") as f:
+        f.write("[1, 2]\n")
+    with pytest.raises(ValueError, match=rf"manifest.jsonl:{len(lines(base)) + 1}: not a JSON object"):
+        replay(out, [0])
 
 
 _CHILD = """

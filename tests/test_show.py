@@ -70,3 +70,19 @@ def test_errors(tmp_path):
     (tmp_path / "manifest.jsonl").write_text(json.dumps({"i": 0, "id": "000000", "status": "skipped"}) + "\n")
     with pytest.raises(ValueError, match="no ok samples"):
         contact_sheet(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["{abs}", "../outside.png", "fake/../../outside.png"])
+def test_images_outside_the_run_are_refused(run, tmp_path, path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    outside = tmp_path / "outside.png"
+    cv2.imwrite(str(outside), np.full((64, 64, 3), 255, np.uint8))
+    recs = [json.loads(line) for line in (copy / "manifest.jsonl").read_text().splitlines()]
+    k = next(n for n, r in enumerate(recs) if r["status"] == "ok")
+    recs[k]["real"] = path.format(abs=outside)
+    (copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    with pytest.raises(ValueError, match=rf"manifest.jsonl:{k + 1}: 'real' must be a path inside the run"):
+        contact_sheet(copy, n=24)
