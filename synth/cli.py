@@ -20,7 +20,7 @@ def _cmd_generate(args) -> int:
     weights = json.loads(Path(args.weights).read_text()) if args.weights else None
     generate(out=args.out, n=args.n, recipe=args.recipe, src=args.src, index=args.index, size=args.size,
              seed=args.seed, workers=args.workers, weights=weights, backend=args.backend,
-             scheduler=args.scheduler, progress=not args.quiet, face_store=args.face_store)
+             scheduler=args.scheduler, progress=not args.quiet, face_store=args.face_store, force=args.force)
     return 0
 
 
@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", default="mixed", help="recipe name (recipes/NAME.yaml) or path")
     s.add_argument("--src", help="directory of face images (indexed into OUT/index if --index is not given)")
     s.add_argument("--index", help="index written by `synth index`")
-    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--out", required=True, help="output directory: new, empty, or a run to continue")
+    s.add_argument("--force", action="store_true",
+                   help="generate into a non-empty --out that is not a run (no run.json), overwriting "
+                        "files of the same names (manifest.jsonl, report.json, real/ fake/ mask/ ...)")
     s.add_argument("--size", type=int, default=256, help="output side in pixels")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2)

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import platform
 import signal
 import sys
@@ -65,6 +66,10 @@ DEFAULT_SOURCE = "skimage:astronaut"
 
 #: Keys of run.json that define the output; the others are informational.
 _DEFINING = ("recipe", "recipe_hash", "seed", "size", "n", "index_hash", "weights")
+
+#: What a run puts in OUT before its run.json (a first run interrupted while indexing leaves
+#: them): an OUT holding nothing else is taken as empty.
+_PRE_RUN_FILES, _PRE_RUN_DIRS = frozenset({".lock"}), frozenset({"index", "default-src"})
 
 #: ``face_store="auto"`` uses the run-wide face store when every face is drawn at least this
 #: many times (n >= this x pool size). Measured on the 2-core VM (BENCHMARKS.md): storing a
@@ -428,15 +433,63 @@ def _check_run_json(out: Path, definition: dict) -> None:
                              f"{definition.get(key)!r} (see {path}); use another --out or the same arguments")
 
 
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an OUT that is not a directory, or holds files but is not a run (no run.json),
+    unless ``force``: generating there would overwrite files of the same names."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    if force or not out.exists() or (out / "run.json").exists():
+        return
+    found = sorted(e.name for e in os.scandir(out)
+                   if not (e.name in _PRE_RUN_FILES or (e.name in _PRE_RUN_DIRS and e.is_dir())))
+    if found:
+        shown = ", ".join(found[:5]) + (f", ... ({len(found)} entries)" if len(found) > 5 else "")
+        raise ValueError(f"--out {out}: not empty and not a generate run (no run.json); it holds {shown}. "
+                         f"Use a new or empty folder, or --force to generate into it (files with the "
+                         f"run's names are overwritten)")
+
+
+def _manifest_size(out: Path) -> int | None:
+    """Size of OUT/manifest.jsonl in bytes (None: absent)."""
+    try:
+        return (out / "manifest.jsonl").stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def _forget_refused_run(out: Path, manifest_size: int | None) -> None:
+    """After a refusal, remove the run.json (and empty manifest) this call wrote, unless it made
+    samples (the manifest grew): OUT is left as the refused call found it."""
+    manifest = out / "manifest.jsonl"
+    size = _manifest_size(out)
+    if size is not None and size > (manifest_size or 0):
+        return
+    (out / "run.json").unlink(missing_ok=True)
+    if manifest_size is None:
+        manifest.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _exclusive(out: Path):
-    """Refuse a second generate process on the same OUT (two writers would corrupt the manifest)."""
-    with open(out / ".lock", "w") as f:
+    """Refuse a second generate process on the same OUT (two writers would corrupt the manifest).
+
+    OUT/.lock exists while a generate holds it: it is removed, still locked, on the way out,
+    and a process that locked a file that is no longer OUT/.lock (it raced with that
+    removal) does not go on.
+    """
+    path = out / ".lock"
+    with open(path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{out} is being written by another generate process") from None
-        yield
+            current = os.stat(path).st_ino
+        except (BlockingIOError, FileNotFoundError):
+            current = None
+        if current != os.fstat(f.fileno()).st_ino:
+            raise ValueError(f"{out} is being written by another generate process")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 def _versions() -> dict:
@@ -480,7 +533,8 @@ def _chunk_size(remaining: int, slots: int) -> int:
 
 def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, size: int = 256, seed: int = 0,
              workers: int = 2, weights: Mapping[str, float] | None = None, backend: str = "joblib",
-             scheduler: str | None = None, progress: bool = True, face_store: str = "auto") -> dict:
+             scheduler: str | None = None, progress: bool = True, face_store: str = "auto",
+             force: bool = False) -> dict:
     """Generate samples ``[0, n)`` of ``recipe`` into ``out``; resume if ``out`` holds part of this run.
 
     Faces come from ``index`` (a ``synth index`` directory), or ``src`` (a directory of
@@ -496,8 +550,10 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
 
     Writes ``out/real|fake|mask/SSS/IIIIII.png``, ``out/manifest.jsonl``, ``out/run.json`` and
     ``out/report.json`` and returns the report dict. Raises ``ValueError`` when ``out`` holds a
-    different run (naming the differing key) or an argument is invalid, and
-    :class:`Interrupted` after SIGINT (the manifest stays consistent; rerun to continue).
+    different run (naming the differing key), holds files but is not a run (no ``run.json``;
+    ``force=True`` generates into it all the same, overwriting files of the same names) or an
+    argument is invalid, and :class:`Interrupted` after SIGINT (the manifest stays consistent;
+    rerun to continue). A refused call leaves no ``.lock`` or ``run.json`` behind.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: unknown {backend!r}; known: {', '.join(BACKENDS)}")
@@ -513,10 +569,23 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
     weights = _normalise_weights(weights)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
+    _check_out(out, force)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(out):
-        return _generate_locked(out, n, rec, src, index, size, seed, workers, weights, backend, scheduler, progress,
-                                face_store)
+    try:
+        with _exclusive(out):
+            new_run = not (out / "run.json").exists()
+            manifest_size = _manifest_size(out)
+            try:
+                return _generate_locked(out, n, rec, src, index, size, seed, workers, weights, backend, scheduler,
+                                        progress, face_store)
+            except (ValueError, FileNotFoundError):  # refused: no run.json left to claim OUT
+                if new_run:
+                    _forget_refused_run(out, manifest_size)
+                raise
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed: int, workers: int,

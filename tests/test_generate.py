@@ -171,6 +171,64 @@ def test_swap_only_recipe_needs_two_faces(base, tmp_path):
         generate(tmp_path / "s", 2, recipe=spec, index=base / "index", size=SIZE, backend="serial", progress=False)
 
 
+# ------------------------------------------------------------------ OUT that is not a run
+
+@pytest.mark.parametrize("entry", ["manifest.jsonl", "report.json", "real/000/000000.png"])
+def test_generate_refuses_a_non_empty_folder_that_is_not_a_run(base, tmp_path, capsys, entry):
+    from synth.cli import main as synth_main
+
+    out = tmp_path / "mine"
+    (out / entry).parent.mkdir(parents=True, exist_ok=True)
+    (out / entry).write_bytes(b"the user's own file")
+    (out / "notes.txt").write_text("keep me")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    top = entry.split("/")[0]
+    listed = re.escape(", ".join(sorted([top, "notes.txt"])))
+    with pytest.raises(ValueError, match=rf"--out {out}: not empty and not a generate run .*holds {listed}\."):
+        generate(out, 2, index=base / "index", size=SIZE, backend="serial", progress=False)
+    argv = ["generate", "--n", "2", "--size", str(SIZE), "--index", str(base / "index"), "--out", str(out),
+            "--backend", "serial", "--quiet"]
+    assert synth_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not a generate run" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    # nothing written, nothing left behind (no .lock, no run.json)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted({top, "notes.txt"})
+    if entry.startswith("real/"):  # --force: generate into it all the same
+        assert synth_main(argv + ["--force"]) == 0
+        assert (out / "notes.txt").read_text() == "keep me" and (out / "run.json").is_file()
+        assert lines(out) == lines(base)[:2]
+
+
+def test_what_an_interrupted_first_run_leaves_is_not_a_user_folder(base, tmp_path):
+    out = tmp_path / "killed"
+    (out / "index").mkdir(parents=True)  # killed while indexing, before run.json
+    (out / ".lock").write_text("")
+    report = generate(out, 2, index=base / "index", size=SIZE, backend="serial", progress=False)
+    assert report["complete"] and not (out / ".lock").exists()
+    with pytest.raises(ValueError, match="not a directory"):
+        generate(out / "run.json", 2, index=base / "index", size=SIZE, backend="serial", progress=False)
+
+
+def test_a_refused_generate_leaves_nothing_behind(base, tmp_path):
+    spec = tmp_path / "swap-only.yaml"
+    spec.write_text(f"extends: {REPO / 'recipes' / 'mixed.yaml'}\nname: swap-only\npairing: {{self: 0, swap: 1}}\n")
+    with pytest.raises(ValueError, match="at least 2 usable faces"):
+        generate(tmp_path / "s", 2, recipe=spec, index=base / "index", size=SIZE, backend="serial", progress=False)
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="scheduler"):  # refused after run.json and manifest.jsonl were made
+        generate(tmp_path / "d", 2, index=base / "index", size=SIZE, backend="dask", progress=False)
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "e").mkdir()
+    with pytest.raises(ValueError, match="scheduler"):
+        generate(tmp_path / "e", 2, index=base / "index", size=SIZE, backend="dask", progress=False)
+    assert list((tmp_path / "e").iterdir()) == []
+    run_json = (base / "run.json").read_bytes()
+    with pytest.raises(ValueError, match="different run"):
+        generate(base, 6, size=SIZE, seed=9, backend="serial", progress=False)
+    assert (base / "run.json").read_bytes() == run_json and not (base / ".lock").exists()
+
+
 # ---------------------------------------------------------------------------- resume
 
 def test_resume_after_truncation_is_byte_identical(base, tmp_path):
