@@ -80,7 +80,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ``meta`` holds ``model_name``, ``model_kwargs``, ``input_norm``, ``extra`` and
     ``version``. ``pretrained`` is forced to False when rebuilding (the weights come from the
     file; nothing is downloaded). Raises FileNotFoundError for a missing file and ValueError
-    naming the file when it is not a detector checkpoint.
+    naming the file (one line) when it is not a detector checkpoint: a field of the wrong
+    type, a model its ``model_kwargs`` cannot build, or weights that do not fit the model.
     """
     path = Path(path)
     if not path.is_file():
@@ -92,6 +93,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in _KEYS):
         found = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path}: not a detector checkpoint (expected keys {list(_KEYS)}, found {found})")
+    _check_fields(path, ckpt)
     if ckpt["version"] > CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {ckpt['version']} is newer than supported ({CHECKPOINT_VERSION})")
     for version, per_model in _LEGACY_DEFAULTS.items():
@@ -100,11 +102,59 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     kwargs = dict(ckpt["model_kwargs"])
     if "pretrained" in kwargs:
         kwargs["pretrained"] = False
-    model = create_model(ckpt["model_name"], **kwargs)
+    try:
+        model = create_model(ckpt["model_name"], **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:  # unknown model or kwarg, bad kwarg value
+        raise ValueError(f"{path}: cannot build model {ckpt['model_name']!r} from its model_kwargs "
+                         f"({_one_line(e)})") from e
     model.model_kwargs = dict(ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["state_dict"])
+    _load_weights(path, model, ckpt["state_dict"])
     if ckpt["input_norm"] is not None:
         model.input_norm = ckpt["input_norm"]
     model.to(map_location).eval()
     meta = {k: ckpt[k] for k in _KEYS if k != "state_dict"}
     return model, meta
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``str(exc)`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _check_fields(path: Path, ckpt: dict) -> None:
+    """Refuse checkpoint fields of the wrong type; ValueError naming the file and the field."""
+    version = ckpt["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: 'version' must be an integer >= 1, got {type(version).__name__} {version!r:.40}")
+    if not isinstance(ckpt["model_name"], str):
+        raise ValueError(f"{path}: 'model_name' must be a string, got {type(ckpt['model_name']).__name__}")
+    kwargs = ckpt["model_kwargs"]
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f"{path}: 'model_kwargs' must be a dict of keyword arguments, got {type(kwargs).__name__}")
+    state = ckpt["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{path}: 'state_dict' must map parameter names to tensors")
+    if not isinstance(ckpt["extra"], dict):
+        raise ValueError(f"{path}: 'extra' must be a dict, got {type(ckpt['extra']).__name__}")
+
+
+def _load_weights(path: Path, model: nn.Module, state: dict) -> None:
+    """Load ``state`` into ``model``; ValueError naming the file and summarising the misfit
+    (missing, unexpected and reshaped tensors: another model's or another configuration's weights)."""
+    own = model.state_dict()
+    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    if not reshaped:  # torch's own account of the keys (its load hooks may fill some in)
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: cannot load the weights ({_one_line(e)})") from e
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    misfit = [(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected),
+                                               ("of another shape", reshaped)) if keys]
+    if misfit:
+        summary = "; ".join(f"{len(keys)} {what}, e.g. {keys[0]!r}" for what, keys in misfit)
+        raise ValueError(f"{path}: the weights do not fit model {model.model_name!r} with its model_kwargs "
+                         f"({summary}): a checkpoint of another model or configuration")

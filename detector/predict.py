@@ -562,7 +562,7 @@ def exit_code(records: list[dict]) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Run ``detector predict``; returns the exit code (0 real, 1 fake found, 2 error)."""
     def fail(msg):
-        print(f"detector predict: error: {msg}", file=sys.stderr)
+        print("detector predict: error: " + " ".join(str(msg).split()), file=sys.stderr)  # one line
         return EXIT_ERROR
 
     try:
@@ -578,8 +578,6 @@ def run_predict(args: argparse.Namespace) -> int:
     items = collect_inputs(args.inputs)
     if not any(kind for _, kind in items):
         return fail("no image or video found in " + ", ".join(map(str, args.inputs)))
-    writer = _MaskWriter(args.masks_out) if args.masks_out is not None else None
-
     from tqdm import tqdm
 
     records = []
@@ -589,18 +587,23 @@ def run_predict(args: argparse.Namespace) -> int:
         records.extend(_image_records(predictor, chunk, writer))
         chunk.clear()
 
-    for path, kind in tqdm(items, desc="predict", unit="file", file=sys.stderr, disable=None, leave=False):
-        if kind is None:
-            flush()
-            records.append(_record(path, "image", "unreadable", f"{path}: no such file or directory"))
-        elif kind == "video":
-            flush()
-            records.append(_video_record(predictor, path, args.frames, writer))
-        else:
-            chunk.append((path, kind))
-            if len(chunk) >= 16:
+    # an unreadable input is a record; anything else that fails is an error (exit 2, not 1 = "fake")
+    try:
+        writer = _MaskWriter(args.masks_out) if args.masks_out is not None else None
+        for path, kind in tqdm(items, desc="predict", unit="file", file=sys.stderr, disable=None, leave=False):
+            if kind is None:
                 flush()
-    flush()
+                records.append(_record(path, "image", "unreadable", f"{path}: no such file or directory"))
+            elif kind == "video":
+                flush()
+                records.append(_video_record(predictor, path, args.frames, writer))
+            else:
+                chunk.append((path, kind))
+                if len(chunk) >= 16:
+                    flush()
+        flush()
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. --masks-out not writable, the model fails on the crops
+        return fail(exc)
 
     if args.json:
         json.dump(records, sys.stdout, indent=2)

@@ -269,3 +269,59 @@ def test_detector_cli_runs_predict(capsys, ckpt, face_png):
 
     assert detector_main(["predict", "--ckpt", str(ckpt), "--size", str(SIZE), "--threshold", "1.0", str(face_png)]) == 0
     assert "astronaut.png" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ broken checkpoints: exit 2
+
+def _variant(ckpt, path, **fields):
+    """A copy of checkpoint ``ckpt`` with ``fields`` replaced, saved at ``path``."""
+    payload = torch.load(ckpt, weights_only=True)
+    payload.update(fields)
+    torch.save(payload, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def broken_ckpts(tmp_path_factory, ckpt, mask_ckpt):
+    folder = tmp_path_factory.mktemp("broken")
+    good = torch.load(ckpt, weights_only=True)
+    other = torch.load(mask_ckpt, weights_only=True)["state_dict"]
+    reshaped = {k: (v[:, :256] if k == "net.fc.weight" else v) for k, v in good["state_dict"].items()}
+    cases = {
+        "version_str": ({"version": "2"}, "'version' must be an integer"),
+        "version_none": ({"version": None}, "'version' must be an integer"),
+        "unknown_kwarg": ({"model_kwargs": {**good["model_kwargs"], "nonsense": 1}}, "cannot build model 'timm_classifier'"),
+        "unknown_backbone": ({"model_kwargs": {"backbone": "no_such_net"}}, "cannot build model 'timm_classifier'"),
+        "kwargs_list": ({"model_kwargs": [1, 2]}, "'model_kwargs' must be a dict"),
+        "other_model": ({"state_dict": other}, "weights do not fit model 'timm_classifier'"),
+        "reshaped": ({"state_dict": reshaped}, "1 of another shape, e.g. 'net.fc.weight'"),
+        "extra_list": ({"extra": [1]}, "'extra' must be a dict"),
+    }
+    return {name: (_variant(ckpt, folder / f"{name}.pt", **fields), msg) for name, (fields, msg) in cases.items()}
+
+
+@pytest.mark.parametrize("name", ["version_str", "version_none", "unknown_kwarg", "unknown_backbone", "kwargs_list",
+                                  "other_model", "reshaped", "extra_list"])
+def test_broken_checkpoint_is_exit_2_with_one_line(capsys, tmp_path, broken_ckpts, face_png, name):
+    from detector.cli import main as detector_main
+
+    path, msg = broken_ckpts[name]
+    with pytest.raises(ValueError, match=rf"^{path}: .*{msg}"):
+        load_checkpoint(path)
+    code, out, err = run(capsys, "--ckpt", path, "--size", SIZE, face_png)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.count("\n") == 1 and str(path) in err and msg in err, err
+    data = tmp_path / "data"
+    for sub in ("real", "fake"):
+        (data / sub).mkdir(parents=True)
+        (data / sub / "a.png").write_bytes(face_png.read_bytes())
+    assert detector_main(["eval", "--ckpt", str(path), "--data", str(data), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and msg in err, err
+
+
+def test_an_error_after_loading_is_exit_2(capsys, tmp_path, ckpt, face_png):
+    blocked = tmp_path / "masks"
+    blocked.write_text("a file, not a folder")
+    code, out, err = run(capsys, "--ckpt", ckpt, "--size", SIZE, "--masks-out", blocked, face_png)
+    assert code == 2 and err.count("\n") == 1 and str(blocked) in err
