@@ -12,6 +12,7 @@ from the file is executed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -138,6 +139,17 @@ def _check_fields(path: Path, ckpt: dict) -> None:
         raise ValueError(f"{path}: 'state_dict' must map parameter names to tensors")
     if not isinstance(ckpt["extra"], dict):
         raise ValueError(f"{path}: 'extra' must be a dict, got {type(ckpt['extra']).__name__}")
+    norm = ckpt["input_norm"]
+    if norm is not None and not (isinstance(norm, dict) and all(_is_norm(norm.get(k), k) for k in ("mean", "std"))):
+        raise ValueError(f"{path}: 'input_norm' must be {{'mean': [1 or 3 finite numbers], 'std': [1 or 3 finite "
+                         f"numbers > 0]}} (a std of 0 makes every score NaN), got {norm!r:.80}")
+
+
+def _is_norm(values, key: str) -> bool:
+    """Whether ``values`` is a valid ``input_norm[key]``: 1 or 3 finite numbers, std ones > 0."""
+    return (isinstance(values, list) and len(values) in (1, 3)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (key != "std" or v > 0) for v in values))
 
 
 def _load_weights(path: Path, model: nn.Module, state: dict) -> None:

@@ -248,6 +248,15 @@ def sample_video_frames(path, frames: int = 16) -> list[tuple[int, np.ndarray]]:
 
 # ----------------------------------------------------------------------------- predictor
 
+class NonFiniteScore(ValueError):
+    """The model scored a face NaN or infinite (broken weights or ``input_norm``), which is no
+    verdict at all; ``images`` are the positions of the images (or frames) concerned."""
+
+    def __init__(self, message: str, images: list[int]):
+        super().__init__(message)
+        self.images = images
+
+
 def _device(device) -> torch.device:
     """torch device from a name; "auto" picks CUDA when available."""
     if device == "auto":
@@ -349,9 +358,16 @@ class Predictor:
     # -- images --------------------------------------------------------------------------
 
     def predict_images(self, images: list[np.ndarray]) -> list[dict]:
-        """:meth:`predict_image` for several images, with all their faces in shared batches."""
+        """:meth:`predict_image` for several images, with all their faces in shared batches.
+        A face scored NaN or infinite raises :class:`NonFiniteScore`."""
         faces = [self.faces(image) for image in images]
         probs, masks = self.score_crops([f.crop for fs in faces for f in fs])
+        bad = ~np.isfinite(probs)
+        if bad.any():
+            owner = np.repeat(np.arange(len(faces)), [len(fs) for fs in faces])
+            raise NonFiniteScore(f"the model's fake probability is not finite ({probs[bad][0]}) for {int(bad.sum())} "
+                                 f"of {len(probs)} face(s): its weights or input_norm are broken",
+                                 sorted(set(owner[bad].tolist())))
         results, k = [], 0
         for fs in faces:
             n = len(fs)
@@ -386,7 +402,8 @@ class Predictor:
         "fake_share" (share of used frames with prob > threshold), "mean_prob", "prob"
         (= mean_prob), "verdict" (fake when fake_share > video_threshold), "frames":
         [{"index", "faces", "prob", "verdict"}]}`` and, with a mask model, ``"masks"``
-        (per frame, a list of face masks). Raises ``ValueError`` naming an unreadable file.
+        (per frame, a list of face masks). Raises ``ValueError`` naming an unreadable file, and
+        :class:`NonFiniteScore` when the model scores a face NaN or infinite.
         """
         sampled = sample_video_frames(path, frames)
         per_frame = self.predict_images([f for _, f in sampled])
@@ -500,7 +517,11 @@ def _image_records(predictor, items, writer) -> list[dict]:
             readable.append(k)
         except ValueError as exc:  # ImageReadError names the file
             records[k] = _record(path, "image", "unreadable", str(exc))
-    for k, res in zip(readable, predictor.predict_images(images) if images else []):
+    try:
+        results = predictor.predict_images(images) if images else []
+    except NonFiniteScore as exc:
+        raise ValueError(f"{items[readable[exc.images[0]]][0]}: {exc}") from None
+    for k, res in zip(readable, results):
         path = items[k][0]
         masks = res.pop("masks", None)
         if masks is not None and writer is not None:
@@ -513,6 +534,8 @@ def _image_records(predictor, items, writer) -> list[dict]:
 def _video_record(predictor, path, frames, writer) -> dict:
     try:
         res = predictor.predict_video(path, frames)
+    except NonFiniteScore as exc:  # the model's fault, not the video's
+        raise ValueError(f"{path}: {exc}") from None
     except ValueError as exc:
         return _record(path, "video", "unreadable", str(exc))
     masks = res.pop("masks", None)
@@ -606,8 +629,7 @@ def run_predict(args: argparse.Namespace) -> int:
         return fail(exc)
 
     if args.json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(json.dumps(records, indent=2, allow_nan=False) + "\n")  # valid JSON: no bare NaN
     else:
         print(format_table(records))
     code = exit_code(records)

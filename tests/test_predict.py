@@ -325,3 +325,30 @@ def test_an_error_after_loading_is_exit_2(capsys, tmp_path, ckpt, face_png):
     blocked.write_text("a file, not a folder")
     code, out, err = run(capsys, "--ckpt", ckpt, "--size", SIZE, "--masks-out", blocked, face_png)
     assert code == 2 and err.count("\n") == 1 and str(blocked) in err
+
+
+# ------------------------------------------------------------------ non-finite scores are errors
+
+def test_zero_std_input_norm_is_refused(capsys, tmp_path, ckpt, face_png):
+    path = _variant(ckpt, tmp_path / "std0.pt", input_norm={"mean": [0.5] * 3, "std": [0.0] * 3})
+    with pytest.raises(ValueError, match=rf"^{path}: 'input_norm' must be"):
+        load_checkpoint(path)
+    code, out, err = run(capsys, "--ckpt", path, "--size", SIZE, "--json", face_png)
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(path) in err and "input_norm" in err
+
+
+def test_nan_score_is_an_error_naming_the_input(capsys, tmp_path, ckpt, model, face, face_png, video):
+    import copy
+
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    path = _variant(ckpt, tmp_path / "nan.pt", state_dict={**state, "net.fc.bias": torch.full_like(state["net.fc.bias"],
+                                                                                                   float("nan"))})
+    for argv, name in (([face_png], face_png), ([video, "--frames", 2], video)):
+        code, out, err = run(capsys, "--ckpt", path, "--size", SIZE, "--json", *argv)
+        assert code == 2 and out == "", out  # no verdict, no JSON with a bare NaN
+        assert err.count("\n") == 1 and f"{name}: the model's fake probability is not finite (nan)" in err, err
+    broken = copy.deepcopy(model)
+    broken.input_norm = {"mean": [0.5] * 3, "std": [0.0] * 3}
+    with pytest.raises(P.NonFiniteScore, match="not finite"):
+        P.Predictor(broken, size=SIZE).predict_image(face)
+
