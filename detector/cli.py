@@ -63,7 +63,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (only --out is needed)")
     p.add_argument("--model", help="model name (default freq_attention)")
     p.add_argument("--backbone", help="backbone (plainnet, plainnet_wide or a timm name), added to the model kwargs")
-    p.add_argument("--model-kwargs", type=_json_dict, metavar="JSON", help='extra model kwargs, e.g. \'{"alpha": 0.33}\'')
+    p.add_argument("--model-kwargs", type=_json_dict, metavar="JSON", help='extra model kwargs, e.g. \'{"alpha": 0.33}\'; '
+                   'freq_attention trains with {"head_pooled": false} unless given here')
     p.add_argument("--loss-kwargs", type=_json_dict, metavar="JSON", help="DetectorLoss kwargs, e.g. '{\"lambda_sim\": 1}'")
     p.add_argument("--augment-until", metavar="COND", help='stop condition on the eval metrics (default "auc>0.8")')
     p.add_argument("--max-rounds", type=int, help="rounds before giving up (default 3)")
