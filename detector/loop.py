@@ -37,7 +37,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from detector.data import (FaceDataset, Sample, group_identities, identity_split, read_dataset, read_datasets,
+from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset, read_datasets,
                            split_by_identities)
 from detector.metrics import METRIC_NAMES
 
@@ -379,6 +379,11 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             raise ValueError(f"{d}: dataset path does not exist")
     if cfg.max_rounds > 1:
         _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
+    if cfg.pairing == "paired" and not state["rounds"] and not len(pair_indices(read_datasets(state["pool"]))):
+        # before state.json exists, so the same --out can be used again with --pairing independent
+        raise ValueError(f"{', '.join(state['pool'])}: paired batches need synth fakes next to their own reals "
+                         "(a `synth generate` output); this data has no (real, fake) pair: use "
+                         "`--pairing independent`")
     save_state()
 
     from detector.checkpoint import load_checkpoint, save_checkpoint

@@ -150,6 +150,17 @@ def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
         run_loop([data], ev, run, index="/faces/index", **FAST)
 
 
+def test_loop_refuses_unpaired_data_before_writing_state(toy, tmp_path):
+    _, ev = toy  # a manifest.csv set: reals and fakes, but no fake next to its own real
+    run = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"no \(real, fake\) pair.*--pairing independent"):
+        run_loop([ev], ev, run, max_rounds=1, progress=False, log=lambda m: None, **FAST)
+    assert not (run / "state.json").exists()  # the same --out stays usable
+    summary = run_loop([ev], ev, run, max_rounds=1, pairing="independent", progress=False, log=lambda m: None,
+                       **FAST)
+    assert len(summary["rounds"]) == 1
+
+
 def test_loop_full_mode_at_another_size_resizes_every_face(toy, tmp_path):
     # mode full trains at native resolution only if --size matches the pool's synth size; otherwise
     # training, validation and evaluation all see faces at --size, and the checkpoint records it
