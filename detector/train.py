@@ -68,7 +68,7 @@ def channels_last(x):
     """``x`` (a module or a 4-D batch) in the channels-last memory layout.
 
     Convolutions run about 1.6x faster this way on CPU (oneDNN's native layout; BENCHMARKS.md,
-    "Training throughput") and on CUDA tensor cores; values and parameter names are unchanged.
+    session 9, "Training throughput") and on CUDA tensor cores; values and parameter names are unchanged.
     """
     return x.to(memory_format=torch.channels_last)
 
