@@ -37,8 +37,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset, read_datasets,
-                           split_by_identities)
+from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset,
+                           read_datasets, split_by_identities)
 from detector.metrics import METRIC_NAMES
 
 STATE = "state.json"
