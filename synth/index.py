@@ -9,7 +9,9 @@ Layout of an index directory ``OUT``::
 Every chunk of files is written as one part, atomically (temporary file, fsync, rename),
 as soon as it is done, so a killed run loses at most the chunks in flight and a rerun only
 processes files that no part holds yet, or whose size / modification time changed (the
-newer record wins when loading).
+newer record wins when loading). A file that cannot even be stat'ed (a dangling or
+self-looping symbolic link) is recorded as unreadable once and skipped on every rerun while
+it stays that way.
 
 Which files: every regular file under the source directory (recursively, sorted; hidden
 files and directories and the index directory itself are skipped). Files whose extension
@@ -70,8 +72,9 @@ def _process_one(root: Path, rel: str) -> tuple[dict, np.ndarray]:
     lm = np.full((N_LANDMARKS, 2), np.nan, np.float32)
     try:
         st = path.stat()
-    except OSError as err:  # vanished or unreadable since the scan
-        rec["reason"] = f"cannot stat file ({err.strerror or err})"
+    except OSError as err:  # vanished or unreadable since the scan, a dangling or looping symlink
+        link = "broken symbolic link: " if path.is_symlink() else ""
+        rec["reason"] = f"{link}cannot stat file ({err.strerror or err})"
         return rec, lm
     rec.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
     try:
@@ -97,6 +100,19 @@ def _process_chunk(root: str, part_id: int, relpaths: list[str]) -> tuple[int, l
         recs.append(rec)
         lms.append(lm)
     return part_id, recs, np.stack(lms) if lms else np.empty((0, N_LANDMARKS, 2), np.float32)
+
+
+def _is_current(root: Path, rel: str, record: dict | None) -> bool:
+    """Whether ``record`` (None: not indexed yet) still describes the file ``rel``: same size and
+    modification time, or, for a file that could not be stat'ed when indexed (a dangling or
+    self-looping symbolic link, say), one that still cannot be: it stays unreadable, once."""
+    if record is None:
+        return False
+    try:
+        st = (root / rel).stat()
+    except OSError:
+        return record["size"] is None and record["mtime_ns"] is None
+    return record["size"] == st.st_size and record["mtime_ns"] == st.st_mtime_ns
 
 
 def _write_part(out: Path, part_id: int, records: list[dict], landmarks: np.ndarray) -> Path:
@@ -172,14 +188,7 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
     images, others = scan_files(root, skip=out)
     done, _ = _read_parts(out)
     done_by = {r["relpath"]: r for r in done}
-    todo = []
-    for rel in images:
-        r = done_by.get(rel)
-        if r is not None:
-            st = (root / rel).stat()
-            if r["size"] == st.st_size and r["mtime_ns"] == st.st_mtime_ns:
-                continue
-        todo.append(rel)
+    todo = [rel for rel in images if not _is_current(root, rel, done_by.get(rel))]
     existing = [int(p.stem.split("-")[1]) for p in out.glob(_PART_GLOB)]
     next_id = max(existing, default=-1) + 1
     workers = int(workers)

@@ -171,3 +171,24 @@ def test_index_inside_source_is_skipped(src, counter):
     build_index(src, out, workers=1, progress=False)
     s = build_index(src, out, workers=1, progress=False)
     assert s["total"] == len(EXPECTED) and s["non_image"] == 2  # meta.json / parts not scanned
+
+
+def test_bad_symlinks_are_unreadable_once_and_skipped_on_every_rerun(src, tmp_path, counter):
+    # #18 item 3: a dangling or self-looping *.jpg symlink broke every rerun (No such file / Errno 40)
+    (src / "dangling.jpg").symlink_to(src / "nowhere.jpg")
+    (src / "loop.jpg").symlink_to(src / "loop.jpg")
+    out = tmp_path / "idx"
+    first = build_index(src, out, workers=1, progress=False)
+    assert first["unreadable"] == 3 + 2
+    reasons = {r["relpath"]: r["reason"] for r in load_index(out).records}
+    assert "broken symbolic link" in reasons["dangling.jpg"] and "No such file" in reasons["dangling.jpg"]
+    assert "broken symbolic link" in reasons["loop.jpg"]
+    calls = counter.calls
+    for _ in range(2):
+        again = build_index(src, out, workers=1, progress=False)
+        assert again["processed"] == 0 and again["unreadable"] == first["unreadable"]
+    assert counter.calls == calls
+    (src / "dangling.jpg").unlink()  # the link is repaired: the file is indexed again
+    (src / "dangling.jpg").symlink_to(src / "a.jpg")
+    fixed = build_index(src, out, workers=1, progress=False)
+    assert fixed["processed"] == 1 and fixed["ok"] == first["ok"] + 1
