@@ -433,6 +433,18 @@ def _check_run_json(out: Path, definition: dict) -> None:
                              f"{definition.get(key)!r} (see {path}); use another --out or the same arguments")
 
 
+def _check_not_inside_src(out: Path, src) -> None:
+    """Refuse an OUT inside (or equal to) the source folder ``src``: a rerun would index the
+    run's own PNGs as faces (and then refuse the changed index)."""
+    if src is None:
+        return
+    src_dir, out_dir = Path(os.path.realpath(src)), Path(os.path.realpath(out))
+    if out_dir.is_relative_to(src_dir):
+        where = "is" if out_dir == src_dir else "lies inside"
+        raise ValueError(f"--out {out} {where} --src {src}: the run's own images would be indexed as faces; "
+                         f"use an --out outside the source folder")
+
+
 def _check_out(out: Path, force: bool) -> None:
     """Refuse an OUT that is not a directory, or holds files but is not a run (no run.json),
     unless ``force``: generating there would overwrite files of the same names."""
@@ -552,7 +564,7 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
     ``out/report.json`` and returns the report dict. Raises ``ValueError`` when ``out`` holds a
     different run (naming the differing key), holds files but is not a run (no ``run.json``;
     ``force=True`` generates into it all the same, overwriting files of the same names) or an
-    argument is invalid, and :class:`Interrupted` after SIGINT (the manifest stays consistent;
+    argument is invalid (also: ``out`` inside ``src``), and :class:`Interrupted` after SIGINT (the manifest stays consistent;
     rerun to continue). A refused call leaves no ``.lock`` or ``run.json`` behind.
     """
     if backend not in BACKENDS:
@@ -569,6 +581,7 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
     weights = _normalise_weights(weights)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     out = Path(out)
+    _check_not_inside_src(out, src)
     _check_out(out, force)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

@@ -164,6 +164,23 @@ def test_argument_errors(tmp_path, base):
     assert set(BACKENDS) == {"serial", "joblib", "dask"}
 
 
+@pytest.mark.parametrize("inside", ["run", ".", "a/b"])
+def test_out_inside_src_is_refused_up_front(tmp_path, capsys, inside):
+    # #18 item 4: a rerun indexed the run's own PNGs as faces, then refused on a changed index hash
+    from synth.cli import main as synth_main
+
+    src = tmp_path / "faces"
+    src.mkdir()
+    (src / "me.txt").write_text("mine")
+    out = src / inside
+    with pytest.raises(ValueError, match=r"--out .* (lies inside|is) --src .*use an --out outside"):
+        generate(out, 2, src=src, size=SIZE, backend="serial", progress=False)
+    argv = ["generate", "--n", "2", "--size", str(SIZE), "--src", str(src), "--out", str(out), "--quiet"]
+    assert synth_main(argv) == 2
+    assert "outside the source folder" in capsys.readouterr().err
+    assert [p.name for p in src.iterdir()] == ["me.txt"]  # nothing written
+
+
 def test_swap_only_recipe_needs_two_faces(base, tmp_path):
     spec = tmp_path / "swap-only.yaml"
     spec.write_text(f"extends: {REPO / 'recipes' / 'mixed.yaml'}\nname: swap-only\npairing: {{self: 0, swap: 1}}\n")
