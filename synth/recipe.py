@@ -57,6 +57,8 @@ PIPELINE_STAGES = {
 }
 #: Upper bound of ``max_attempts`` (each attempt is one full render).
 MAX_ATTEMPTS_LIMIT = 64
+#: Upper bound of a recipe file's YAML nodes with aliases expanded (``mixed.yaml``: ~650).
+MAX_RECIPE_NODES = 100_000
 PAIRINGS = ("self", "swap")
 WARPS = ("similarity", "affine")
 
@@ -96,9 +98,11 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     if path.resolve() in chain:
         raise RecipeError(f"{path}: extends: circular chain {' -> '.join(str(c) for c in chain + (path,))}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _load_yaml(path.read_text(), path)
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+        raise RecipeError(f"{path}: not valid YAML: {_cut(str(e))}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     parent = data.pop("extends", None)
@@ -115,6 +119,64 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
         raise RecipeError(f"{path}: extends: {e}") from None
     base = _read_yaml(parent_file, chain + (path.resolve(),))
     return _deep_merge(base, data)
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters: a hostile recipe must not make a huge error message."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _yaml_children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_nodes(root: yaml.Node, limit: int) -> int:
+    """Number of nodes of ``root`` with every alias expanded (an alias shares its anchor's node
+    object), counted without expanding anything; stops as soon as it exceeds ``limit``.
+    Raises ``ValueError`` on a node that contains itself through an alias."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # entered, not finished: the current path from the root
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _yaml_children(node))
+            if sizes[key] > limit:
+                return sizes[key]
+        elif key not in sizes:
+            if key in open_nodes:
+                raise ValueError("an alias refers to a node that contains it (a recursive structure)")
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _yaml_children(node))
+    return sizes[id(root)]
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """``yaml.safe_load`` of a recipe, refusing structures whose aliases (``*name``) expand to more
+    than :data:`MAX_RECIPE_NODES` nodes ("billion laughs": a few lines that expand to
+    gigabytes) or into themselves, before anything is expanded."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            n = _expanded_nodes(node, MAX_RECIPE_NODES)
+        except ValueError as e:
+            raise RecipeError(f"{path}: YAML anchors/aliases: {e}") from None
+        if n > MAX_RECIPE_NODES:
+            raise RecipeError(f"{path}: YAML aliases expand to more than {MAX_RECIPE_NODES} nodes (an alias "
+                              f"bomb?); write the recipe without nested anchors/aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 # Choice sets are replaced whole, not merged: a child recipe lists what it allows.
@@ -145,7 +207,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 # -------------------------------------------------------------------------- validation
 
 def _fail(where: str, key: str, problem: str) -> None:
-    raise RecipeError(f"{where}: {key}: {problem}")
+    raise RecipeError(f"{where}: {_cut(key, 120)}: {_cut(problem)}")
 
 
 def _check_keys(obj: Any, allowed: tuple[str, ...], where: str, key: str) -> None:

@@ -100,6 +100,53 @@ def test_yaml_errors_and_unsafe_tags(tmp_path):
         load_recipe("definitely-not-a-recipe")
 
 
+def _alias_bomb(levels: int = 9) -> str:
+    """A "billion laughs": each level lists the previous one 10 times (10**levels leaves)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 10)}]" for k in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("where", ["top", "pairing"])
+def test_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path, where):
+    # #18 item 8: nested aliases in an allowed key ran into a MemoryError after 40 s at 3 GB
+    import time
+
+    bomb = _alias_bomb()
+    if where == "top":
+        text = bomb + "\n"
+    else:  # inside an allowed key, under a mapping that is otherwise valid
+        text = "pairing:\n  self: 1\n  swap:\n" + "".join(f"    {line}\n" for line in bomb.splitlines())
+    path = _write(tmp_path, text)
+    t0 = time.perf_counter()
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    assert time.perf_counter() - t0 < 5
+    msg = str(e.value)
+    assert str(path) in msg and "aliases expand to more than" in msg and len(msg) < 400
+
+
+def test_small_aliases_and_recursive_aliases(tmp_path):
+    base = (Path(__file__).resolve().parents[1] / "recipes" / "mixed.yaml").read_text()
+    spec = yaml.safe_load(base)
+    spec.pop("name", None)
+    spec["blend"] = "BLEND"
+    text = yaml.safe_dump(spec).replace("BLEND", "{ops: *ops}")
+    ok = _write(tmp_path, "blend_ops: &ops {alpha: {weight: 1}, poisson: {weight: 2}}\n" + text, "anchors.yaml")
+    with pytest.raises(RecipeError, match="blend_ops: unknown key"):  # aliases load; the extra key is refused
+        load_recipe(ok)
+    ok.write_text(text.replace("*ops", "{alpha: {weight: 1}, poisson: {weight: 2}}") + "description: &d ok\nname: *d\n")
+    assert load_recipe(ok).name == "ok"
+    loop = _write(tmp_path, "pairing: &p {self: 1, swap: [*p]}\n", "loop.yaml")
+    with pytest.raises(RecipeError, match=r"loop.yaml: YAML anchors/aliases: .*recursive"):
+        load_recipe(loop)
+    huge = _write(tmp_path, "description: " + repr("x" * 100_000) + "\npairing: {self: [" + "1, " * 5000 + "1]}\n",
+                  "huge.yaml")
+    with pytest.raises(RecipeError) as e:
+        load_recipe(huge)
+    assert "pairing.self" in str(e.value) and len(str(e.value)) < 600
+
+
 def test_circular_extends(tmp_path):
     _write(tmp_path, "extends: b.yaml\n", "a.yaml")
     _write(tmp_path, "extends: a.yaml\n", "b.yaml")
