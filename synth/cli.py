@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 
 def _cmd_index(args) -> int:
@@ -15,9 +13,9 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from synth.generate import generate
+    from synth.generate import generate, read_weights
 
-    weights = json.loads(Path(args.weights).read_text()) if args.weights else None
+    weights = read_weights(args.weights, args.recipe) if args.weights else None
     generate(out=args.out, n=args.n, recipe=args.recipe, src=args.src, index=args.index, size=args.size,
              seed=args.seed, workers=args.workers, weights=weights, backend=args.backend,
              scheduler=args.scheduler, progress=not args.quiet, face_store=args.face_store, force=args.force)
@@ -51,6 +49,25 @@ def _cmd_recipes(args) -> int:
     return 0
 
 
+def _size(text: str) -> int:
+    from synth.generate import MAX_SIZE, MIN_SIZE
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not MIN_SIZE <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"expected an integer in [{MIN_SIZE}, {MAX_SIZE}] (output side in pixels), "
+                                         f"got {text!r}")
+    return value
+
+
+def _sample(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a sample id (e.g. 000123) or index (e.g. 123), got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synth", description="Synthetic face-forgery generator.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -71,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="generate into a non-empty --out that is not a run (no run.json), overwriting "
                         "files of the same names (manifest.jsonl, report.json, real/ fake/ mask/ ...)")
-    s.add_argument("--size", type=int, default=256, help="output side in pixels")
+    s.add_argument("--size", type=_size, default=256, help="output side in pixels, 32..4096")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--weights", help="JSON file of choice-key multipliers (e.g. {\"blend=poisson\": 2})")
@@ -84,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("replay", help="re-render samples of OUT from their manifest lines")
     s.add_argument("out", help="generation output directory")
-    s.add_argument("id", nargs="+", help="sample ids (e.g. 000123) or indices")
+    s.add_argument("id", nargs="+", type=_sample, help="sample ids (e.g. 000123) or indices")
     s.add_argument("--dest", help="where to write the replayed images (default OUT/replay)")
     s.add_argument("--index", help="index to read faces from (default: the run's own)")
     s.set_defaults(func=_cmd_replay)

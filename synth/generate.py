@@ -48,11 +48,16 @@ from synth.facestore import FaceStore
 from synth.index import build_index, load_index
 from synth.io import ImageReadError
 from synth.pool import FacePool
-from synth.recipe import Recipe, load_recipe
+from synth.recipe import CHOICE_KINDS, Recipe, load_recipe, weight_keys
 from synth.render import DegenerateSample, FaceCache
 from synth.visibility import plan_and_render
 
-__all__ = ["generate", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE", "FACE_STORE_MIN_USES"]
+__all__ = ["generate", "read_weights", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE",
+           "FACE_STORE_MIN_USES", "MIN_SIZE", "MAX_SIZE"]
+
+#: Range of the output side in pixels (a face crop is resized to it; beyond MAX_SIZE every
+#: sample would cost seconds and hundreds of MB).
+MIN_SIZE, MAX_SIZE = 32, 4096
 
 #: Exceptions that mean "this sample's input is bad": recorded as skipped, the run goes on.
 #: ``ImageReadError`` (a source unreadable at generation time) and the ``DegenerateSample``
@@ -526,10 +531,44 @@ def _normalise_weights(weights) -> dict | None:
         raise ValueError(f"weights: expected a mapping of choice key -> multiplier, got {type(weights).__name__}")
     out = {}
     for key, value in sorted(weights.items()):
+        kind = key.partition("=")[0] if isinstance(key, str) and "=" in key else None
+        if kind not in CHOICE_KINDS:
+            raise ValueError(f"weights: unknown key {key!r}; expected KIND=VALUE with KIND one of {', '.join(CHOICE_KINDS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"weights[{key!r}]: expected a finite number >= 0, got {value!r}")
         out[str(key)] = float(value)
     return out
+
+
+def read_weights(path, recipe: str | Recipe) -> dict:
+    """The choice-key multipliers in the JSON file ``path`` (``{"blend=poisson": 2, ...}``), checked
+    against ``recipe``: every key must be a choice the recipe can make (:func:`synth.recipe.weight_keys`)
+    and every value a finite number >= 0. ``ValueError`` naming the file otherwise."""
+    path = Path(path)
+    try:
+        weights = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--weights {path}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"--weights {path}: cannot read ({e.strerror or e})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--weights {path}: not valid JSON ({e})") from None
+    if not isinstance(weights, dict):
+        raise ValueError(f"--weights {path}: expected a JSON object of choice key -> multiplier, "
+                         f"got {type(weights).__name__}")
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    known = weight_keys(rec)
+    for key in sorted(weights):
+        if key not in known:
+            kind = key.partition("=")[0]
+            same = sorted(k for k in known if k.partition("=")[0] == kind)
+            hint = (f"its {kind} choices: {', '.join(same)}" if same else
+                    f"keys are KIND=VALUE with KIND one of {', '.join(CHOICE_KINDS)}")
+            raise ValueError(f"--weights {path}: {key[:60]!r} is not a choice of recipe {rec.name!r}; {hint}")
+    try:
+        return _normalise_weights(weights)
+    except ValueError as e:
+        raise ValueError(f"--weights {path}: {e}") from None
 
 
 def _face_store(out: Path, index_hash: str) -> FaceStore:
@@ -571,8 +610,8 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
         raise ValueError(f"backend: unknown {backend!r}; known: {', '.join(BACKENDS)}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n: expected an integer >= 0, got {n!r}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
-        raise ValueError(f"size: expected an integer >= 32, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise ValueError(f"size: expected an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
     if face_store not in ("auto", "on", "off"):

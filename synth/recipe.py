@@ -560,6 +560,24 @@ def choice_keys(plan: Mapping[str, Any]) -> list[str]:
     return keys
 
 
+#: Kinds of the choice keys ``"kind=value"`` (:func:`choice_keys`, :func:`weight_keys`).
+CHOICE_KINDS = ("pairing", "region", "blend", "occlusion", "color", "perturb", "degrade", "target_degrade", "post")
+
+
+def weight_keys(recipe: Recipe) -> frozenset[str]:
+    """Every choice key ``"kind=value"`` a plan of ``recipe`` can hold (what ``weights`` may name)."""
+    spec = recipe.spec
+    keys = {f"pairing={k}" for k in spec["pairing"]} | {f"region={k}" for k in spec["mask"]["regions"]}
+    keys |= {f"blend={k}" for k in spec["blend"]["ops"]}
+    keys |= {"occlusion=none", f"occlusion={spec['mask']['occlusion']['estimator']}"}
+    if spec["color"]:
+        keys |= {f"color={k}" for k in spec["color"]["ops"]}
+    for kind, section in (("perturb", "perturb"), ("degrade", "degrade"), ("target_degrade", "target_degrade"),
+                          ("post", "post")):
+        keys |= {f"{kind}={op}" for stage in spec[section]["stages"].values() for op in stage["ops"]}
+    return frozenset(keys)
+
+
 @lru_cache(maxsize=None)
 def list_recipes() -> tuple[str, ...]:
     """Names of the recipes shipped in ``recipes/``."""

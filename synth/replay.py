@@ -51,6 +51,15 @@ def _read_stored(path: Path, where: str) -> np.ndarray:
     return img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
 
 
+def _sample_index(value) -> int:
+    """Sample index of an id (``"000123"``) or index (``123``); ``ValueError`` naming the value."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f"id {str(value)[:40]!r}: expected a sample id (e.g. 000123) or index (e.g. 123)")
+
+
 def replay(out: str | Path, ids, dest: str | Path | None = None, index: str | Path | None = None) -> dict:
     """Re-render samples ``ids`` (ids like ``"000123"`` or ints) of run ``out`` into ``dest``.
 
@@ -65,7 +74,7 @@ def replay(out: str | Path, ids, dest: str | Path | None = None, index: str | Pa
     index_path = Path(index) if index else Path(run["index"])
     if not index_path.is_absolute() and not index_path.exists():
         index_path = out / index_path
-    wanted = {int(str(i).lstrip("0") or 0) for i in ids}
+    wanted = {_sample_index(i) for i in ids}
     manifest = out / "manifest.jsonl"
     lines = _manifest_lines(manifest, wanted)
     missing = sorted(wanted - set(lines))

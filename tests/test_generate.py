@@ -181,6 +181,48 @@ def test_out_inside_src_is_refused_up_front(tmp_path, capsys, inside):
     assert [p.name for p in src.iterdir()] == ["me.txt"]  # nothing written
 
 
+def test_arguments_are_checked_before_any_work(base, tmp_path, capsys):
+    # #18 item 9: --size 100000 was accepted and every sample "skipped"; replay abc, --weights errors
+    from synth.cli import main as synth_main
+    from synth.replay import replay
+
+    gen = ["generate", "--n", "2", "--index", str(base / "index"), "--out", str(tmp_path / "o"), "--quiet",
+           "--backend", "serial"]
+    for bad in ("100000", "31", "abc"):
+        with pytest.raises(SystemExit) as e:
+            synth_main(gen + ["--size", bad])
+        assert e.value.code == 2
+        assert f"argument --size: expected an integer in [32, 4096] (output side in pixels), got '{bad}'" in \
+            capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"size: expected an integer in \[32, 4096\], got 100000"):
+        generate(tmp_path / "o", 2, index=base / "index", size=100_000, backend="serial", progress=False)
+    with pytest.raises(SystemExit) as e:
+        synth_main(["replay", str(base), "000001", "abc"])
+    assert e.value.code == 2 and "argument id: expected a sample id (e.g. 000123) or index" in capsys.readouterr().err
+    for bad in ("abc", "-1", -1, True, "1.5"):
+        with pytest.raises(ValueError, match=r"id .*: expected a sample id"):
+            replay(base, [bad], dest=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+    weights = tmp_path / "w.json"
+    cases = [(None, "no such file"), ("{not json", "not valid JSON"), ("[1, 2]", "expected a JSON object"),
+             ('{"blend=poison": 2}', "'blend=poison' is not a choice of recipe 'mixed'; its blend choices: blend=alpha, "),
+             ('{"blnd=poisson": 2}', "'blnd=poisson' is not a choice of recipe 'mixed'; keys are KIND=VALUE with KIND"),
+             ('{"blend=poisson": -1}', "weights['blend=poisson']: expected a finite number >= 0")]
+    for text, message in cases:
+        if text is not None:
+            weights.write_text(text)
+        assert synth_main(gen + ["--size", str(SIZE), "--weights", str(weights)]) == 2
+        err = capsys.readouterr().err
+        assert f"synth generate: error: --weights {weights}: {message}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="weights: unknown key 'poisson'; expected KIND=VALUE"):
+        generate(tmp_path / "o", 2, index=base / "index", size=SIZE, weights={"poisson": 2}, progress=False)
+    weights.write_text('{"blend=poisson": 2, "occlusion=none": 1, "degrade=jpeg": 0.5}')
+    from synth.generate import read_weights
+    assert read_weights(weights, "mixed") == {"blend=poisson": 2.0, "degrade=jpeg": 0.5, "occlusion=none": 1.0}
+
+
 def test_swap_only_recipe_needs_two_faces(base, tmp_path):
     spec = tmp_path / "swap-only.yaml"
     spec.write_text(f"extends: {REPO / 'recipes' / 'mixed.yaml'}\nname: swap-only\npairing: {{self: 0, swap: 1}}\n")
