@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from detector.predict import add_predict_arguments, check_size, run_predict
+from detector.predict import add_predict_arguments, check_device, check_size, run_predict
 
 EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -116,6 +116,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device is not None:
+        check_device(args.device)
     state_path = Path(args.out) / STATE
     settings: dict = {}
     if args.resume and state_path.is_file():
@@ -166,11 +168,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = check_device(args.device)  # before the checkpoint: a bad device is not the checkpoint's fault
     samples = read_dataset(args.data)
-    model, meta = load_checkpoint(args.ckpt, map_location=args.device)
+    model, meta = load_checkpoint(args.ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
-    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, args.device, not args.no_progress)
+    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device, not args.no_progress)
     print(format_metrics(metrics))
     if metrics["n_skipped"]:
         print(f"skipped {metrics['n_skipped']} unreadable image(s)")

@@ -257,17 +257,22 @@ class NonFiniteScore(ValueError):
         self.images = images
 
 
-def _device(device) -> torch.device:
-    """torch device from a name; "auto" picks CUDA when available."""
+def check_device(device) -> torch.device:
+    """torch device from a name; "auto" picks CUDA when available. ``ValueError`` naming the
+    device when it is not one (or CUDA is asked for and absent)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: {exc}") from None
+        raise ValueError(f"--device {device!r}: not a torch device ({_first_line(exc)})") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available")
+        raise ValueError(f"--device {device!r}: requested but CUDA is not available")
     return dev
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class Predictor:
@@ -302,7 +307,7 @@ class Predictor:
         self.video_threshold = check_fraction(video_threshold, "video_threshold")
         self.min_face_confidence = check_fraction(min_face_confidence, "min_face_confidence")
         self.batch_size = check_batch_size(batch_size)
-        self.device = _device(device)
+        self.device = check_device(device)
         self.meta = {}
         if isinstance(model, (str, os.PathLike)):
             from detector.checkpoint import load_checkpoint

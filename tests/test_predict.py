@@ -352,3 +352,21 @@ def test_nan_score_is_an_error_naming_the_input(capsys, tmp_path, ckpt, model, f
     with pytest.raises(P.NonFiniteScore, match="not finite"):
         P.Predictor(broken, size=SIZE).predict_image(face)
 
+
+
+def test_a_bad_device_is_reported_as_the_device_not_the_checkpoint(capsys, tmp_path, ckpt, face_png):
+    # #18 item 9: `detector eval --device nonsense` said the checkpoint was not readable
+    from detector.cli import main as detector_main
+
+    data = tmp_path / "data"
+    for sub in ("real", "fake"):
+        (data / sub).mkdir(parents=True)
+        (data / sub / "a.png").write_bytes(face_png.read_bytes())
+    for argv in (["eval", "--ckpt", str(ckpt), "--data", str(data), "--no-progress", "--device", "nonsense"],
+                 ["predict", "--ckpt", str(ckpt), str(face_png), "--device", "nonsense"]):
+        assert detector_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--device 'nonsense': not a torch device" in err and str(ckpt) not in err, err
+    with pytest.raises(ValueError, match="--device 'nonsense'"):
+        P.check_device("nonsense")
+    assert P.check_device("cpu") == torch.device("cpu")
