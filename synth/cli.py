@@ -1,8 +1,18 @@
-"""`synth` command line: argument parsing only; the work is in the job modules."""
+"""`synth` command line: argument parsing only; the work is in the job modules.
+
+Exit codes: 0 done; 2 bad argument or input (one line naming the file, key or argument);
+3 no space left on the output's disk (or quota): what is done is kept, rerun the same command
+after freeing space; 130 interrupted (rerun the same command to continue).
+"""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+
+EXIT_OK, EXIT_USAGE, EXIT_NO_SPACE, EXIT_INTERRUPTED = 0, 2, 3, 130
+_EPILOG = ("exit codes: 0 done; 2 bad argument or input; 3 no space left on device (what is done is kept: "
+           "free space and rerun the same command); 130 interrupted (rerun the same command to continue)")
 
 
 def _cmd_index(args) -> int:
@@ -69,17 +79,17 @@ def _sample(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="synth", description="Synthetic face-forgery generator.")
+    p = argparse.ArgumentParser(prog="synth", description="Synthetic face-forgery generator.", epilog=_EPILOG)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("index", help="detect landmarks for every image under SRC (resumable)")
+    s = sub.add_parser("index", help="detect landmarks for every image under SRC (resumable)", epilog=_EPILOG)
     s.add_argument("src", help="directory of face images")
     s.add_argument("--out", required=True, help="index directory to write")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_index)
 
-    s = sub.add_parser("generate", help="generate fakes, masks and reals from a recipe (resumable)")
+    s = sub.add_parser("generate", help="generate fakes, masks and reals from a recipe (resumable)", epilog=_EPILOG)
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--recipe", default="mixed", help="recipe name (recipes/NAME.yaml) or path")
     s.add_argument("--src", help="directory of face images (indexed into OUT/index if --index is not given)")
@@ -124,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback
         print(f"synth {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # generate's message says how much was done; the jobs' writes are atomic, so a rerun continues
+        where = f": {e.filename}" if e.filename else ""
+        print(f"synth {args.command}: error: {e.strerror}{where}", file=sys.stderr)
+        return EXIT_NO_SPACE
     except KeyboardInterrupt as e:  # generate's Interrupted already says how much was done
         print(str(e) or f"synth {args.command}: interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ OUT and the index must be reachable from the workers under the same paths).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -52,7 +53,7 @@ from synth.recipe import CHOICE_KINDS, Recipe, load_recipe, weight_keys
 from synth.render import DegenerateSample, FaceCache
 from synth.visibility import plan_and_render
 
-__all__ = ["generate", "read_weights", "Interrupted", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE",
+__all__ = ["generate", "read_weights", "Interrupted", "NO_SPACE_ERRNOS", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE",
            "FACE_STORE_MIN_USES", "MIN_SIZE", "MAX_SIZE"]
 
 #: Range of the output side in pixels (a face crop is resized to it; beyond MAX_SIZE every
@@ -89,6 +90,14 @@ _FACE_CACHE_ITEMS = 128
 
 class Interrupted(KeyboardInterrupt):
     """Raised by :func:`generate` after SIGINT once the manifest is consistent."""
+
+
+#: ``errno`` values that mean the output file system is full (ENOSPC) or the user's quota is.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS
 
 
 # ------------------------------------------------------------------------- worker side
@@ -202,7 +211,12 @@ class _SerialBackend:
 
     def submit(self, fn, arg) -> Future:
         fut: Future = Future()
-        fut.set_result(fn(arg))  # a bug raises here, directly, with its traceback
+        try:
+            fut.set_result(fn(arg))  # a bug raises here, directly, with its traceback
+        except OSError as exc:
+            if not _is_no_space(exc):
+                raise
+            fut.set_exception(exc)  # as from a worker: the chunks before it are still recorded
         return fut
 
     def wait_any(self, futures, timeout):
@@ -361,6 +375,7 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
             finished = backend.wait_any(list(in_flight), timeout=0.5)
             if stop.level >= 2:
                 return
+            no_space = None
             for fut in finished:
                 try:
                     result = fut.result()
@@ -368,6 +383,12 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
                     if stop.level:  # a worker caught Ctrl-C before it could ignore it
                         return
                     raise
+                except OSError as exc:
+                    if not _is_no_space(exc):
+                        raise
+                    no_space = exc  # record the chunks finished before it, then stop
+                    del in_flight[fut]
+                    continue
                 done[in_flight.pop(fut)] = result
             ready = []
             while next_start in done:
@@ -375,6 +396,8 @@ def _run_chunks(backend, chunks: Iterator[_Chunk], first: int, on_result: Callab
                 next_start = ready[-1].stop
             if ready:
                 on_result(ready)
+            if no_space is not None:
+                raise no_space
     finally:
         if in_flight:
             backend.abort(list(in_flight))
@@ -678,30 +701,15 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
     # lives in OUT, which every backend's workers reach, and goes when the run is complete).
     use_store = face_store == "on" or (face_store == "auto" and n >= FACE_STORE_MIN_USES * len(pool))
     store = _face_store(out, definition["index_hash"]) if use_store else None
-    with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
-        csize = _chunk_size(n - first, be.slots)
-        # Local workers leave the flush to this (otherwise idle) process: one syncfs per batch
-        # of finished chunks instead of one blocking each worker per chunk.
-        chunks = (_Chunk(abs_out, resolved_index, definition["index_hash"], rec, seed, size, weights,
-                         s, min(s + csize, n), store=str(store.root.resolve()) if store else None,
-                         sync=not be.local)
-                  for s in range(first, n, csize))
-
-        def on_result(results: list[_ChunkResult]) -> None:
-            if be.local:
-                writer.sync_outputs(out)  # the lines below name files that are now on disk
-            writer.append_lines(manifest, [line for result in results for line in result.lines])
-            for result in results:
-                for record in result.skipped:
-                    state.n_skipped += 1
-                    state.skipped.append({k: record[k] for k in ("i", "file", "reason")})
-                    state.reasons[record["reason_kind"]] = state.reasons.get(record["reason_kind"], 0) + 1
-                state.n_ok += (result.stop - result.start) - len(result.skipped)
-                state.next_i = result.stop
-                if bar is not None:
-                    bar.update(result.stop - result.start)
-
-        _run_chunks(be, chunks, first, on_result, stop)
+    no_space = None  # the OSError that stopped the run when the disk (or quota) is full
+    try:
+        with open(manifest_path, "ab") as manifest, _sigint_handler(stop), BACKENDS[backend](workers, scheduler) as be:
+            _generate_chunks(out, be, manifest, rec, definition, resolved_index, abs_out, store, seed, size, weights,
+                             first, n, state, bar, stop)
+    except OSError as exc:  # a worker's write, the parent's flush or manifest append
+        if not _is_no_space(exc):
+            raise
+        no_space = exc
     if bar is not None:
         bar.close()
 
@@ -718,6 +726,12 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
         "versions": _versions(), "recipe": rec.name, "recipe_hash": rec.hash, "seed": seed, "size": size,
         "index": index_str, "index_hash": definition["index_hash"], "src": source, "weights": weights,
     }
+    if no_space is not None:
+        with contextlib.suppress(OSError):  # the disk may have no room for the report either
+            writer.write_json_atomic(report_path, {**report, "stopped": f"no space left on device ({no_space})"})
+        where = f" writing {no_space.filename}" if no_space.filename else ""
+        raise OSError(no_space.errno, f"no space left on device{where}: {state.next_i} of {n} samples done and "
+                                      f"kept; free some space and rerun the same command to continue") from no_space
     writer.write_json_atomic(report_path, report)
     if not complete:
         msg = f"interrupted: {state.next_i} done, rerun the same command to continue"
@@ -730,3 +744,33 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
         print(f"generated {made} samples in {gen_wall:.1f} s ({report['rate_per_s']}/s); {n} total: "
               f"{state.n_ok} ok, {state.n_skipped} skipped" + (f" {report['skip_reasons']}" if state.n_skipped else ""))
     return report
+
+
+def _generate_chunks(out: Path, be, manifest, rec: Recipe, definition: dict, resolved_index: str, abs_out: str,
+                     store: FaceStore | None, seed: int, size: int, weights, first: int, n: int,
+                     state: writer.ManifestState, bar, stop: _StopFlag) -> None:
+    """Make samples ``[first, n)`` on backend ``be``, appending their lines to ``manifest`` in order
+    and counting them in ``state``."""
+    csize = _chunk_size(n - first, be.slots)
+    # Local workers leave the flush to this (otherwise idle) process: one syncfs per batch
+    # of finished chunks instead of one blocking each worker per chunk.
+    chunks = (_Chunk(abs_out, resolved_index, definition["index_hash"], rec, seed, size, weights,
+                     s, min(s + csize, n), store=str(store.root.resolve()) if store else None,
+                     sync=not be.local)
+              for s in range(first, n, csize))
+
+    def on_result(results: list[_ChunkResult]) -> None:
+        if be.local:
+            writer.sync_outputs(out)  # the lines below name files that are now on disk
+        writer.append_lines(manifest, [line for result in results for line in result.lines])
+        for result in results:
+            for record in result.skipped:
+                state.n_skipped += 1
+                state.skipped.append({k: record[k] for k in ("i", "file", "reason")})
+                state.reasons[record["reason_kind"]] = state.reasons.get(record["reason_kind"], 0) + 1
+            state.n_ok += (result.stop - result.start) - len(result.skipped)
+            state.next_i = result.stop
+            if bar is not None:
+                bar.update(result.stop - result.start)
+
+    _run_chunks(be, chunks, first, on_result, stop)

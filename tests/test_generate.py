@@ -310,6 +310,45 @@ def test_resume_after_truncation_is_byte_identical(base, tmp_path):
     assert report["n_made_this_run"] == 4 and report["n_done"] == 6
 
 
+def test_disk_full_stops_with_one_line_exit_3_and_resumes_byte_identical(base, tmp_path, capsys, monkeypatch):
+    # #18 item 10: ENOSPC ended in two OSError tracebacks and no report.json
+    import errno
+
+    from synth.cli import main as synth_main
+
+    real_write = writer.write_bytes_atomic
+    calls = {"n": 0}
+
+    def fills_up(path, data, fsync=True):
+        calls["n"] += 1
+        if calls["n"] > 3 * 3 + 1:  # samples 0-2 written, then the disk is full inside sample 3
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, data, fsync=fsync)
+
+    monkeypatch.setattr(writer, "write_bytes_atomic", fills_up)
+    out = tmp_path / "full"
+    argv = ["generate", "--n", "6", "--size", str(SIZE), "--index", str(base / "index"), "--out", str(out),
+            "--backend", "serial", "--quiet"]
+    assert synth_main(argv) == 3
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(r"synth generate: error: no space left on device writing .*/fake/000/000003.png: 2 of 6 samples "
+                     r"done and kept; free some space and rerun the same command to continue", err), err
+    assert "exit codes:" in synth_main.__globals__["build_parser"]().format_help()
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_done"] == 2 and not report["complete"] and "no space left" in report["stopped"]
+    assert (out / "manifest.jsonl").read_bytes() == b"".join(
+        (base / "manifest.jsonl").read_bytes().splitlines(keepends=True)[:2])  # only finished chunks counted
+    assert not list(out.rglob("*.tmp")) and (out / "run.json").is_file() and not (out / ".lock").exists()
+    with pytest.raises(OSError) as e:  # the library raises the same, as an OSError with errno ENOSPC
+        generate(out, 6, index=base / "index", size=SIZE, backend="serial", progress=False)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.setattr(writer, "write_bytes_atomic", real_write)  # space freed: the rerun continues
+    assert synth_main(argv) == 0
+    assert (out / "manifest.jsonl").read_bytes() == (base / "manifest.jsonl").read_bytes()
+    assert tree_bytes(out) == tree_bytes(base)
+
+
 def test_manifest_out_of_order_is_an_error(base, tmp_path):
     out = tmp_path / "bad"
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("index", "default-src"))
