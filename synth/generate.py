@@ -667,7 +667,11 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
                      weights, backend: str, scheduler, progress: bool, face_store: str) -> dict:
     t0 = time.perf_counter()
     index_path, source = _resolve_index(out, src, index, workers, progress)
-    pool = FacePool.from_index(load_index(index_path))
+    faces = load_index(index_path)
+    pool = FacePool.from_index(faces)
+    # files the index left out (no face, unreadable): in the report beside the skipped samples
+    index_skipped = [{"file": r["relpath"], "status": r["status"], "reason": r["reason"]}
+                     for r in faces.records if r["status"] != "ok"]
     _check_pairing(rec, weights, pool, index_path)
     try:  # inside OUT: store it relative, so OUT can be moved as a whole
         index_str = index_path.resolve().relative_to(out.resolve()).as_posix()
@@ -720,7 +724,11 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
     report = {
         "n_requested": n, "n_done": state.next_i, "complete": complete, "n_ok": state.n_ok,
         "n_skipped": state.n_skipped, "skip_reasons": dict(sorted(state.reasons.items())),
-        "skipped": state.skipped, "n_made_this_run": made, "wall_s": round(wall, 3),
+        "skipped": state.skipped,
+        "n_index_skipped": len(index_skipped),
+        "index_skip_reasons": {k: sum(r["status"] == k for r in index_skipped)
+                               for k in sorted({r["status"] for r in index_skipped})},
+        "index_skipped": index_skipped, "n_made_this_run": made, "wall_s": round(wall, 3),
         "rate_per_s": round(made / gen_wall, 3) if made else None,
         "backend": backend, "workers": workers if backend == "joblib" else None,
         "versions": _versions(), "recipe": rec.name, "recipe_hash": rec.hash, "seed": seed, "size": size,

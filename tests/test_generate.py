@@ -570,6 +570,31 @@ def test_bad_inputs_are_indexed_out_and_generation_skips_unreadable_sources(corp
     assert any(r["plan"]["pairing"] == "swap" for r in recs)  # two+ faces: the mixed recipe swaps too
 
 
+def test_files_left_out_at_index_time_are_in_the_report(corpus, tmp_path):
+    # #18 item 11: files skipped at index time were missing from report.json
+    src, idx = corpus
+    report = generate(tmp_path / "out", 2, index=idx, size=SIZE, backend="serial", progress=False)
+    left_out = {r["file"]: r for r in report["index_skipped"]}
+    assert set(left_out) == {"truncated.png", "corrupt.jpg", "tiny.png", "bomb.png", "faceless.png"}
+    assert left_out["faceless.png"]["status"] == "no_face" and left_out["bomb.png"]["status"] == "unreadable"
+    assert all(r["reason"] for r in left_out.values())
+    assert report["n_index_skipped"] == 5 and report["index_skip_reasons"] == {"no_face": 1, "unreadable": 4}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["index_skipped"] == report["index_skipped"]
+
+
+def test_generate_src_with_a_dangling_symlink_reruns(corpus, tmp_path):
+    # #18 item 3 through generate --src: every call re-indexes the source, and the rerun failed on the link
+    src = tmp_path / "faces"
+    src.mkdir()
+    shutil.copy(corpus[0] / "good_a.png", src / "good_a.png")
+    (src / "gone.jpg").symlink_to(src / "nowhere.jpg")
+    out = tmp_path / "out"
+    for _ in range(2):
+        report = generate(out, 2, src=src, size=SIZE, backend="serial", progress=False)
+        assert report["complete"] and [r["file"] for r in report["index_skipped"]] == ["gone.jpg"]
+        assert "broken symbolic link" in report["index_skipped"][0]["reason"]
+
+
 # ------------------------------------------------------------------------------- dask
 
 @pytest.mark.slow
