@@ -16,7 +16,7 @@ from synth import mask as masklib
 from synth import writer
 from synth.face import crop_face, similarity_transform, affine_transform, warp_image
 from synth.occlusion import get_estimator
-from synth.ops import apply_step
+from synth.ops import apply_step, get_op
 from synth.pool import FacePool, as_pool
 
 
@@ -103,6 +103,63 @@ class FaceCache:
 
 _WARPS = {"similarity": similarity_transform, "affine": affine_transform}
 
+#: Top-level plan fields render reads, and their types (``target_degrade`` may be absent: older plans).
+_PLAN_FIELDS = {"size": int, "crop_scale": (int, float), "pairing": str, "target": str, "source": str,
+                "perturb": list, "source_degrade": list, "mask": dict, "blend": dict, "post": list}
+_MASK_FIELDS = {"region": str, "params": dict, "occlusion": str}
+
+
+def _type_names(types) -> str:
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def _check_step(step: Any, where: str) -> None:
+    """A recorded op step: ``{"op": known name, "params": {its parameters}, "seed": int if random}``."""
+    if not isinstance(step, Mapping) or not isinstance(step.get("op"), str):
+        raise ValueError(f"{where}: expected a step {{'op': name, 'params': {{...}}}}, got {str(step)[:60]}")
+    try:
+        op = get_op(step["op"])
+    except ValueError:
+        raise ValueError(f"{where}: unknown op {step['op'][:40]!r}") from None
+    params = step.get("params", {})
+    if not isinstance(params, Mapping) or any(k not in op.params for k in params):
+        raise ValueError(f"{where}: 'params' must map parameters of {op.name!r} ({', '.join(op.params)}) to values, "
+                         f"got {str(params)[:80]}")
+    seed = step.get("seed")
+    if op.random and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"{where}: op {op.name!r} is random and needs an integer 'seed', got {str(seed)[:40]}")
+
+
+def check_plan(plan: Any) -> None:
+    """Raise ``ValueError`` naming the sample and the key when ``plan`` is not a plan :func:`render`
+    can read (a missing key, a wrong type, an unknown pairing, warp or op): plans read back from a
+    manifest are data."""
+    if not isinstance(plan, Mapping):
+        raise ValueError(f"plan: expected a mapping, got {type(plan).__name__}")
+    where = f"plan of sample {str(plan.get('index'))[:20]}"
+    for key, types in _PLAN_FIELDS.items():
+        if key not in plan:
+            raise ValueError(f"{where}: missing key {key!r}")
+        if isinstance(plan[key], bool) or not isinstance(plan[key], types):
+            raise ValueError(f"{where}: {key!r} must be {_type_names(types)}, got {type(plan[key]).__name__}")
+    if plan["pairing"] not in ("self", "swap"):
+        raise ValueError(f"{where}: 'pairing' must be 'self' or 'swap', got {plan['pairing'][:40]!r}")
+    if plan["pairing"] == "swap" and plan.get("warp") not in _WARPS:
+        raise ValueError(f"{where}: 'warp' must be one of {', '.join(_WARPS)} for a swap, got {str(plan.get('warp'))[:40]!r}")
+    for key, types in _MASK_FIELDS.items():
+        if not isinstance(plan["mask"].get(key), types):
+            raise ValueError(f"{where}: 'mask.{key}' must be {_type_names(types)}, got {str(plan['mask'].get(key))[:40]}")
+    steps = [(k, s) for k in ("perturb", "source_degrade", "post") for s in plan[k]]
+    target_degrade = plan.get("target_degrade", [])
+    if not isinstance(target_degrade, list):
+        raise ValueError(f"{where}: 'target_degrade' must be a list, got {type(target_degrade).__name__}")
+    steps += [("target_degrade", s) for s in target_degrade]
+    for k, step in steps:
+        _check_step(step, f"{where}: {k!r}")
+    _check_step(plan["blend"], f"{where}: 'blend'")
+    if plan.get("color") is not None:
+        _check_step(plan["color"], f"{where}: 'color'")
+
 
 def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render ``plan`` -> (real uint8 SxSx3, fake uint8 SxSx3, mask uint8 SxS in 0..255).
@@ -113,7 +170,9 @@ def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.nd
     that same degraded target, then post-processed identically; mask is the blend weight
     (255 = source). So a fake differs from its own real only where the mask is non-zero: a
     degraded background is a property of the photo, seen under both labels, not a label cue.
+    A malformed plan raises ``ValueError`` naming the sample and the key (:func:`check_plan`).
     """
+    check_plan(plan)
     size, scale = int(plan["size"]), float(plan["crop_scale"])
     target = faces.face(plan["target"], size, scale)
     if plan["pairing"] == "swap":

@@ -15,7 +15,7 @@ import numpy as np
 
 from synth.index import load_index
 from synth.pool import FacePool
-from synth.render import FaceCache, render
+from synth.render import FaceCache, check_plan, render
 from synth.writer import iter_manifest, record_files, record_index
 
 
@@ -37,6 +37,10 @@ def _check_line(out: Path, where: str, rec: dict, pool: FacePool) -> dict[str, P
     plan = rec.get("plan")
     if not isinstance(plan, dict):
         raise ValueError(f"{where}: sample {rec['id']} has no 'plan' object to render")
+    try:
+        check_plan(plan)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     keys = [plan.get("target")] + ([plan.get("source")] if plan.get("pairing") == "swap" else [])
     for key in keys:
         if key not in pool:

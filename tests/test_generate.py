@@ -403,6 +403,8 @@ def test_replay_refuses_ids_and_paths_outside_the_run(base, tmp_path, capsys, fi
     (lambda r: {k: v for k, v in r.items() if k != "plan"}, r"no 'plan' object"),
     (lambda r: {**r, "plan": {**r["plan"], "target": "../../etc/passwd"}}, r"face '../../etc/passwd' is not in the index"),
     (lambda r: {**r, "real": "run.json"}, r"run.json is not a readable image"),
+    (lambda r: {**r, "plan": {k: v for k, v in r["plan"].items() if k != "mask"}},
+     r"manifest.jsonl:\d+: plan of sample \d+: missing key 'mask'"),
 ])
 def test_replay_of_a_tampered_line_is_a_clear_error(base, tmp_path, capsys, change, message):
     from synth.cli import main as synth_main

@@ -76,6 +76,50 @@ def test_swap_with_two_faces(faces):
             assert np.array_equal(x, y)
 
 
+def _drop(plan, path):
+    *parents, last = path.split(".")
+    d = plan
+    for k in parents:
+        d = d[k]
+    if isinstance(d, list):
+        d = d[0]
+    del d[last]
+    return plan
+
+
+@pytest.mark.parametrize("path, message", [
+    ("size", "plan of sample 1: missing key 'size'"),
+    ("mask", "plan of sample 1: missing key 'mask'"),
+    ("mask.region", "plan of sample 1: 'mask.region' must be str, got None"),
+    ("blend.op", "plan of sample 1: 'blend': expected a step"),
+    ("warp", "plan of sample 1: 'warp' must be one of similarity, affine for a swap"),
+])
+def test_a_malformed_plan_is_a_clear_error(faces, path, message):
+    # #18: a tampered plan raised a bare KeyError in render
+    images, lms = faces
+    pool = FacePool.from_arrays(images, lms)
+    plan = json.loads(json.dumps(sample_plan(load_recipe("swap"), pool, 1, 0, size=64)))
+    assert plan["pairing"] == "swap"
+    with pytest.raises(ValueError, match=rf"^{message}"):
+        render(_drop(plan, path), FaceCache(pool))
+
+
+def test_bad_values_in_a_plan_are_clear_errors(faces):
+    images, lms = faces
+    pool = FacePool.from_arrays(images, lms)
+    good = sample_plan(load_recipe("mixed"), pool, 2, 0, size=64)
+    cases = [({"size": "64"}, "'size' must be int, got str"), ({"pairing": "clone"}, "'pairing' must be 'self' or 'swap'"),
+             ({"post": [{"op": "no_such_op"}]}, "'post': unknown op 'no_such_op'"),
+             ({"post": [{"op": "jpeg", "params": {"qual": 3}}]}, "'post': 'params' must map parameters of 'jpeg'"),
+             ({"post": [{"op": "gaussian_noise", "params": {}}]}, "'gaussian_noise' is random and needs an integer 'seed'"),
+             ({"target_degrade": {}}, "'target_degrade' must be a list"), ({"color": 3}, "'color': expected a step")]
+    for change, message in cases:
+        with pytest.raises(ValueError, match=rf"^plan of sample 2: .*{message}"):
+            render({**json.loads(json.dumps(good)), **change}, FaceCache(pool))
+    with pytest.raises(ValueError, match="plan: expected a mapping"):
+        render([1], FaceCache(pool))
+
+
 def test_online_dataset(faces):
     images, lms = faces
     ds = OnlineFakes(FacePool.from_arrays(images, lms), recipe="mixed", size=96, seed=1, length=6)
