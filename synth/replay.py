@@ -64,6 +64,18 @@ def _sample_index(value) -> int:
     raise ValueError(f"id {str(value)[:40]!r}: expected a sample id (e.g. 000123) or index (e.g. 123)")
 
 
+def _run_index(path: Path) -> Path:
+    """The index a run was made from, as recorded in its ``run.json`` (``ValueError`` naming the file)."""
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: corrupt ({e})") from None
+    index = run.get("index") if isinstance(run, dict) else None
+    if not isinstance(index, str) or not index:
+        raise ValueError(f"{path}: no 'index' (the path of the run's index); pass --index to name it")
+    return Path(index)
+
+
 def replay(out: str | Path, ids, dest: str | Path | None = None, index: str | Path | None = None) -> dict:
     """Re-render samples ``ids`` (ids like ``"000123"`` or ints) of run ``out`` into ``dest``.
 
@@ -74,8 +86,7 @@ def replay(out: str | Path, ids, dest: str | Path | None = None, index: str | Pa
     out = Path(out)
     if not (out / "run.json").is_file():
         raise ValueError(f"{out}: not a generation output directory (no run.json)")
-    run = json.loads((out / "run.json").read_text())
-    index_path = Path(index) if index else Path(run["index"])
+    index_path = Path(index) if index else _run_index(out / "run.json")
     if not index_path.is_absolute() and not index_path.exists():
         index_path = out / index_path
     wanted = {_sample_index(i) for i in ids}

@@ -397,6 +397,23 @@ def test_replay_refuses_ids_and_paths_outside_the_run(base, tmp_path, capsys, fi
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
 
 
+@pytest.mark.parametrize("run_json, message", [
+    ({"recipe": "mixed"}, "no 'index' (the path of the run's index); pass --index"),
+    ({"index": 3}, "no 'index'"), ([1], "no 'index'"), ("{", "corrupt"),
+])
+def test_replay_of_a_run_json_without_index_is_a_clear_error(base, tmp_path, capsys, run_json, message):
+    # #18: run.json without "index" gave a KeyError
+    from synth.cli import main as synth_main
+
+    out = tmp_path / "run"
+    shutil.copytree(base, out, ignore=shutil.ignore_patterns("index", "default-src"))
+    (out / "run.json").write_text(run_json if isinstance(run_json, str) else json.dumps(run_json))
+    assert synth_main(["replay", str(out), "000000"]) == 2
+    err = capsys.readouterr().err
+    assert f"synth replay: error: {out / 'run.json'}: {message}" in err and len(err.strip().splitlines()) == 1
+    assert synth_main(["replay", str(out), "000000", "--index", str(base / "index"), "--dest", str(tmp_path / "r")]) == 0
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: {k: v for k, v in r.items() if k != "i"}, r"'i' must be a sample index"),
     (lambda r: {**r, "i": "0"}, r"'i' must be a sample index"),
