@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -156,12 +157,31 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _json_safe(value):
+    """``value`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _check_classes(data, samples, skipped: list[dict]) -> None:
+    """Refuse an evaluation set with no scoreable real or no scoreable fake (metrics would be NaN)."""
+    for label, name in ((0, "real"), (1, "fake")):
+        if not any(s.label == label for s in samples):
+            why = (f"; {len(skipped)} skipped, e.g. {skipped[0]['path']}: {skipped[0]['reason']}" if skipped else "")
+            raise ValueError(f"{data}: no {name} image to evaluate{why}")
+
+
 def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
     from detector.checkpoint import load_checkpoint
-    from detector.data import FaceDataset, read_dataset
+    from detector.data import FaceDataset, check_samples, load_problem, read_dataset
     from detector.metrics import format_metrics
     from detector.plots import plot_roc
     from detector.train import evaluate
@@ -169,18 +189,32 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = check_device(args.device)  # before the checkpoint: a bad device is not the checkpoint's fault
-    samples = read_dataset(args.data)
+    samples, skipped = check_samples(read_dataset(args.data))  # missing images and masks, named, before any work
+    _check_classes(args.data, samples, skipped)
     model, meta = load_checkpoint(args.ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
     metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device, not args.no_progress)
+    unscored = [i for i in np.flatnonzero(~np.isfinite(scores)) if ds.load(i) is not None]
+    if unscored:  # the image loaded, the model gave NaN or inf: no score at all, not a skipped file
+        raise ValueError(f"{args.ckpt}: the model's fake probability is not finite for {len(unscored)} image(s), "
+                         f"e.g. {samples[unscored[0]].path}: its weights or input_norm are broken")
+    late = [{"path": samples[i].path, "reason": load_problem(samples[i])} for i in np.flatnonzero(~np.isfinite(scores))]
+    skipped += late
+    _check_classes(args.data, [s for s, ok in zip(samples, np.isfinite(scores)) if ok], skipped)
+    metrics["n_skipped"] = len(skipped)
     print(format_metrics(metrics))
-    if metrics["n_skipped"]:
-        print(f"skipped {metrics['n_skipped']} unreadable image(s)")
+    if skipped:
+        print(f"skipped {len(skipped)} image(s):")
+        for rec in skipped[:10]:
+            print(f"  {rec['path']}: {rec['reason']}")
+        if len(skipped) > 10:
+            print(f"  ... and {len(skipped) - 10} more" + (f" (all in {args.out})" if args.out else ""))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"ckpt": str(args.ckpt), "data": str(args.data), **metrics}, indent=1))
+        record = {"ckpt": str(args.ckpt), "data": str(args.data), **metrics, "skipped": skipped}
+        out.write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))  # valid JSON: NaN -> null
         ok = np.isfinite(scores)
         labels = np.array([s.label for s in samples])
         gens = np.array([s.meta.get("generator", "") for s in samples])

@@ -20,6 +20,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,6 +346,48 @@ def image_size(path: str) -> tuple[int, int] | None:
             return im.size[1], im.size[0]
     except (OSError, UnidentifiedImageError):
         return None
+
+
+def check_samples(samples: Sequence[Sample]) -> tuple[list[Sample], list[dict]]:
+    """Split ``samples`` into those that can be scored and ``{"path", "reason"}`` records of the
+    others, from the files alone (headers only, nothing decoded): an image that is missing or not
+    an image; a fake whose mask is missing, not an image, or outside its dataset's folder
+    (``meta["dataset"]``)."""
+    usable, skipped = [], []
+    for s in samples:
+        reason = None
+        if not os.path.isfile(s.path):
+            reason = "image file not found"
+        elif image_size(s.path) is None:
+            reason = "not a readable image"
+        elif s.label == 1 and s.mask_path is not None:
+            root = s.meta.get("dataset")
+            if root and not Path(os.path.realpath(s.mask_path)).is_relative_to(os.path.realpath(root)):
+                reason = f"mask {s.mask_path} lies outside the dataset {root}"
+            elif not os.path.isfile(s.mask_path):
+                reason = f"mask {s.mask_path} not found"
+            elif image_size(s.mask_path) is None:
+                reason = f"mask {s.mask_path} is not a readable image"
+        if reason is None:
+            usable.append(s)
+        else:
+            skipped.append({"path": s.path, "reason": reason})
+    return usable, skipped
+
+
+def load_problem(sample: Sample) -> str:
+    """Why :meth:`FaceDataset.load` gives None for ``sample`` (an image or mask that does not decode,
+    or a mask of another size than its image)."""
+    img = read_image(sample.path)
+    if img is None:
+        return "image does not decode (corrupt or truncated)"
+    if sample.label == 1 and sample.mask_path is not None:
+        mask = read_mask(sample.mask_path)
+        if mask is None:
+            return f"mask {sample.mask_path} does not decode"
+        if mask.shape != img.shape[:2]:
+            return f"mask {sample.mask_path} is {mask.shape[1]}x{mask.shape[0]}, the image {img.shape[1]}x{img.shape[0]}"
+    return "unreadable"
 
 
 # ------------------------------------------------------------------------------ augmentation

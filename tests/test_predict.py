@@ -370,3 +370,75 @@ def test_a_bad_device_is_reported_as_the_device_not_the_checkpoint(capsys, tmp_p
     with pytest.raises(ValueError, match="--device 'nonsense'"):
         P.check_device("nonsense")
     assert P.check_device("cpu") == torch.device("cpu")
+
+
+# ------------------------------------------------------------------ detector eval on bad sets
+
+def _strict_json(text):
+    def refuse(name):
+        raise AssertionError(f"bare {name} in JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_eval_on_nothing_is_an_error_naming_the_set(capsys, tmp_path, ckpt):
+    # #18 item 7: a header-only manifest.csv, or one whose files are all missing, exited 0 with NaN metrics
+    from detector.cli import main as detector_main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.csv").write_text("path,label,mask\n")
+    assert detector_main(["eval", "--ckpt", str(ckpt), "--data", str(empty), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{empty}: no real image to evaluate" in err, err
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "manifest.csv").write_text("path,label,mask\nr.png,0,\nf.png,1,m.png\n")
+    assert detector_main(["eval", "--ckpt", str(ckpt), "--data", str(gone), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no real image to evaluate; 2 skipped, e.g. {gone / 'r.png'}: image file not found" in err
+
+
+def test_eval_names_every_skipped_file_and_writes_strict_json(capsys, tmp_path, ckpt):
+    # #18 item 7: a fake whose mask is missing or outside the dataset was dropped silently
+    from detector.cli import main as detector_main
+    from detector.data import write_toy_eval_dir
+
+    data = write_toy_eval_dir(tmp_path / "ev", n=4, size=64)
+    rows = (data / "manifest.csv").read_text().splitlines()
+    fakes = [k for k, row in enumerate(rows) if ",1," in row]
+    (tmp_path / "outside.png").write_bytes((data / rows[fakes[1]].split(",")[2]).read_bytes())
+    missing_mask = data / rows[fakes[0]].split(",")[2]
+    missing_mask.unlink()
+    cells = rows[fakes[1]].split(",")
+    cells[2] = "../outside.png"
+    rows[fakes[1]] = ",".join(cells)
+    (data / "truncated.png").write_bytes((data / rows[fakes[2]].split(",")[0]).read_bytes()[:200])
+    rows.append("truncated.png,0,,real,t")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "metrics.json"
+    assert detector_main(["eval", "--ckpt", str(ckpt), "--data", str(data), "--no-progress", "--size", str(SIZE),
+                          "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = _strict_json(out.read_text())
+    reasons = {r["path"]: r["reason"] for r in record["skipped"]}
+    assert record["n_skipped"] == 3 == len(reasons)
+    assert reasons[str(data / rows[fakes[0]].split(",")[0])] == f"mask {missing_mask} not found"
+    assert "lies outside the dataset" in reasons[str(data / cells[0])]
+    assert reasons[str(data / "truncated.png")] == "image does not decode (corrupt or truncated)"
+    assert "skipped 3 image(s):" in printed and all(f"{p}: {r}" in printed for p, r in reasons.items())
+
+
+def test_eval_nan_score_is_an_error_and_json_has_no_nan(capsys, tmp_path, ckpt):
+    from detector.cli import _json_safe, main as detector_main
+    from detector.data import write_toy_eval_dir
+
+    data = write_toy_eval_dir(tmp_path / "ev", n=2, size=64)
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    nan = _variant(ckpt, tmp_path / "nan.pt", state_dict={**state, "net.fc.bias": torch.full_like(state["net.fc.bias"],
+                                                                                                  float("nan"))})
+    assert detector_main(["eval", "--ckpt", str(nan), "--data", str(data), "--no-progress", "--size", str(SIZE),
+                          "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{nan}: the model's fake probability is not finite for 4 image(s)" in err, err
+    assert not (tmp_path / "m.json").exists()
+    assert _json_safe({"auc": float("nan"), "x": [1.0, float("inf")], "n": 3}) == {"auc": None, "x": [1.0, None], "n": 3}
