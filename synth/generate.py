@@ -427,8 +427,6 @@ def _default_source(out: Path) -> Path:
 
 def _resolve_index(out: Path, src, index, workers: int, progress: bool) -> tuple[Path, str | None]:
     """Return (index directory, source description) for the run, building the index if needed."""
-    if index is not None and src is not None:
-        raise ValueError("give either src (a directory of faces, indexed into OUT/index) or index, not both")
     if index is not None:
         return Path(index), None
     source_dir = Path(src) if src is not None else _default_source(out)
@@ -639,6 +637,8 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
         raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
     if face_store not in ("auto", "on", "off"):
         raise ValueError(f"face_store: expected 'auto', 'on' or 'off', got {face_store!r}")
+    if index is not None and src is not None:
+        raise ValueError("give either src (a directory of faces, indexed into OUT/index) or index, not both")
     n, size, seed, workers = int(n), int(size), int(seed), int(workers)
     weights = _normalise_weights(weights)
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
