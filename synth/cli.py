@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("generate", help="generate fakes, masks and reals from a recipe (resumable)", epilog=_EPILOG)
     s.add_argument("--n", type=int, required=True, help="number of samples")
-    s.add_argument("--recipe", default="mixed", help="recipe name (recipes/NAME.yaml) or path")
+    s.add_argument("--recipe", default="mixed", help="shipped recipe name (see `synth recipes`) or path to a .yaml file")
     s.add_argument("--src", help="directory of face images (indexed into OUT/index if --index is not given)")
     s.add_argument("--index", help="index written by `synth index`")
     s.add_argument("--out", required=True, help="output directory: new, empty, or a run to continue")

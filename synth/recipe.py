@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import copy
 import hashlib
+import importlib.resources
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,8 +45,20 @@ from synth import mask as masklib
 from synth.ops import REGISTRY, get_op
 from synth.params import Param
 
-#: Where recipes given by name live (the repository's top-level ``recipes/``).
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+def _shipped_recipe_dir() -> Path:
+    """The folder of the shipped recipes: the package data ``synth/recipes`` of an installed
+    wheel (found through :mod:`importlib.resources`), else the repository's top-level
+    ``recipes/`` (a source checkout or an editable install).  ``recipes/`` is the only copy:
+    the build maps it to ``synth/recipes`` (``setup.py``)."""
+    packaged = importlib.resources.files("synth") / "recipes"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+#: Where recipes given by name live (see :func:`_shipped_recipe_dir`).
+RECIPE_DIR = _shipped_recipe_dir()
 
 #: Which op stages each recipe section may use.
 PIPELINE_STAGES = {
@@ -88,8 +101,8 @@ def recipe_path(name_or_path: str | Path) -> Path:
         return p
     candidate = RECIPE_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        known = sorted(q.stem for q in RECIPE_DIR.glob("*.yaml"))
-        raise RecipeError(f"unknown recipe {name_or_path!r}; known recipes: {', '.join(known)} "
+        known = ", ".join(list_recipes()) or f"none (no *.yaml in {RECIPE_DIR})"
+        raise RecipeError(f"unknown recipe {name_or_path!r}; known recipes: {known} "
                           f"(or give a path to a .yaml file)")
     return candidate
 
@@ -580,5 +593,5 @@ def weight_keys(recipe: Recipe) -> frozenset[str]:
 
 @lru_cache(maxsize=None)
 def list_recipes() -> tuple[str, ...]:
-    """Names of the recipes shipped in ``recipes/``."""
+    """Names of the shipped recipes (the files of :data:`RECIPE_DIR`)."""
     return tuple(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
