@@ -3,6 +3,7 @@
 Both take the same path as ``synth generate``: plan -> render."""
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 import numpy as np
@@ -50,14 +51,42 @@ def make_fake(target: np.ndarray, source: np.ndarray | None = None, recipe: str 
 
 
 class OnlineFakes:
-    """Map-style dataset of fresh fakes: item ``i`` is the plan ``i`` of ``(recipe, seed)``,
-    rendered on the fly; usable with ``torch.utils.data.DataLoader`` (workers build their own
-    face cache lazily).  Items are dicts ``{"real", "fake", "mask", "plan"}`` (uint8 arrays).
+    """Map-style dataset of fresh fakes for training, rendered on the fly, nothing on disk.
 
-    Each item follows the recipe's ``min_visible`` rule (:func:`synth.visibility.plan_and_render`).
-    A sample that renders no usable fake (:class:`DegenerateSample`, including an invisible
-    one) is replaced by sample ``i + k * length`` for the smallest such k (deterministic, at
-    most ``retries`` tries).
+    Item ``i`` is plan ``i`` of ``(recipe, seed)``: the same pixels whichever process renders
+    it, so a ``torch.utils.data.DataLoader`` yields the same batches with 0, 1 or N workers.
+    The dataset pickles (the pool holds no lambdas; the per-process face cache is not sent),
+    so workers started by fork, spawn or forkserver work, and every item is plain arrays, an
+    int and a string, so the default collate batches it::
+
+        loader = DataLoader(OnlineFakes(load_index("faces.index"), size=256), batch_size=16, num_workers=2)
+        batch = next(iter(loader))  # batch["fake"]: uint8 tensor (16, 256, 256, 3)
+
+    Parameters
+    ----------
+    pool : FacePool or synth.index.Index
+        Faces to draw targets and swap partners from.
+    recipe : str, Path or Recipe
+        Shipped recipe name, path to a YAML file, or a loaded recipe.
+    size : int
+        Output side in pixels.
+    seed : int
+        Global seed; with ``recipe`` and the pool it fixes every item.
+    length : int
+        Number of items.
+    weights : mapping of str to float, optional
+        Choice-key multipliers (:func:`synth.recipe.choice_keys`), as ``synth generate --weights``.
+    retries : int
+        A sample that renders no usable fake (:class:`DegenerateSample`, including one that
+        the recipe's ``min_visible`` rule rejected, :func:`synth.visibility.plan_and_render`)
+        is replaced by sample ``i + k * length`` for the smallest such k, at most ``retries`` tries.
+
+    Notes
+    -----
+    Items are dicts: ``"real"``, ``"fake"`` (uint8 size x size x 3 RGB), ``"mask"`` (uint8
+    size x size, 255 = pasted), ``"index"`` (``i``) and ``"plan"``: the replayable plan as
+    compact JSON text (a dict holds ``None`` and ragged lists, which the default collate
+    refuses); ``json.loads(item["plan"])`` gives the dict :func:`synth.render.render` replays.
     """
 
     def __init__(self, pool, recipe: str | Recipe = "mixed", size: int = 256, seed: int = 0,
@@ -67,6 +96,10 @@ class OnlineFakes:
         self.size, self.seed, self.length, self.retries = size, seed, length, retries
         self.weights = dict(weights) if weights else None
         self._cache: FaceCache | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """State sent to DataLoader workers: everything but the per-process face cache."""
+        return {**self.__dict__, "_cache": None}
 
     def __len__(self) -> int:
         return self.length
@@ -82,5 +115,6 @@ class OnlineFakes:
                                                          self.seed, self.size, self.weights)
             except DegenerateSample:
                 continue
-            return {"real": real, "fake": fake, "mask": mask, "plan": plan}
+            return {"index": int(i), "real": real, "fake": fake, "mask": mask,
+                    "plan": json.dumps(plan, separators=(",", ":"), allow_nan=False)}
         raise DegenerateSample(f"item {i}: {self.retries} plans in a row rendered no usable fake")

@@ -7,8 +7,9 @@ and shape make swaps that look plausible).  It is built once per process.
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -30,13 +31,23 @@ def normalised_shape(landmarks: np.ndarray) -> np.ndarray:
     return (pts / np.maximum(scale, 1e-9)).reshape(len(pts), -1)
 
 
+def read_under(root: Path, key: str) -> np.ndarray:
+    """The image ``root / key`` (uint8 HxWx3 RGB): the loader of pools built from an index.
+
+    A module-level function (bound with :func:`functools.partial`), not a lambda, so a pool
+    pickles: DataLoader workers started by spawn or forkserver receive it pickled.
+    """
+    return read_image(Path(root) / key)
+
+
 @dataclass(eq=False)
 class FacePool:
     """Faces available to a run.
 
     keys: one string per face (relative path under ``root``, or any name for in-memory pools).
     landmarks: float32 (N, 468, 2) in the original image's pixel coordinates.
-    loader: key -> uint8 HxWx3 RGB image.
+    loader: key -> uint8 HxWx3 RGB image; picklable (no lambda) for the pool to reach
+    processes started by spawn (:func:`read_under`, or ``partial(operator.getitem, images)``).
     """
 
     keys: Sequence[str]
@@ -65,14 +76,14 @@ class FacePool:
         root = Path(index.root)
         keys = [index.records[n]["relpath"] for n in ok]
         return cls(keys=keys, landmarks=np.asarray(index.landmarks[ok], np.float32),
-                   loader=lambda key: read_image(root / key), root=str(root))
+                   loader=partial(read_under, root), root=str(root))
 
     @classmethod
     def from_arrays(cls, images: Mapping[str, np.ndarray], landmarks: Mapping[str, np.ndarray]) -> "FacePool":
         """In-memory pool (library use): ``images[key]`` uint8 RGB, ``landmarks[key]`` (468, 2)."""
         keys = list(images)
         return cls(keys=keys, landmarks=np.stack([np.asarray(landmarks[k], np.float32) for k in keys]),
-                   loader=lambda key: images[key])
+                   loader=partial(operator.getitem, dict(images)))
 
     def __contains__(self, key) -> bool:
         """Whether ``key`` names a face of the pool."""

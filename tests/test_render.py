@@ -125,7 +125,8 @@ def test_online_dataset(faces):
     ds = OnlineFakes(FacePool.from_arrays(images, lms), recipe="mixed", size=96, seed=1, length=6)
     assert len(ds) == 6
     item = ds[2]
-    assert set(item) == {"real", "fake", "mask", "plan"} and item["fake"].shape == (96, 96, 3)
+    assert set(item) == {"index", "real", "fake", "mask", "plan"} and item["fake"].shape == (96, 96, 3)
+    assert item["index"] == 2 and json.loads(item["plan"])["pairing"] in ("self", "swap")
     again = OnlineFakes(FacePool.from_arrays(images, lms), recipe="mixed", size=96, seed=1, length=6)[2]
     assert np.array_equal(item["fake"], again["fake"]) and item["plan"] == again["plan"]
     with pytest.raises(IndexError):

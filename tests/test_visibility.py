@@ -195,7 +195,7 @@ def test_library_paths_and_weights_follow_the_rule(tmp_path):
     for n in range(len(ds)):
         item = ds[n]
         assert visible_difference(item["real"], item["fake"], item["mask"]) >= 2.0
-        attempts.append(item["plan"]["attempt"])
+        attempts.append(json.loads(item["plan"])["attempt"])
     assert max(attempts) > 0
     weights = {"perturb=color_shift": 1.0, "blend=alpha": 2.0}
     plan, *_ = plan_and_render(recipe, pool, FaceCache(pool), 5, 0, SIZE, weights)
