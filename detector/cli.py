@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from detector.predict import add_predict_arguments, check_device, check_size, run_predict
+from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
 EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -140,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
     if "weight_clip" in settings:
         settings["weight_clip"] = tuple(settings["weight_clip"])
     summary = run_loop(settings.pop("data_dirs"), settings.pop("eval_dir"), args.out, resume=args.resume,
-                       progress=not args.no_progress, **settings)
+                       progress=not (args.no_progress or args.quiet), **settings)
     return EXIT_OK if summary["condition_met"] else EXIT_NOT_MET
 
 
@@ -194,7 +195,8 @@ def run_eval(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(args.ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
-    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device, not args.no_progress)
+    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device,
+                               not (args.no_progress or args.quiet))
     unscored = [i for i in np.flatnonzero(~np.isfinite(scores)) if ds.load(i) is not None]
     if unscored:  # the image loaded, the model gave NaN or inf: no score at all, not a skipped file
         raise ValueError(f"{args.ckpt}: the model's fake probability is not finite for {len(unscored)} image(s), "
@@ -229,15 +231,16 @@ def run_eval(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detector", description="Face-forgery detector: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train with the augment-until loop",
+    common = [add_verbosity_arguments(argparse.ArgumentParser(add_help=False))]  # -v / -q on every command
+    p = sub.add_parser("train", help="train with the augment-until loop", parents=common,
                        description="Train round by round on synth data; after each round evaluate on --eval, stop "
                                    "when --augment-until holds, else generate more fakes aimed at the misses.")
     _add_train_arguments(p)
     p.set_defaults(func=run_train)
-    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset")
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset", parents=common)
     _add_eval_arguments(p)
     p.set_defaults(func=run_eval)
-    p = sub.add_parser("predict", help="score faces in images / videos")
+    p = sub.add_parser("predict", help="score faces in images / videos", parents=common)
     add_predict_arguments(p)
     p.set_defaults(func=run_predict)
     return parser
@@ -245,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with cli_logging(verbosity(args)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback

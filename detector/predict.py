@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
 import os
 import pickle
 import sys
@@ -37,7 +38,10 @@ import torch.nn.functional as F
 
 from synth._checks import check_image, to_uint8
 from synth.io import IMAGE_EXTENSIONS, read_image
+from synth.log import add_verbosity_arguments, cli_logging, native_stderr_to_log, verbosity
 from detector.train import channels_last
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = IMAGE_EXTENSIONS
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
@@ -97,11 +101,18 @@ class FaceCrop:
 
 @functools.lru_cache(maxsize=None)
 def _box_detector(min_confidence: float):
-    """Per-process mediapipe full-range face detector (bundled in the wheel, no download)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
-    import mediapipe as mp
+    """Per-process mediapipe full-range face detector (bundled in the wheel, no download).
 
-    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+    Built and run once on a blank image with MediaPipe's native start-up lines (XNNPACK,
+    absl) sent to the log (:func:`synth.log.native_stderr_to_log`), not to the terminal."""
+    os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
+    with native_stderr_to_log(log):
+        import mediapipe as mp
+
+        detector = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                             min_detection_confidence=min_confidence)
+        detector.process(np.zeros((64, 64, 3), np.uint8))  # the first inference prints the rest
+    return detector
 
 
 def _face_boxes(image: np.ndarray, min_confidence: float) -> list[tuple[float, float, float, float]]:
@@ -618,7 +629,8 @@ def run_predict(args: argparse.Namespace) -> int:
     # an unreadable input is a record; anything else that fails is an error (exit 2, not 1 = "fake")
     try:
         writer = _MaskWriter(args.masks_out) if args.masks_out is not None else None
-        for path, kind in tqdm(items, desc="predict", unit="file", file=sys.stderr, disable=None, leave=False):
+        for path, kind in tqdm(items, desc="predict", unit="file", file=sys.stderr,
+                               disable=True if getattr(args, "quiet", False) else None, leave=False):
             if kind is None:
                 flush()
                 records.append(_record(path, "image", "unreadable", f"{path}: no such file or directory"))
@@ -645,7 +657,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def main(argv=None) -> int:
     parser = add_predict_arguments(argparse.ArgumentParser(prog="detector predict", description=__doc__.split("\n\n")[0]))
-    return run_predict(parser.parse_args(argv))
+    args = add_verbosity_arguments(parser).parse_args(argv)
+    with cli_logging(verbosity(args)):
+        return run_predict(args)
 
 
 if __name__ == "__main__":

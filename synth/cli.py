@@ -10,6 +10,8 @@ import argparse
 import errno
 import sys
 
+from synth.log import add_verbosity_arguments, cli_logging, verbosity
+
 EXIT_OK, EXIT_USAGE, EXIT_NO_SPACE, EXIT_INTERRUPTED = 0, 2, 3, 130
 _EPILOG = ("exit codes: 0 done; 2 bad argument or input; 3 no space left on device (what is done is kept: "
            "free space and rerun the same command); 130 interrupted (rerun the same command to continue)")
@@ -81,15 +83,15 @@ def _sample(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="synth", description="Synthetic face-forgery generator.", epilog=_EPILOG)
     sub = p.add_subparsers(dest="command", required=True)
+    common = [add_verbosity_arguments(argparse.ArgumentParser(add_help=False))]  # -v / -q on every command
 
-    s = sub.add_parser("index", help="detect landmarks for every image under SRC (resumable)", epilog=_EPILOG)
+    s = sub.add_parser("index", help="detect landmarks for every image under SRC (resumable)", epilog=_EPILOG, parents=common)
     s.add_argument("src", help="directory of face images")
     s.add_argument("--out", required=True, help="index directory to write")
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_index)
 
-    s = sub.add_parser("generate", help="generate fakes, masks and reals from a recipe (resumable)", epilog=_EPILOG)
+    s = sub.add_parser("generate", help="generate fakes, masks and reals from a recipe (resumable)", epilog=_EPILOG, parents=common)
     s.add_argument("--n", type=int, required=True, help="number of samples")
     s.add_argument("--recipe", default="mixed", help="shipped recipe name (see `synth recipes`) or path to a .yaml file")
     s.add_argument("--src", help="directory of face images (indexed into OUT/index if --index is not given)")
@@ -106,23 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", help="dask scheduler address (with --backend dask)")
     s.add_argument("--face-store", default="auto", choices=("auto", "on", "off"),
                    help="derive each face once for all workers in OUT/cache (auto: when n >= 3 x the faces)")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_generate)
 
-    s = sub.add_parser("replay", help="re-render samples of OUT from their manifest lines")
+    s = sub.add_parser("replay", help="re-render samples of OUT from their manifest lines", parents=common)
     s.add_argument("out", help="generation output directory")
     s.add_argument("id", nargs="+", type=_sample, help="sample ids (e.g. 000123) or indices")
     s.add_argument("--dest", help="where to write the replayed images (default OUT/replay)")
     s.add_argument("--index", help="index to read faces from (default: the run's own)")
     s.set_defaults(func=_cmd_replay)
 
-    s = sub.add_parser("show", help="contact sheet of real | fake | mask triples")
+    s = sub.add_parser("show", help="contact sheet of real | fake | mask triples", parents=common)
     s.add_argument("out", help="generation output directory")
     s.add_argument("--n", type=int, default=24)
     s.add_argument("--out", dest="sheet", help="PNG to write (default OUT/sheet.png)")
     s.set_defaults(func=_cmd_show)
 
-    s = sub.add_parser("recipes", help="list (and validate) recipes")
+    s = sub.add_parser("recipes", help="list (and validate) recipes", parents=common)
     s.add_argument("recipe", nargs="*", help="names or paths to validate (default: all shipped)")
     s.set_defaults(func=_cmd_recipes)
     return p
@@ -130,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with cli_logging(verbosity(args)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one clear line, no traceback

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ import cv2
 import numpy as np
 
 from ._checks import check_image
+from .log import native_stderr_to_log
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "N_LANDMARKS", "FaceResult", "LandmarkDetector", "get_detector", "GROUPS", "CONTOURS",
@@ -171,14 +175,18 @@ class LandmarkDetector:
         if int(max_side) < 64:
             raise ValueError(f"max_side: expected >= 64, got {max_side}")
         os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
-        import mediapipe as mp  # heavy import (~1 s): only when a detector is built
-
         self.max_num_faces = int(max_num_faces)
         self.pad = float(pad)
         self.max_side = int(max_side)
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=self.max_num_faces, refine_landmarks=False,
-            min_detection_confidence=min_detection_confidence)
+        # MediaPipe's native start-up lines (XNNPACK, absl) go to the log, not the terminal: while
+        # the graph is built and until the first face is found (the last of them comes then)
+        with native_stderr_to_log(log):
+            import mediapipe as mp  # heavy import (~1 s): only when a detector is built
+
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=self.max_num_faces, refine_landmarks=False,
+                min_detection_confidence=min_detection_confidence)
+        self._starting = True
 
     def close(self) -> None:
         if self._mesh is not None:
@@ -196,7 +204,12 @@ class LandmarkDetector:
         if self._mesh is None:
             raise ValueError("LandmarkDetector is closed")
         h, w = image.shape[:2]
-        res = self._mesh.process(image)
+        if self._starting:
+            with native_stderr_to_log(log):
+                res = self._mesh.process(image)
+            self._starting = not res.multi_face_landmarks
+        else:
+            res = self._mesh.process(image)
         if not res.multi_face_landmarks:
             return []
         out = []

@@ -26,11 +26,11 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import platform
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
@@ -52,6 +52,8 @@ from synth.pool import FacePool
 from synth.recipe import CHOICE_KINDS, Recipe, load_recipe, weight_keys
 from synth.render import DegenerateSample, FaceCache
 from synth.visibility import plan_and_render
+
+log = logging.getLogger(__name__)
 
 __all__ = ["generate", "read_weights", "Interrupted", "NO_SPACE_ERRNOS", "SKIP_ERRORS", "BACKENDS", "DEFAULT_SOURCE",
            "FACE_STORE_MIN_USES", "MIN_SIZE", "MAX_SIZE"]
@@ -328,7 +330,7 @@ class _StopFlag:
     def __call__(self, signum, frame):
         self.level += 1
         if self.level == 1:
-            print("\ninterrupt: finishing the chunks in flight (Ctrl-C again to drop them)", file=sys.stderr)
+            log.warning("\ninterrupt: finishing the chunks in flight (Ctrl-C again to drop them)")
 
 
 @contextlib.contextmanager
@@ -626,6 +628,8 @@ def generate(out, n: int, recipe: str | Recipe = "mixed", src=None, index=None, 
     ``force=True`` generates into it all the same, overwriting files of the same names) or an
     argument is invalid (also: ``out`` inside ``src``), and :class:`Interrupted` after SIGINT (the manifest stays consistent;
     rerun to continue). A refused call leaves no ``.lock`` or ``run.json`` behind.
+    ``progress`` shows progress bars; the summary line ("generated ...", "nothing to do") is
+    logged at INFO (logger ``synth.generate``), the first SIGINT's notice at WARNING.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: unknown {backend!r}; known: {', '.join(BACKENDS)}")
@@ -688,7 +692,7 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
         raise ValueError(f"{manifest_path}: holds {state.next_i} samples but n={n}")
     report_path = out / "report.json"
     if state.next_i == n and report_path.exists():
-        print(f"{out}: all {n} samples done; nothing to do")
+        log.info("%s: all %d samples done; nothing to do", out, n)
         return json.loads(report_path.read_text())
 
     first = state.next_i
@@ -742,15 +746,13 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
                                       f"kept; free some space and rerun the same command to continue") from no_space
     writer.write_json_atomic(report_path, report)
     if not complete:
-        msg = f"interrupted: {state.next_i} done, rerun the same command to continue"
-        print(msg, file=sys.stderr)
-        raise Interrupted(msg)
+        raise Interrupted(f"interrupted: {state.next_i} done, rerun the same command to continue")
     writer.sweep_tmp(out)
     if store is not None:
         store.remove()
-    if progress:
-        print(f"generated {made} samples in {gen_wall:.1f} s ({report['rate_per_s']}/s); {n} total: "
-              f"{state.n_ok} ok, {state.n_skipped} skipped" + (f" {report['skip_reasons']}" if state.n_skipped else ""))
+    log.info("generated %d samples in %.1f s (%s/s); %d total: %d ok, %d skipped%s", made, gen_wall,
+             report["rate_per_s"], n, state.n_ok, state.n_skipped,
+             f" {report['skip_reasons']}" if state.n_skipped else "")
     return report
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import time
@@ -37,6 +38,8 @@ import numpy as np
 
 from .face import N_LANDMARKS, get_detector
 from .io import IMAGE_EXTENSIONS, ImageReadError, write_bytes_atomic, read_image
+
+log = logging.getLogger(__name__)
 
 __all__ = ["build_index", "load_index", "Index", "scan_files", "STATUSES"]
 
@@ -159,7 +162,7 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
     workers: processes (joblib/loky, one detector each); ``workers=1`` runs in this process.
     chunk_size: files per part (the unit of durability); with several workers and few files,
     smaller chunks are used so that all workers get work.
-    Returns (and prints when ``progress``) a summary dict: ``total`` image files, ``processed``
+    Returns (and logs at INFO, logger ``synth.index``) a summary dict: ``total`` image files, ``processed``
     now, ``reused`` from earlier runs, counts per status, ``non_image`` count and a sample of
     names, ``removed`` (recorded files that no longer exist: still in the index), ``seconds``.
     """
@@ -224,10 +227,9 @@ def build_index(src_dir, out, workers: int = 2, progress: bool = True, chunk_siz
                "reused": len(images) - len(todo), **counts, "non_image": len(others),
                "non_image_examples": others[:20], "removed": sum(r["relpath"] not in present for r in records),
                "seconds": round(time.perf_counter() - t0, 3)}
-    if progress:
-        print(f"index {out}: {summary['total']} images ({summary['processed']} processed, {summary['reused']} reused): "
-              f"{counts['ok']} ok, {counts['no_face']} no_face, {counts['unreadable']} unreadable; "
-              f"{summary['non_image']} non-image files skipped; {summary['seconds']} s")
+    log.info("index %s: %d images (%d processed, %d reused): %d ok, %d no_face, %d unreadable; "
+             "%d non-image files skipped; %s s", out, summary["total"], summary["processed"], summary["reused"],
+             counts["ok"], counts["no_face"], counts["unreadable"], summary["non_image"], summary["seconds"])
     return summary
 
 

@@ -4,6 +4,7 @@ dask and kill-and-resume tests are marked ``slow``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -135,10 +136,18 @@ def test_replay_from_manifest_is_byte_identical(base):
             assert np.array_equal(read_png(base / r[kind]), img), (r["id"], kind)
 
 
-def test_rerun_of_finished_run_does_nothing(base, capsys):
+def test_rerun_of_finished_run_does_nothing(base, capsys, caplog):
     before = {p: p.stat().st_mtime_ns for p in (base / "manifest.jsonl", base / "report.json")}
-    report = generate(base, 6, size=SIZE, backend="serial", progress=False)
-    assert "nothing to do" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="synth.generate"):
+        report = generate(base, 6, size=SIZE, backend="serial", progress=False)
+    assert caplog.messages == [f"{base}: all 6 samples done; nothing to do"]
+    assert capsys.readouterr().out == ""  # the library logs, it does not print
+    from synth.cli import main as synth_main
+
+    assert synth_main(["generate", "--n", "6", "--size", str(SIZE), "--out", str(base), "--backend", "serial"]) == 0
+    assert capsys.readouterr().out.endswith(f"\n{base}: all 6 samples done; nothing to do\n")  # the CLI shows it
+    assert synth_main(["generate", "--n", "6", "--size", str(SIZE), "--out", str(base), "--backend", "serial", "-q"]) == 0
+    assert capsys.readouterr().out == ""
     assert report == json.loads((base / "report.json").read_text())
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
@@ -473,7 +482,7 @@ def _wait_for_lines(out: Path, proc: subprocess.Popen, k: int, timeout: float = 
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_equals_clean_run(base, tmp_path, capsys):
+def test_kill_9_then_resume_equals_clean_run(base, tmp_path, caplog):
     n = 48
     clean = tmp_path / "clean"
     generate(clean, n, index=base / "index", size=SIZE, backend="serial", progress=False)
@@ -491,9 +500,9 @@ def test_kill_9_then_resume_equals_clean_run(base, tmp_path, capsys):
     assert (out / "manifest.jsonl").read_bytes() == (clean / "manifest.jsonl").read_bytes()
     assert tree_bytes(out) == tree_bytes(clean)
     assert not list(out.rglob("*.tmp"))
-    capsys.readouterr()
-    generate(out, n, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
-    assert "nothing to do" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="synth.generate"):
+        generate(out, n, index=base / "index", size=SIZE, workers=2, backend="joblib", progress=False)
+    assert "nothing to do" in caplog.text
 
 
 @pytest.mark.slow
@@ -506,7 +515,7 @@ def test_sigint_keeps_manifest_consistent(base, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert "interrupted: " in err and "rerun the same command to continue" in err
-    done = int(err.split("interrupted: ")[1].split(" done")[0])
+    done = int(re.findall(r"interrupted: (\d+) done", err)[-1])  # the Interrupted exception's message
     recs = lines(out)
     assert 0 < done == len(recs) < n and [r["i"] for r in recs] == list(range(done))
     report = json.loads((out / "report.json").read_text())
