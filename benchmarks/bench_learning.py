@@ -1,0 +1,105 @@
+"""How fast does a detector configuration learn our fakes? One training round, outside the loop.
+
+Two measurements, both on a synth pool only (never on the evaluation set):
+
+* ``--fit-pairs N``: train on the first N (real, own fake) pairs of the identity split's training
+  side, without augmentation or multi-scale, and validate *on those same pairs* after every epoch.
+  Fakes and reals share identity, crop and encoding, so the only way to separate them is the
+  forgery itself: this measures how quickly a model can pick forgery cues up at all (an
+  optimisation check, not a generalisation one).
+* default: one round as the loop trains it (paired batches, augmentation, ``--batch-scale``) on the
+  identity split, validated on the held-out identities; then scored on ``--heldout`` (a synth run
+  made with another recipe version, for example) and the global-quality check on 256 validation
+  reals (AUC of processed vs as-is; 0.5 = blind).
+
+The mask loss is printed next to the loss of the best *constant* mask (per pixel: half the mean fake
+mask, since half the batch is real): a mask loss at that level means the decoder has learned where
+faces usually are, not which pixels are forged.
+
+    python benchmarks/bench_learning.py --data POOL --out RUN [--seed S] [--model-kwargs JSON]
+        [--loss-kwargs JSON] [--fit-pairs 64 --epochs 20] [--heldout DIR]
+
+Prints one ``RESULT {json}`` line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+
+import numpy as np
+import torch
+
+from detector.data import FaceDataset, identity_split, read_dataset, read_mask
+from detector.losses import DetectorLoss
+from detector.models import create_model
+from detector.quality import quality_check
+from detector.train import evaluate, train_round
+
+
+def prior_mask_bce(samples, limit: int = 800) -> float:
+    """Mask BCE of the best constant prediction on a half-real batch (see the module docstring)."""
+    masks = [read_mask(s.mask_path) for s in samples if s.label == 1 and s.mask_path][:limit]
+    masks = np.stack([m for m in masks if m is not None and m.shape == masks[0].shape])
+    q = np.clip(0.5 * masks.mean(0), 1e-6, 1 - 1e-6)
+    fake = -(masks * np.log(q) + (1 - masks) * np.log(1 - q)).mean()
+    real = -np.log(1 - q).mean()
+    return float((fake + real) / 2)
+
+
+def loss_curve(log_path, window: int = 40) -> list[dict]:
+    """Mean of each loss part over consecutive windows of training steps."""
+    steps = [r for r in map(json.loads, open(log_path)) if r["kind"] == "step"]
+    return [{k: round(float(np.mean([s[k] for s in steps[i:i + window]])), 4) for k in ("cls", "sim", "mask")}
+            | {"from_step": i} for i in range(0, len(steps), window)]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="synth pool (training side)")
+    p.add_argument("--out", required=True, help="run directory for this benchmark's checkpoints and logs")
+    p.add_argument("--heldout", help="a synth run or eval-style set to score after training (not xgen-webmorph)")
+    p.add_argument("--model", default="freq_attention")
+    p.add_argument("--model-kwargs", default='{"head_pooled": false}')
+    p.add_argument("--loss-kwargs", default="{}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--steps", type=int, default=120, help="max steps per epoch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch-scale", default="0.5,1")
+    p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
+    a = p.parse_args(argv)
+
+    torch.manual_seed(a.seed)
+    train, val = identity_split(read_dataset(a.data), 0.1, a.seed)
+    fit = a.fit_pairs > 0
+    if fit:
+        train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
+    model = create_model(a.model, **json.loads(a.model_kwargs))
+    train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=a.seed,
+                           paired_augment=True)
+    val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
+    scale = None if fit else tuple(float(v) for v in a.batch_scale.split(","))
+    res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, 16, 0,
+                      DetectorLoss(**json.loads(a.loss_kwargs)), "cpu", lambda m: print(m, file=sys.stderr),
+                      seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True)
+    result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],
+              "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
+              "losses": loss_curve(f"{a.out}/train_log.jsonl")}
+    if not fit:
+        reals = [s for s in val if s.label == 0]
+        random.Random(a.seed).shuffle(reals)
+        q = quality_check(model, reals[:256], full_size=a.size)
+        result["quality"] = {k: round(v, 4) for k, v in q["auc"].items()} | {"max_dev": round(q["max_dev"], 4)}
+    if a.heldout:
+        metrics, _ = evaluate(model, FaceDataset(read_dataset(a.heldout), "full", norm=model.input_norm,
+                                                 full_size=a.size), 16, 0, "cpu", False, "heldout")
+        result["heldout_auc"] = round(metrics["auc"], 4)
+    print("RESULT", json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
