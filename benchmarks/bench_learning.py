@@ -32,10 +32,13 @@ import numpy as np
 import torch
 
 from detector.data import FaceDataset, identity_split, read_dataset, read_mask
+from detector.loop import LoopConfig
 from detector.losses import DetectorLoss
 from detector.models import create_model
 from detector.quality import quality_check
 from detector.train import evaluate, train_round
+
+LOOP_LOSS_KWARGS = LoopConfig.__dataclass_fields__["loss_kwargs"].default_factory()
 
 
 def prior_mask_bce(samples, limit: int = 800) -> float:
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--heldout", help="a synth run or eval-style set to score after training (not xgen-webmorph)")
     p.add_argument("--model", default="freq_attention")
     p.add_argument("--model-kwargs", default='{"head_pooled": false}')
-    p.add_argument("--loss-kwargs", default="{}")
+    p.add_argument("--loss-kwargs", default=json.dumps(LOOP_LOSS_KWARGS),
+                   help="DetectorLoss kwargs (default: the loop's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=120, help="max steps per epoch")
