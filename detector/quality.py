@@ -15,12 +15,31 @@ import numpy as np
 from synth.degrade import downup, gaussian_blur, jpeg
 from synth.perturb import sharpen
 
+
+# Module-level functions, not lambdas: a dataset carrying one as its ``global_op`` must pickle into
+# DataLoader workers started by forkserver or spawn.
+def global_blur(im: np.ndarray) -> np.ndarray:
+    return gaussian_blur(im, ksize=7, sigma=1.2)
+
+
+def global_sharpen(im: np.ndarray) -> np.ndarray:
+    return sharpen(im, amount=1.0, sigma=1.0)
+
+
+def global_downup(im: np.ndarray) -> np.ndarray:
+    return downup(im, scale=0.5, interpolation="linear")
+
+
+def global_jpeg50(im: np.ndarray) -> np.ndarray:
+    return jpeg(im, quality=50)
+
+
 #: The global operations of the check: name -> function uint8 HxWx3 -> uint8 HxWx3.
 QUALITY_OPS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
-    "blur": lambda im: gaussian_blur(im, ksize=7, sigma=1.2),
-    "sharpen": lambda im: sharpen(im, amount=1.0, sigma=1.0),
-    "downup": lambda im: downup(im, scale=0.5, interpolation="linear"),
-    "jpeg50": lambda im: jpeg(im, quality=50),
+    "blur": global_blur,
+    "sharpen": global_sharpen,
+    "downup": global_downup,
+    "jpeg50": global_jpeg50,
 }
 
 

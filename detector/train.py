@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
@@ -78,6 +79,20 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
+def loader_workers(workers: int) -> dict:
+    """DataLoader kwargs for ``workers`` worker processes (none for 0).
+
+    Workers start from a forkserver where the platform has one, not by forking this process:
+    a child forked after OpenCV's pthreads pool has run can hang inside OpenCV (opencv#5150),
+    and the parent here has usually decoded images already. Python 3.14 makes forkserver the
+    Linux default too. The dataset must pickle.
+    """
+    if not workers:
+        return {"num_workers": 0}
+    context = "forkserver" if "forkserver" in mp.get_all_start_methods() else None
+    return {"num_workers": workers, "worker_init_fn": _worker_init, "multiprocessing_context": context}
+
+
 # ------------------------------------------------------------------------------------- scoring
 
 @torch.no_grad()
@@ -92,8 +107,8 @@ def score_dataset(model: torch.nn.Module, dataset: FaceDataset, batch_size: int 
     channels_last(model).eval()
     scores = np.full(len(dataset), np.nan)
     sizes = dataset.native_sizes() if dataset.mode == "full" else [(0, 0)] * len(dataset)
-    loader = DataLoader(dataset, batch_sampler=size_grouped_batches(sizes, batch_size), num_workers=workers,
-                        collate_fn=collate, worker_init_fn=_worker_init if workers else None)
+    loader = DataLoader(dataset, batch_sampler=size_grouped_batches(sizes, batch_size), collate_fn=collate,
+                        **loader_workers(workers))
     skipped = 0
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
         skipped += batch["skipped"]
@@ -305,8 +320,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
             t0 = time.time()
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                                worker_init_fn=_worker_init if workers else None)
+            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(workers))
             net.train()
             losses, skipped = [], 0
             scale_rng = np.random.default_rng([seed, epoch, rank])  # per epoch: resumable, reproducible

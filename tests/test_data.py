@@ -283,3 +283,21 @@ def test_full_mode_with_full_size_keeps_native_faces_and_resizes_others(tmp_path
     assert FaceDataset(samples, mode="full")[1]["image"].shape == (3, 96, 96)  # eval: native
     with pytest.raises(ValueError, match="full_size"):
         FaceDataset(samples, mode="full", full_size=50)
+
+
+def test_scores_with_worker_processes_equal_in_process_scores(tmp_path):
+    """Workers start from a forkserver (a forked child can hang in OpenCV), so the dataset, including a
+    global op of the quality check, must pickle; the scores must not depend on the worker count."""
+    from detector.data import read_dataset, write_toy_synth_dir
+    from detector.models import create_model
+    from detector.quality import QUALITY_OPS
+    from detector.train import score_dataset
+
+    write_toy_synth_dir(tmp_path, n=6, size=64)
+    torch.manual_seed(0)
+    model = create_model("freq_attention", backbone="plainnet", embed_dim=16, decoder_dim=8, head_hidden=16)
+    ds = FaceDataset(read_dataset(tmp_path), "full", norm=model.input_norm, global_op=QUALITY_OPS["blur"])
+    in_process, skipped0 = score_dataset(model, ds, batch_size=4, workers=0)
+    in_workers, skipped2 = score_dataset(model, ds, batch_size=4, workers=2)
+    assert skipped0 == skipped2 == 0
+    np.testing.assert_allclose(in_workers, in_process, rtol=1e-5, atol=1e-6)
