@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def read_synth_dir(out: str | Path) -> list[Sample]:
     if not manifest.is_file():
         raise ValueError(f"{out}: no manifest.jsonl (expected the output directory of `synth generate`)")
     samples: list[Sample] = []
-    with manifest.open() as fh:
+    with manifest.open("rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -81,19 +82,32 @@ def read_synth_dir(out: str | Path) -> list[Sample]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{manifest}:{n}: not valid JSON ({e.msg})") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{manifest}:{n}: not UTF-8 text ({e.reason})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{manifest}:{n}: not a JSON object (found {type(rec).__name__})")
             if rec.get("status") != "ok":
                 continue
             missing = [k for k in ("real", "fake", "target_id") if not rec.get(k)]
             if missing:
                 raise ValueError(f"{manifest}:{n}: ok line without key(s) {missing}")
+            wrong = [k for k in ("real", "fake", "mask") if rec.get(k) and not isinstance(rec[k], str)]
+            if wrong:
+                raise ValueError(f"{manifest}:{n}: {wrong} must be paths (strings)")
             target = str(rec["target_id"])
             source = str(rec.get("source_id") or target)
             i = rec.get("i", n - 1)
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise ValueError(f"{manifest}:{n}: 'i' must be an integer, got {str(i)[:40]!r}")
+            try:
+                keys = _choice_keys(rec.get("plan"))
+            except (KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{manifest}:{n}: malformed 'plan' ({type(e).__name__}: {str(e)[:80]})") from None
             samples.append(Sample(str(out / rec["real"]), 0, None, (target,),
                                   {"generator": "real", "i": i, "dataset": str(out)}))
             samples.append(Sample(str(out / rec["fake"]), 1, str(out / rec["mask"]) if rec.get("mask") else None,
                                   tuple(dict.fromkeys((target, source))),
-                                  {"generator": "synth", "i": i, "dataset": str(out), "keys": _choice_keys(rec.get("plan"))}))
+                                  {"generator": "synth", "i": i, "dataset": str(out), "keys": keys}))
     return samples
 
 
@@ -109,9 +123,15 @@ def read_manifest_csv(path: str | Path) -> list[Sample]:
     if not csv_path.is_file():
         raise ValueError(f"{path}: no manifest.csv")
     root = csv_path.parent.absolute()
+    data = csv_path.read_bytes()
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{csv_path}:{line}: not UTF-8 text ({e.reason})") from None
     samples = []
-    with csv_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         cols = reader.fieldnames or []
         for need in ("path", "label"):
             if need not in cols:
@@ -132,6 +152,8 @@ def read_manifest_csv(path: str | Path) -> list[Sample]:
             if video:
                 meta["video"] = video
             samples.append(Sample(str(root / rel), label, str(root / mask) if mask else None, (identity,), meta))
+    except csv.Error as e:  # e.g. a field beyond csv's size limit (an unclosed quote runs to the end)
+        raise ValueError(f"{csv_path}:{reader.line_num + 1}: not a valid CSV line ({e})") from None
     return samples
 
 
@@ -344,8 +366,8 @@ def image_size(path: str) -> tuple[int, int] | None:
     try:
         with Image.open(path) as im:
             return im.size[1], im.size[0]
-    except (OSError, UnidentifiedImageError):
-        return None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # a header claiming a decompression bomb's size is not a readable image either
 
 
 def check_samples(samples: Sequence[Sample]) -> tuple[list[Sample], list[dict]]:

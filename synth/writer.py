@@ -154,6 +154,8 @@ def scan_manifest(path, truncate: bool = True) -> ManifestState:
                 record = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON line (not UTF-8 text: {e.reason})") from None
             try:
                 state.add(record)
             except ValueError as e:
@@ -179,6 +181,8 @@ def iter_manifest(path) -> Iterator[tuple[int, dict]]:
                 record = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not a JSON line (not UTF-8 text: {e.reason})") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: not a JSON object (found {type(record).__name__})")
             yield lineno, record
