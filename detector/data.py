@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from synth.recipe import choice_keys
+from synth.writer import iter_manifest
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("patch", "resize", "full")
@@ -74,40 +75,30 @@ def read_synth_dir(out: str | Path) -> list[Sample]:
     if not manifest.is_file():
         raise ValueError(f"{out}: no manifest.jsonl (expected the output directory of `synth generate`)")
     samples: list[Sample] = []
-    with manifest.open("rb") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{manifest}:{n}: not valid JSON ({e.msg})") from None
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{manifest}:{n}: not UTF-8 text ({e.reason})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{manifest}:{n}: not a JSON object (found {type(rec).__name__})")
-            if rec.get("status") != "ok":
-                continue
-            missing = [k for k in ("real", "fake", "target_id") if not rec.get(k)]
-            if missing:
-                raise ValueError(f"{manifest}:{n}: ok line without key(s) {missing}")
-            wrong = [k for k in ("real", "fake", "mask") if rec.get(k) and not isinstance(rec[k], str)]
-            if wrong:
-                raise ValueError(f"{manifest}:{n}: {wrong} must be paths (strings)")
-            target = str(rec["target_id"])
-            source = str(rec.get("source_id") or target)
-            i = rec.get("i", n - 1)
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise ValueError(f"{manifest}:{n}: 'i' must be an integer, got {str(i)[:40]!r}")
-            try:
-                keys = _choice_keys(rec.get("plan"))
-            except (KeyError, TypeError, AttributeError) as e:
-                raise ValueError(f"{manifest}:{n}: malformed 'plan' ({type(e).__name__}: {str(e)[:80]})") from None
-            samples.append(Sample(str(out / rec["real"]), 0, None, (target,),
-                                  {"generator": "real", "i": i, "dataset": str(out)}))
-            samples.append(Sample(str(out / rec["fake"]), 1, str(out / rec["mask"]) if rec.get("mask") else None,
-                                  tuple(dict.fromkeys((target, source))),
-                                  {"generator": "synth", "i": i, "dataset": str(out), "keys": keys}))
+    # complete lines only: a half-written last line of an interrupted run is not read (as synth does)
+    for n, rec in iter_manifest(manifest):
+        if rec.get("status") != "ok":
+            continue
+        missing = [k for k in ("real", "fake", "target_id") if not rec.get(k)]
+        if missing:
+            raise ValueError(f"{manifest}:{n}: ok line without key(s) {missing}")
+        wrong = [k for k in ("real", "fake", "mask") if rec.get(k) and not isinstance(rec[k], str)]
+        if wrong:
+            raise ValueError(f"{manifest}:{n}: {wrong} must be paths (strings)")
+        target = str(rec["target_id"])
+        source = str(rec.get("source_id") or target)
+        i = rec.get("i", n - 1)
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"{manifest}:{n}: 'i' must be an integer, got {str(i)[:40]!r}")
+        try:
+            keys = _choice_keys(rec.get("plan"))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{manifest}:{n}: malformed 'plan' ({type(e).__name__}: {str(e)[:80]})") from None
+        samples.append(Sample(str(out / rec["real"]), 0, None, (target,),
+                              {"generator": "real", "i": i, "dataset": str(out)}))
+        samples.append(Sample(str(out / rec["fake"]), 1, str(out / rec["mask"]) if rec.get("mask") else None,
+                              tuple(dict.fromkeys((target, source))),
+                              {"generator": "synth", "i": i, "dataset": str(out), "keys": keys}))
     return samples
 
 

@@ -146,21 +146,12 @@ def scan_manifest(path, truncate: bool = True) -> ManifestState:
     if not path.exists():
         return state
     good_bytes = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.endswith(b"\n"):
-                break  # partial last line
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON line ({e})") from None
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not a JSON line (not UTF-8 text: {e.reason})") from None
-            try:
-                state.add(record)
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: {e}") from None
-            good_bytes += len(raw)
+    for lineno, nbytes, record in _manifest_lines(path):
+        try:
+            state.add(record)
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}") from None
+        good_bytes += nbytes
     if truncate and path.stat().st_size != good_bytes:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
@@ -169,10 +160,10 @@ def scan_manifest(path, truncate: bool = True) -> ManifestState:
     return state
 
 
-def iter_manifest(path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, record)`` for the complete lines of a manifest, one at a time
-    (memory stays flat). A line that is not a JSON object raises ``ValueError`` naming
-    ``path:line``; check the fields of a record with :func:`record_index` and :func:`record_files`."""
+def _manifest_lines(path) -> Iterator[tuple[int, int, dict]]:
+    """``(line number, bytes, record)`` per complete line; a trailing line without its newline (an
+    interrupted append) ends the iteration. A line that is not a JSON object raises ``ValueError``
+    naming ``path:line``."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
@@ -185,7 +176,15 @@ def iter_manifest(path) -> Iterator[tuple[int, dict]]:
                 raise ValueError(f"{path}:{lineno}: not a JSON line (not UTF-8 text: {e.reason})") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: not a JSON object (found {type(record).__name__})")
-            yield lineno, record
+            yield lineno, len(raw), record
+
+
+def iter_manifest(path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for the complete lines of a manifest, one at a time
+    (memory stays flat). A line that is not a JSON object raises ``ValueError`` naming
+    ``path:line``; check the fields of a record with :func:`record_index` and :func:`record_files`."""
+    for lineno, _, record in _manifest_lines(path):
+        yield lineno, record
 
 
 def _short(value: Any, limit: int = 60) -> str:

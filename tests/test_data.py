@@ -301,3 +301,15 @@ def test_scores_with_worker_processes_equal_in_process_scores(tmp_path):
     in_workers, skipped2 = score_dataset(model, ds, batch_size=4, workers=2)
     assert skipped0 == skipped2 == 0
     np.testing.assert_allclose(in_workers, in_process, rtol=1e-5, atol=1e-6)
+
+
+def test_read_synth_dir_ignores_a_half_written_last_line(tmp_path):
+    """An interrupted run can leave a last line without its newline; the reader keeps the complete
+    lines, as synth's own manifest reader does, instead of refusing the whole pool."""
+    from detector.data import read_synth_dir, write_toy_synth_dir
+
+    write_toy_synth_dir(tmp_path, n=4, size=32)
+    whole = read_synth_dir(tmp_path)
+    with open(tmp_path / "manifest.jsonl", "a") as f:
+        f.write('{"i": 4, "status": "ok", "real": "real/0')
+    assert [s.path for s in read_synth_dir(tmp_path)] == [s.path for s in whole]
