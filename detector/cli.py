@@ -147,7 +147,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="detector checkpoint (.pt)")
-    p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout)")
+    p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout, "
+                   "including a DeepfakeBench dataset .json or a folder holding one)")
+    p.add_argument("--root", metavar="DIR", help="DeepfakeBench JSON: folder its relative frame paths start from "
+                                                 "(default: the folder the .json is in)")
+    p.add_argument("--split", choices=("train", "val", "test", "all"),
+                   help="DeepfakeBench JSON: split to evaluate (default test)")
+    p.add_argument("--compression", choices=("raw", "c23", "c40"),
+                   help="DeepfakeBench JSON of FaceForensics++: compression level (default c23)")
+    p.add_argument("--labels", type=_json_dict, metavar="JSON",
+                   help="DeepfakeBench JSON: label names -> 0 (real) / 1 (fake), as its label_dict, for names "
+                        "that contain neither 'real' nor 'fake', e.g. '{\"blendface\": 1}'")
     p.add_argument("--out", metavar="JSON", help="write the metrics here (and a ROC plot next to it, *_roc.png)")
     p.add_argument("--size", type=int, help="resize every face to SIZE x SIZE (multiple of 32; default: the size "
                                             "recorded in the checkpoint by `detector train`, else native)")
@@ -183,14 +193,16 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from detector.checkpoint import load_checkpoint
     from detector.data import FaceDataset, check_samples, load_problem, read_dataset
-    from detector.metrics import format_metrics
+    from detector.metrics import format_metrics, video_scores
     from detector.plots import plot_roc
     from detector.train import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = check_device(args.device)  # before the checkpoint: a bad device is not the checkpoint's fault
-    samples, skipped = check_samples(read_dataset(args.data))  # missing images and masks, named, before any work
+    json_options = {k: getattr(args, k) for k in ("root", "split", "compression", "labels")
+                    if getattr(args, k) is not None}  # DeepfakeBench JSON only
+    samples, skipped = check_samples(read_dataset(args.data, **json_options))  # missing files named, before any work
     _check_classes(args.data, samples, skipped)
     model, meta = load_checkpoint(args.ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
@@ -215,7 +227,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"ckpt": str(args.ckpt), "data": str(args.data), **metrics, "skipped": skipped}
+        record = {"ckpt": str(args.ckpt), "data": str(args.data), **json_options, **metrics, "skipped": skipped}
         out.write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))  # valid JSON: NaN -> null
         ok = np.isfinite(scores)
         labels = np.array([s.label for s in samples])
@@ -223,6 +235,10 @@ def run_eval(args: argparse.Namespace) -> int:
         curves = {"all": (labels[ok], scores[ok])}
         curves.update({g: (labels[ok & ((labels == 0) | (gens == g))], scores[ok & ((labels == 0) | (gens == g))])
                        for g in metrics.get("per_generator") or {}})
+        if "video" in metrics:  # per-video mean frame scores, as metrics["video"]
+            videos = [s.meta["video"] for s, k in zip(samples, ok) if k]
+            _, video_labels, video_means = video_scores(labels[ok], scores[ok], videos)
+            curves["video-level"] = (video_labels, video_means)
         png = plot_roc(curves, out.with_name(out.stem + "_roc.png"), title=f"{Path(args.data).name}")
         print(f"wrote {out} and {png}")
     return EXIT_OK

@@ -7,6 +7,9 @@ Readers turn a dataset on disk into a list of :class:`Sample`:
 * ``read_manifest_csv(DIR)``: ``manifest.csv`` with columns ``path,label[,mask,generator,identity,video]``
   (paths relative to the csv), e.g. an evaluation set.
 * ``read_folders(DIR)``: ``DIR/real/**`` and ``DIR/fake/**`` images (optional ``DIR/mask/<same rel path>``).
+* ``read_deepfakebench_json(FILE.json)``: a dataset JSON of DeepfakeBench (``preprocessing/rearrange.py``:
+  FF++, Celeb-DF, DFDC, ... or ``synth export --format deepfakebench``); every frame a sample, its
+  video in ``meta["video"]`` (video-level metrics).
 * ``read_dataset(path)`` picks the reader from what is on disk.
 
 Resolution matters: blending traces live in the highest frequencies, so training defaults to
@@ -171,23 +174,216 @@ def read_folders(path: str | Path) -> list[Sample]:
     return samples
 
 
-def read_dataset(path: str | Path) -> list[Sample]:
-    """Read any supported layout (see module docstring); ``ValueError`` naming ``path`` otherwise."""
+#: DeepfakeBench label names (its ``training/config/*_config.yaml`` ``label_dict``) that say neither
+#: "real" nor "fake": FaceForensics++'s manipulation methods, all fake.
+DEEPFAKEBENCH_FAKE_LABELS = frozenset({"FF-DF", "FF-F2F", "FF-FS", "FF-NT", "FF-FH", "FF-SH"})
+#: Splits of a DeepfakeBench JSON; ``"all"`` reads their union (a video listed in several once).
+DEEPFAKEBENCH_SPLITS = ("train", "val", "test", "all")
+#: Keys of FaceForensics++'s extra nesting level (dataset -> label -> split -> compression -> video).
+DEEPFAKEBENCH_COMPRESSIONS = ("raw", "c23", "c40")
+
+
+def deepfakebench_label(name: str, labels: Mapping[str, int] | None = None) -> int:
+    """0 (real) or 1 (fake) for a DeepfakeBench label name, e.g. ``"FF-real"`` -> 0, ``"FF-DF"`` -> 1.
+
+    ``labels`` (name -> 0/1) comes first, as DeepfakeBench's own ``label_dict``; then the
+    FaceForensics++ method names (:data:`DEEPFAKEBENCH_FAKE_LABELS`); then the name itself: one
+    containing "real" is real, one containing "fake" fake (case-insensitive). Anything else is a
+    ``ValueError``: guessing a label would silently invert a metric.
+    """
+    if labels and name in labels:
+        if labels[name] not in (0, 1):
+            raise ValueError(f"label {name!r} maps to {labels[name]!r}, expected 0 or 1")
+        return int(labels[name])
+    if name in DEEPFAKEBENCH_FAKE_LABELS:
+        return 1
+    low = name.lower()
+    real, fake = "real" in low, "fake" in low
+    if real != fake:
+        return int(fake)
+    raise ValueError(f"label {name!r} is neither real nor fake: names containing 'real' or 'fake' and "
+                     f"FaceForensics++'s {sorted(DEEPFAKEBENCH_FAKE_LABELS)} are understood")
+
+
+def _dataset_jsons(folder: Path) -> list[Path]:
+    """The ``*.json`` files of ``folder`` that may be a DeepfakeBench dataset JSON (not a synth run's
+    own ``run.json`` or ``report.json``)."""
+    return sorted(p for p in folder.glob("*.json") if p.name not in ("run.json", "report.json") and p.is_file())
+
+
+def _deepfakebench_file(path: Path) -> Path:
+    """The JSON itself, or the one dataset ``*.json`` in the folder ``path``."""
+    if path.is_dir():
+        found = _dataset_jsons(path)
+        if len(found) != 1:
+            names = ", ".join(p.name for p in found[:5]) + (", ..." if len(found) > 5 else "")
+            raise ValueError(f"{path}: expected one DeepfakeBench .json in the folder, found {len(found)}"
+                             + (f" ({names}); pass the one to read" if found else ""))
+        return found[0]
+    return path
+
+
+def _is_video_record(node) -> bool:
+    return isinstance(node, dict) and ("frames" in node or "label" in node)
+
+
+def _deepfakebench_videos(data, split: str, compression: str | None, where: Callable[..., str]):
+    """``(key path, video record)`` of every video of ``split`` in the parsed JSON ``data``; the key
+    path is (dataset, label group, split[, compression], video). Checks the nesting, not the records."""
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{where()}expected a JSON object {{dataset name: label groups}}, the layout of "
+                         "DeepfakeBench's preprocessing/rearrange.py")
+    for dataset, groups in data.items():
+        if not isinstance(groups, dict):
+            raise ValueError(f"{where(dataset)} must be an object {{label group: splits}}")
+        for group, splits in groups.items():
+            if not isinstance(splits, dict):
+                raise ValueError(f"{where(dataset, group)} must be an object {{split: videos}}")
+            if split != "all" and split not in splits:
+                raise ValueError(f"{where(dataset, group)}: missing key {split!r} (splits present: {sorted(splits)})")
+            for sp in splits if split == "all" else [split]:
+                videos, keys = splits[sp], (dataset, group, sp)
+                if _is_video_record(videos):  # rearrange.py writes DFDC's val split as one video record
+                    if split == "all":
+                        continue
+                    raise ValueError(f"{where(*keys)} is a single video record, not an object of videos "
+                                     "(DeepfakeBench's rearrange.py writes DFDC's val split so); use split 'test'")
+                if isinstance(videos, dict) and videos and set(videos) <= set(DEEPFAKEBENCH_COMPRESSIONS) and \
+                        not any(_is_video_record(v) for v in videos.values()):  # FF++: split -> compression -> video
+                    level = compression or ("c23" if "c23" in videos or len(videos) > 1 else next(iter(videos)))
+                    if level not in videos:
+                        what = f"missing key {level!r}" if compression else "several compression levels"
+                        raise ValueError(f"{where(*keys)}: {what} (present: {sorted(videos)}); "
+                                         "choose one with compression")
+                    videos, keys = videos[level], keys + (level,)
+                if not isinstance(videos, dict):
+                    raise ValueError(f"{where(*keys)} must be an object {{video: record}}")
+                for video, rec in videos.items():
+                    yield keys + (video,), rec
+
+
+def read_deepfakebench_json(path: str | Path, root: str | Path | None = None, split: str = "test",
+                            compression: str | None = None, labels: Mapping[str, int] | None = None) -> list[Sample]:
+    """Frames of a DeepfakeBench dataset JSON (``path`` = the ``.json`` or a folder holding just one).
+
+    The layout is the one DeepfakeBench's ``preprocessing/rearrange.py`` writes::
+
+        {DATASET: {LABEL_GROUP: {SPLIT: {VIDEO: {"label": NAME, "frames": [PATH, ...], "masks": [PATH, ...]}}}}}
+
+    with one more level, ``{"c23": {VIDEO: ...}, "c40": ..., "raw": ...}``, under each split of
+    FaceForensics++ and its subsets. ``split`` (train, val, test or all; default test, as
+    DeepfakeBench tests) picks the videos; ``compression`` picks the level where there is one
+    (default c23, as DeepfakeBench does, else the only level present). Each video's ``label`` name
+    becomes 0/1 by :func:`deepfakebench_label` (``labels`` adds or overrides names).
+
+    Paths: absolute ones are used as they are; relative ones (``\\`` separators allowed) are joined
+    to ``root``, else to the folder the JSON is in (as given: a symbolic link to the JSON placed in
+    DeepfakeBench's data root makes that root the base). A fake frame's mask is the entry of
+    ``masks`` with the frame's file name; a listed mask that is not on disk is left out (the frame
+    is kept, without mask). Frames are not opened here: a missing or unreadable one is skipped and
+    counted by ``detector eval`` (:func:`check_samples`), as for the other readers.
+
+    Each frame is a :class:`Sample` with ``meta["video"] = "DATASET/LABEL_GROUP/VIDEO"`` (so
+    evaluation reports video-level metrics: the mean frame score per video), ``meta["generator"]``
+    the label group for fakes (per-method metrics) and ``"real"`` for reals, ``group`` the video.
+    A malformed file (not JSON, a missing key, a value of the wrong type, an unknown label) raises
+    ``ValueError`` naming the file and the key path.
+    """
+    path = Path(path)
+    if split not in DEEPFAKEBENCH_SPLITS:
+        raise ValueError(f"split: expected one of {DEEPFAKEBENCH_SPLITS}, got {split!r}")
+    if compression is not None and compression not in DEEPFAKEBENCH_COMPRESSIONS:
+        raise ValueError(f"compression: expected one of {DEEPFAKEBENCH_COMPRESSIONS}, got {compression!r}")
+    if not path.exists():
+        raise ValueError(f"{path}: does not exist")
+    file = _deepfakebench_file(path)
+    base = Path(root) if root is not None else file.parent
+    if not base.is_dir():
+        raise ValueError(f"{base}: root is not a folder")
+    base = base.absolute()
+    try:
+        data = json.loads(file.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file}: not a JSON file ({e})") from None
+
+    def where(*keys) -> str:
+        return f"{file}: " + "".join(f"[{k!r}]" for k in keys)
+
+    def resolve(rel: str) -> str:
+        rel = rel.replace("\\", "/") if os.sep == "/" else rel  # DeepfakeBench's JSONs are often written on Windows
+        return os.path.normpath(rel if os.path.isabs(rel) else base / rel)
+
+    def paths(value, *keys) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(p, str) and p and "\0" not in p for p in value):
+            raise ValueError(f"{where(*keys)} must be a list of paths (strings)")
+        return [resolve(p) for p in value]
+
+    samples: list[Sample] = []
+    seen: set[tuple] = set()
+    for keys, rec in _deepfakebench_videos(data, split, compression, where):
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where(*keys)} must be an object {{label, frames[, masks]}}")
+        for need in ("label", "frames"):
+            if need not in rec:
+                raise ValueError(f"{where(*keys)}: missing key {need!r}")
+        if not isinstance(rec["label"], str):
+            raise ValueError(f"{where(*keys, 'label')} must be a label name (string)")
+        try:
+            label = deepfakebench_label(rec["label"], labels)
+        except ValueError as e:
+            raise ValueError(f"{where(*keys, 'label')}: {e}") from None
+        frames = paths(rec["frames"], *keys, "frames")
+        masks = paths(rec.get("masks") or [], *keys, "masks") if label == 1 else []
+        key = tuple(str(k) for k in (keys[0], keys[1], keys[-1]))  # dataset, label group, video
+        if key in seen:  # split "all": a video listed in several splits is read once
+            continue
+        seen.add(key)
+        by_name: dict[str, str] = {}
+        for m in masks:
+            by_name.setdefault(os.path.basename(m), m)
+        vid = "/".join(key)
+        for f in frames:
+            mask = by_name.get(os.path.basename(f))
+            samples.append(Sample(f, label, mask if mask and os.path.isfile(mask) else None, (vid,),
+                                  {"generator": key[1] if label else "real", "video": vid}))
+    if not samples:
+        raise ValueError(f"{file}: no frame in split {split!r}")
+    return samples
+
+
+def read_dataset(path: str | Path, *, root: str | Path | None = None, split: str | None = None,
+                 compression: str | None = None, labels: Mapping[str, int] | None = None) -> list[Sample]:
+    """Read any supported layout (see module docstring); ``ValueError`` naming ``path`` otherwise.
+
+    ``root``, ``split``, ``compression`` and ``labels`` apply to a DeepfakeBench JSON only
+    (:func:`read_deepfakebench_json`; a ``.json`` file, or a folder holding one and no other layout).
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: dataset path does not exist")
+    options = {k: v for k, v in (("root", root), ("split", split), ("compression", compression), ("labels", labels))
+               if v is not None}
+    reader = None
     if path.is_file():
         readers = {"manifest.jsonl": lambda p: read_synth_dir(p.parent), "manifest.csv": read_manifest_csv}
-        if path.name in readers:
-            return readers[path.name](path)
+        reader = readers.get(path.name) or (read_deepfakebench_json if path.suffix.lower() == ".json" else None)
     elif (path / "manifest.jsonl").is_file():
-        return read_synth_dir(path)
+        reader = read_synth_dir
     elif (path / "manifest.csv").is_file():
-        return read_manifest_csv(path)
+        reader = read_manifest_csv
     elif (path / "real").is_dir() or (path / "fake").is_dir():
-        return read_folders(path)
-    raise ValueError(f"{path}: unknown dataset layout; expected manifest.jsonl (`synth generate` output), "
-                     "manifest.csv (path,label[,mask,generator,identity,video]) or real/ and fake/ image folders")
+        reader = read_folders
+    elif _dataset_jsons(path):
+        reader = read_deepfakebench_json
+    if reader is None:
+        raise ValueError(f"{path}: unknown dataset layout; expected manifest.jsonl (`synth generate` output), "
+                         "manifest.csv (path,label[,mask,generator,identity,video]), real/ and fake/ image folders "
+                         "or a DeepfakeBench dataset .json")
+    if reader is read_deepfakebench_json:
+        return reader(path, **options)
+    if options:
+        raise ValueError(f"{path}: {', '.join(options)} apply to a DeepfakeBench .json only, not to this layout")
+    return reader(path)
 
 
 def read_datasets(paths: Iterable[str | Path]) -> list[Sample]:
