@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from pathlib import Path
 
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
@@ -58,6 +59,20 @@ def _cmd_recipes(args) -> int:
     for name in names:
         r = load_recipe(name)  # validates; raises RecipeError with file/key on a bad one
         print(f"{r.name:16s} {r.hash}  {r.spec.get('description', '')}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from synth.export import export_run
+
+    summary = export_run(args.run, args.out, args.format, name=args.name, val_fraction=args.val_fraction,
+                         seed=args.seed, link=args.link, path_prefix=args.path_prefix)
+    if args.format == "deepfakebench":
+        labels = ", ".join(f"{k}: {v}" for k, v in summary["labels"].items())
+        print(f"wrote {summary['json']}; for DeepfakeBench set dataset_json_folder to {args.out} and add "
+              f"{labels} to label_dict")
+    else:
+        print(f"wrote {Path(args.out) / 'train'} and {Path(args.out) / 'val'}")
     return 0
 
 
@@ -122,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=24)
     s.add_argument("--out", dest="sheet", help="PNG to write (default OUT/sheet.png)")
     s.set_defaults(func=_cmd_show)
+
+    s = sub.add_parser("export", help="export a run as a DeepfakeBench dataset JSON or a torchvision ImageFolder tree",
+                       epilog=_EPILOG, parents=common,
+                       description="Links (no copies) to the run's ok samples, split by identity into train and "
+                                   "held-out parts; nothing is written outside OUT.")
+    s.add_argument("run", help="generation output directory")
+    s.add_argument("out", help="new or empty folder to write")
+    s.add_argument("--format", required=True, choices=("deepfakebench", "imagefolder"),
+                   help="deepfakebench: OUT/NAME.json in the layout of DeepfakeBench's rearrange.py (train, val, "
+                        "test; val = test = the held-out part); imagefolder: OUT/{train,val}/{real,fake}/")
+    s.add_argument("--name", default="faceforge",
+                   help="deepfakebench dataset name: OUT/NAME.json, labels NAME_real and NAME_fake (default faceforge)")
+    s.add_argument("--val-fraction", type=float, default=0.1, help="share held out, by identity (default 0.1)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the identity split")
+    s.add_argument("--link", choices=("symlink", "hard"), default="symlink",
+                   help="symlink (absolute target; default) or hard (OUT on the run's file system)")
+    s.add_argument("--path-prefix", default="", metavar="PREFIX",
+                   help="deepfakebench: prefix of the paths in the JSON (default: relative to OUT), e.g. "
+                        "./datasets/rgb/NAME when OUT is placed there for DeepfakeBench")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("recipes", help="list (and validate) recipes", parents=common)
     s.add_argument("recipe", nargs="*", help="names or paths to validate (default: all shipped)")
