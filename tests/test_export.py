@@ -343,3 +343,21 @@ def test_reader_folder_with_several_jsons_and_missing_frames(tmp_path, ckpt, cap
     record = json.loads(out.read_text())
     assert record["n_skipped"] == 1 and record["skipped"][0]["path"] == str(d / "r/gone.png")
     assert (record["video"]["n_real"], record["video"]["n_fake"]) == (1, 1)
+
+
+def test_train_loop_evaluates_on_a_deepfakebench_json(toy, tmp_path):
+    """`detector train --eval X.json`: the loop reads the JSON (split test, paths from its folder) and
+    records video-level metrics beside the frame-level ones."""
+    from detector.loop import run_loop
+
+    ev = tmp_path / "ev"
+    export_run(write_toy_synth_dir(tmp_path / "evrun", n=12, size=SIZE, seed=9, n_identities=12), ev,
+               "deepfakebench", val_fraction=0.5, seed=2)
+    tiny = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
+    summary = run_loop([toy], ev / "faceforge.json", tmp_path / "run", condition="auc>1", max_rounds=1,
+                       model_name="freq_attention", model_kwargs=tiny, patch=32, batch_size=8, workers=0,
+                       epochs_per_round=1, max_steps_per_epoch=2, quality_reals=0, val_fraction=0.3, progress=False,
+                       log=lambda m: None)
+    assert summary["status"] == "max_rounds"
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["eval"]["video"]["n"] == line["eval"]["n"] > 0
