@@ -31,10 +31,18 @@ bounding box with one fast DST-I solve plus a small dense "capacitance" system:
 3. ``h`` on the box is recovered with one DST-I Poisson solve (sources ``sigma`` on the
    ring, Dirichlet values from the potential on the box border).
 
-Cost: two DST-I transforms of the padded box, an ``m x m`` float32 Cholesky (O(m^3):
-~0.2 ms at m = 160, 256 px; ~1 ms at m = 300, 512 px; ~0.2 s for a 600x800-px mask at
+Cost: two DST-I transforms of the padded box (~0.4 ms each for a 140x180-px ellipse at
+256 px, ~1.5 ms at 512 px), an ``m x m`` float32 Cholesky (O(m^3): ~1 ms at m = 460, the
+ring of that ellipse at 256 px; ~7 ms at m = 920, 512 px; ~0.2 s for a 600x800-px mask at
 1024 px) and a mask-independent kernel table cached per process (float32,
 (2 S - 1)^2 for boxes below S px, S a power of two: 1 MB at S = 256, 16 MB at 1024).
+Everything that depends on the mask alone -- the ring, the kernel gathers and the
+Cholesky factor -- is cached per process for the last 4 masks (at most 64 MB; keyed by
+the mask's domain inside its bounding box, wherever that box lies), so a mask seen again
+(video with a fixed mask, faces aligned to one template, benchmarks) costs the two DSTs
+plus an O(m^2) triangular solve: 4-5x faster than ``cv2.seamlessClone`` at 256 and 512 px
+on the ellipse above, against ~2x for a new mask (benchmarks/bench_blend.py, BENCHMARKS.md).
+The result is bit-identical with or without the cache.
 
 A plain DST solve on the box alone would put the boundary condition on the box border,
 not the mask border, and change target pixels outside the mask; this scheme keeps every
@@ -66,7 +74,10 @@ copy when comparing.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -75,7 +86,7 @@ import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided
 from scipy.linalg import lapack
 
-from synth._checks import check_image, check_same_shape, mask_to_float, round_uint8, to_uint8
+from synth._checks import check_image, check_same_shape, mask_to_float, round_uint8
 from synth.params import Op, Param
 
 POISSON_MODES = ("normal", "mixed")
@@ -235,29 +246,56 @@ def _row_runs(table: np.ndarray, n: int) -> np.ndarray:
                       writeable=False)
 
 
-def _capacitance_solve(cap: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Find ``sigma``, ``c`` with ``cap @ sigma + c = rhs``; float32 (m, m), (m, 3).
+def _capacitance_factor(cap: np.ndarray) -> tuple[np.ndarray, float]:
+    """Upper Cholesky factor of ``A = alpha 11^T - C`` and ``alpha``; ``C = cap`` float32 (m, m).
 
-    ``C = cap`` (potential kernel between ring pixels) is conditionally negative
-    definite, so ``A = alpha 11^T - C`` is positive definite once ``alpha`` is large
-    enough (``max C`` is, in practice, with cond(A) ~ 1e2-1e3); ``A x = -rhs`` gives
-    ``sigma = x``, ``c = -alpha sum(x)``.  float32 Cholesky: relative error ~1e-5, i.e.
-    ~1e-4 gray levels on the ring.
+    ``C`` (potential kernel between ring pixels) is conditionally negative definite, so
+    ``A`` is positive definite once ``alpha`` is large enough (``max C`` is, in practice,
+    with cond(A) ~ 1e2-1e3).  float32: relative error ~1e-5, i.e. ~1e-4 gray levels on
+    the ring.  (LAPACK's ``sposv`` is this ``spotrf`` followed by ``spotrs``, bit for bit.)
     """
     alpha = float(cap.max())
     for _ in range(8):
-        _, x, info = lapack.sposv(np.subtract(alpha, cap, dtype=np.float32), -rhs, overwrite_a=1, overwrite_b=1)
+        # A is exactly symmetric, so its transpose is A in Fortran order: no copy in LAPACK's wrapper
+        factor, info = lapack.spotrf(np.subtract(alpha, cap, dtype=np.float32).T, lower=0, clean=0, overwrite_a=1)
         if info == 0:
-            return x, (-alpha * x.sum(axis=0, dtype=np.float64)).astype(np.float32)
+            return factor, alpha
         alpha *= 2.0  # not yet positive definite (never seen; kept for safety)
     raise RuntimeError("poisson_blend: capacitance system is not positive definite")
 
 
-def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: str) -> np.ndarray:
-    """Exact solve on ``dom``; returns the solution on the crop (valid where ``dom``).
+class _RingSystem(NamedTuple):
+    """The part of the exact solve that depends on the domain only (see :func:`_ring_system`).
 
-    ``s``, ``t``: float32 (hc, wc, 3) crops; ``dom`` (hc, wc) bool, False on the crop frame.
+    ``by``, ``bx``: ring pixels (crop coordinates, intp (m,)); ``nh``, ``nw``: the DST
+    grid; ``factor``, ``alpha``: :func:`_capacitance_factor`; ``runs``: per ring pixel, the
+    potential along the four sides of the grid border, one pixel outside the grid (top,
+    bottom: float32 (m, nw); left, right: (m, nh)).
     """
+
+    by: np.ndarray
+    bx: np.ndarray
+    nh: int
+    nw: int
+    factor: np.ndarray
+    alpha: float
+    runs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return self.by.nbytes + self.bx.nbytes + self.factor.nbytes + sum(r.nbytes for r in self.runs)
+
+    def solve(self, rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``sigma``, ``c`` with ``C sigma + c = rhs`` (rhs float32 (m, 3)): ``A x = -rhs``
+        gives ``sigma = x``, ``c = -alpha sum(x)``."""
+        x, info = lapack.spotrs(self.factor, -rhs, lower=0)
+        if info != 0:  # only for malformed arguments
+            raise RuntimeError(f"poisson_blend: spotrs failed (info={info})")
+        return x, (-self.alpha * x.sum(axis=0, dtype=np.float64)).astype(np.float32)
+
+
+def _build_ring_system(dom: np.ndarray) -> _RingSystem:
+    """:class:`_RingSystem` of the crop domain ``dom`` ((hc, wc) bool, False on the frame)."""
     hc, wc = dom.shape
     # ring: pixels outside dom with a 4-neighbour in it (dom is False on the crop frame)
     ring = cv2.dilate(dom.view(np.uint8), _CROSS_3x3)
@@ -270,6 +308,65 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
     size = 1 << max(6, max(nh, nw).bit_length())  # > every offset below
     table = _potential_table(size)
     width = 2 * size - 1
+    # capacitance matrix a(by_i - by_j, bx_i - bx_j): one outer subtraction of flat
+    # indices into the mirrored table (intp, so the gather needs no conversion)
+    flat = by * width + bx
+    idx = np.subtract.outer(flat + ((size - 1) * width + size - 1), flat)
+    factor, alpha = _capacitance_factor(table.ravel()[idx])
+    # potential on the DST grid border, one pixel outside the grid (may leave the image):
+    # each ring pixel contributes a contiguous run of a table row per side
+    runs_w = _row_runs(table, nw)  # [size-1+r, size-1-c, x] = a(r, x - c)
+    runs_h = _row_runs(table, nh)
+    start_x, start_y = size - 1 - bx, size - 1 - by
+    runs = (runs_w[size + by, start_x],  # row y = -1, offset by + 1
+            runs_w[size - 1 + nh - by, start_x],  # row y = nh
+            runs_h[size + bx, start_y],  # column x = -1 (a is symmetric)
+            runs_h[size - 1 + nw - bx, start_y])  # column x = nw
+    for a in (by, bx, factor, *runs):
+        a.flags.writeable = False
+    return _RingSystem(by, bx, nh, nw, factor, alpha, runs)
+
+
+_RING_CACHE: OrderedDict = OrderedDict()  # (shape, domain bytes) -> _RingSystem, most recent last
+_RING_CACHE_LOCK = threading.Lock()
+_RING_CACHE_ENTRIES = 4
+_RING_CACHE_BYTES = 64 << 20
+
+
+def _ring_system(dom: np.ndarray) -> _RingSystem:
+    """:func:`_build_ring_system`, cached per process for the last few domains.
+
+    The key is the crop domain itself (shape and bits), so a mask seen again (a video with
+    a fixed mask, a batch of faces aligned to one template) skips the ring, the kernel
+    gathers and the O(m^3) Cholesky factorisation; results are bit-identical either way.
+    At most :data:`_RING_CACHE_ENTRIES` systems and :data:`_RING_CACHE_BYTES` bytes are
+    kept (least recently used first out; ~2 MB for a face at 256 px, ~8 MB at 512 px); a
+    larger system is not kept.
+    """
+    key = (dom.shape, np.packbits(dom).tobytes())  # packing first: 8x less to copy and hash
+    with _RING_CACHE_LOCK:
+        system = _RING_CACHE.get(key)
+        if system is not None:
+            _RING_CACHE.move_to_end(key)
+            return system
+    system = _build_ring_system(dom)
+    if system.nbytes <= _RING_CACHE_BYTES:
+        with _RING_CACHE_LOCK:
+            _RING_CACHE[key] = system
+            total = sum(s.nbytes for s in _RING_CACHE.values())
+            while len(_RING_CACHE) > _RING_CACHE_ENTRIES or total > _RING_CACHE_BYTES:
+                total -= _RING_CACHE.popitem(last=False)[1].nbytes
+    return system
+
+
+def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: str) -> np.ndarray:
+    """Exact solve on ``dom``; returns the solution on the crop (valid where ``dom``).
+
+    ``s``, ``t``: float32 (hc, wc, 3) crops; ``dom`` (hc, wc) bool, False on the crop frame.
+    """
+    hc, wc = dom.shape
+    system = _ring_system(dom)
+    by, bx, nh, nw = system.by, system.bx, system.nh, system.nw
     inv_eig = _inverse_eigenvalues(nh, nw)
 
     if mode == "normal":
@@ -281,22 +378,9 @@ def _poisson_mask_domain(s: np.ndarray, t: np.ndarray, dom: np.ndarray, mode: st
         spec_p *= inv_eig
         particular = _dst(spec_p.copy())[:hc, :wc]
     target_on_ring = particular[by, bx] - t[by, bx]  # h must equal this on the ring
+    sigma, const = system.solve(target_on_ring)
 
-    # capacitance matrix a(by_i - by_j, bx_i - bx_j): one outer subtraction of flat
-    # indices into the mirrored table (intp, so the gather needs no conversion)
-    flat = by * width + bx
-    idx = np.subtract.outer(flat + ((size - 1) * width + size - 1), flat)
-    sigma, const = _capacitance_solve(table.ravel()[idx], target_on_ring)
-
-    # potential on the DST grid border, one pixel outside the grid (may leave the image):
-    # each ring pixel contributes a contiguous run of a table row per side
-    runs_w = _row_runs(table, nw)  # [size-1+r, size-1-c, x] = a(r, x - c)
-    runs_h = _row_runs(table, nh)
-    start_x, start_y = size - 1 - bx, size - 1 - by
-    top = sigma.T @ runs_w[size + by, start_x]  # (3, nw): row y = -1, offset by + 1
-    bottom = sigma.T @ runs_w[size - 1 + nh - by, start_x]  # row y = nh
-    left = sigma.T @ runs_h[size + bx, start_y]  # column x = -1 (a is symmetric)
-    right = sigma.T @ runs_h[size - 1 + nw - bx, start_y]  # column x = nw
+    top, bottom, left, right = (sigma.T @ run for run in system.runs)  # (3, nw) / (3, nh)
     rhs = np.zeros((nh, nw, 3), np.float32)
     rhs[by, bx] = sigma
     rhs[0] -= top.T + const
@@ -392,52 +476,102 @@ def _poisson(source, target, mask, mode, domain):
     return box, _poisson_box_domain(source[box], target[box], weight, mode), None
 
 
+def _copy_where(src: np.ndarray, region: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """A copy of ``base`` (HxWx3) with ``src`` where ``region`` (HxW bool) is set; one
+    OpenCV pass (numpy's boolean-mask indexing is ~10x slower)."""
+    return cv2.copyTo(src, region.view(np.uint8), base.copy())
+
+
 def poisson_blend_float(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
                         mode: str = "normal", domain: str = "mask") -> np.ndarray:
-    """Poisson image editing; float32 HxWx3 result before clipping/rounding.
+    """Poisson image editing; the float32 result before rounding and clipping.
 
-    See the module docstring for the two ``domain`` formulations.  ``mode``: ``"normal"``
-    (guidance = source gradients) or ``"mixed"`` (per neighbour pair and channel, the
-    source or target difference with the larger magnitude; ties keep the target).
-    ``domain="mask"`` binarises the mask at 0.5 (``mask > 0.5`` is the domain);
-    ``domain="box"`` takes the box of ``mask > 0`` (grown to an FFT-friendly size) and
-    uses the soft mask eroded by 3 px as gradient weight, like OpenCV.
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        uint8 (H, W, 3) RGB, 0..255, same H and W; ``source`` already warped into the
+        target's frame.  Any strides; neither is modified.
+    mask : numpy.ndarray
+        (H, W) (or (H, W, 1)): uint8 0..255, bool, or float in [0, 1].
+        ``domain="mask"`` binarises it: ``mask > 0.5`` (uint8: > 127) is the domain.
+        ``domain="box"`` takes the box of ``mask > 0`` (grown to an FFT-friendly size)
+        and uses the soft mask eroded by 3 px as gradient weight, like OpenCV.
+    mode : {"normal", "mixed"}
+        Guidance: source gradients, or per neighbour pair and channel the source or
+        target difference with the larger magnitude (ties keep the target).
+    domain : {"mask", "box"}
+        The exact solve on the mask (default) or OpenCV ``seamlessClone``'s box
+        formulation; see the module docstring.
 
-    An empty mask returns the target unchanged (not an error); a mask that is 1
-    everywhere leaves no target pixel to anchor the solution and returns the source.
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W, 3), in gray levels; not clipped, so values may leave 0..255 where
+        the guidance asks for it.  With ``domain="mask"`` every pixel outside the domain,
+        and the image's outer 1-px frame (it carries the boundary condition), equals
+        ``target`` exactly.  An empty domain returns the target (not an error); a mask
+        that is 1 (``"box"``) or > 0.5 (``"mask"``) everywhere leaves no target pixel to
+        anchor the solution and returns the source.
+
+    Raises
+    ------
+    ValueError
+        Inputs of the wrong type, dtype or shape, a float mask outside [0, 1], an unknown
+        ``mode`` or ``domain``.
     """
     solved = _poisson(source, target, mask, mode, domain)
     out = target.astype(np.float32)
     if solved is not None:
         box, f, region = solved
-        if region is None:
-            out[box] = f
-        else:
-            out[box][region] = f[region]
+        out[box] = f if region is None else _copy_where(f, region, out[box])
     return out
 
 
 def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
                   mode: str = "normal", domain: str = "mask", composite: bool = False) -> np.ndarray:
-    """Seamless (Poisson) cloning of ``source`` into ``target`` on ``mask``; uint8 HxWx3.
+    """Seamless (Poisson) cloning of ``source`` into ``target`` on ``mask``.
 
-    :func:`poisson_blend_float` rounded and clipped to uint8.  With the default
-    ``domain="mask"`` pixels where ``mask <= 0.5``, and the image's outer 1-px frame
-    (it carries the boundary condition), equal the target exactly.
-    ``composite=True`` then alpha-blends the clone into the target with the (soft) mask,
-    as DeepFaceLab's merger does after ``seamlessClone``: with ``domain="box"`` (fast,
-    but it shifts colours outside the mask inside its box) this keeps the target intact
-    wherever the mask is 0, so the mask stays an exact label of the changed pixels.
+    :func:`poisson_blend_float` rounded (half to even) and clipped to uint8; the
+    parameters are the same, plus ``composite``.
+
+    Parameters
+    ----------
+    source, target : numpy.ndarray
+        uint8 (H, W, 3) RGB, 0..255, same H and W (any strides; not modified).
+    mask : numpy.ndarray
+        (H, W) uint8 0..255, bool, or float in [0, 1]; see :func:`poisson_blend_float`.
+    mode : {"normal", "mixed"}
+        Source gradients, or the larger of the source/target gradients.
+    domain : {"mask", "box"}
+        ``"mask"`` (default): the exact solve on ``mask > 0.5``, pixels outside it and
+        the image's outer 1-px frame keep the target exactly.  ``"box"``: OpenCV's
+        formulation on a box around the mask (faster, but it shifts colours outside the
+        mask inside its box).
+    composite : bool
+        Then alpha-blend the clone into the target with the (soft) mask, as DeepFaceLab's
+        merger does after ``seamlessClone``: with ``domain="box"`` this keeps the target
+        intact wherever the mask is 0, so the mask stays an exact label of the changed
+        pixels.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 (H, W, 3), 0..255, a new array.  Empty domain: a copy of the target; mask
+        1 (``"box"``) or > 0.5 (``"mask"``) everywhere: a copy of the source.
+
+    Notes
+    -----
+    The default solve caches its mask-dependent factorisation for the last 4 masks (see
+    the module docstring): calling again with the same mask is ~3x faster than the first
+    call, with a bit-identical result.
     """
     solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()
     if solved is not None:
         box, f, region = solved
-        if region is None:
-            clone = round_uint8(f)
-        else:
-            clone = target[box].copy()
-            clone[region] = to_uint8(f[region])
+        clone = round_uint8(f)
+        if region is not None:
+            clone = _copy_where(clone, region, target[box])
         if composite:  # outside the box the clone is the target, and so is the composite
             clone = alpha_blend(clone, target[box], mask[box])
         out[box] = clone

@@ -213,28 +213,135 @@ def test_fast_span_is_shortest_fft_friendly_superset(lo, hi, limit):
         assert sfft.next_fast_len(hi - lo - 1) == hi - lo - 1 or sfft.next_fast_len(hi - lo - 1) + 1 > limit
 
 
-def test_poisson_mask_domain_matches_sparse_reference_solve():
-    """Independent reference: the Perez system on the mask pixels solved with spsolve."""
+def _sparse_reference(s: np.ndarray, t: np.ndarray, m: np.ndarray, mode: str = "normal") -> np.ndarray:
+    """Independent reference: Perez's system on the documented domain (mask > 0.5 minus
+    the image frame) assembled pixel by pixel and solved with scipy's spsolve; float64
+    (H, W, 3), the target outside the domain."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import spsolve
 
-    s, t, m = _face_pair(48)
-    m[18:22, 5:40] = 255  # make the domain non-convex
     dom = _domain(m)
+    ref = t.astype(np.float64)
+    if not dom.any():
+        return ref
     index = -np.ones(dom.shape, int)
     index[dom] = np.arange(dom.sum())
     ys, xs = np.nonzero(dom)
     rows, cols, vals = [np.arange(len(ys))], [np.arange(len(ys))], [np.full(len(ys), 4.0)]
-    rhs = -_lap(s)[ys - 1, xs - 1]  # sum_q (s_p - s_q)
+    # sum_q v_pq: sum_q (s_p - s_q) in normal mode
+    rhs = (-_lap(s) if mode == "normal" else -_mixed_div(s, t))[ys - 1, xs - 1]
     for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
         nb = index[ys + dy, xs + dx]
         inside = nb >= 0
         rows.append(np.flatnonzero(inside)), cols.append(nb[inside]), vals.append(-np.ones(inside.sum()))
         rhs[~inside] += t[ys + dy, xs + dx][~inside]  # Dirichlet: target just outside
     a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))))
-    ref = t.astype(np.float64)
     ref[dom] = spsolve(a.tocsc(), rhs)
-    assert np.abs(B.poisson_blend_float(s, t, m) - ref).max() < 1e-2
+    return ref
+
+
+def test_poisson_mask_domain_matches_sparse_reference_solve():
+    s, t, m = _face_pair(48)
+    m[18:22, 5:40] = 255  # make the domain non-convex
+    assert np.abs(B.poisson_blend_float(s, t, m) - _sparse_reference(s, t, m)).max() < 1e-2
+
+
+def _edge_masks(size: int) -> dict[str, np.ndarray]:
+    """Masks for the documented edge cases, uint8 (size, size)."""
+    ellipse = np.zeros((size, size), np.uint8)  # issue #19's 140x180 ellipse at 256 px, scaled
+    cv2.ellipse(ellipse, (size // 2, size // 2), (round(size * 70 / 256), round(size * 90 / 256)), 0, 0, 360, 255, -1)
+    border = np.zeros((size, size), np.uint8)
+    border[: size // 3, : size // 2] = 255  # touches the top and left edges (and the corner)
+    border[size // 2:, -size // 4:] = 255  # touches the right edge and the bottom-right corner
+    parts = np.zeros((size, size), np.uint8)
+    cv2.circle(parts, (size // 4, size // 4), size // 6, 255, -1)
+    cv2.circle(parts, (3 * size // 4, 2 * size // 3), size // 5, 255, -1)
+    parts[size // 2, size // 2] = 255  # a lone pixel
+    parts[size - 8: size - 5, 4: size // 2] = 255  # a thin bar
+    ring = np.zeros((size, size), np.uint8)  # a domain with a hole in it
+    cv2.circle(ring, (size // 2, size // 2), size // 3, 255, -1)
+    cv2.circle(ring, (size // 2, size // 2), size // 8, 0, -1)
+    inner = np.zeros((size, size), np.uint8)
+    inner[1:-1, 1:-1] = 255  # everything but the frame: the frame alone anchors the solve
+    return {"ellipse": ellipse, "border": border, "components": parts, "hole": ring, "all-but-frame": inner}
+
+
+@pytest.mark.parametrize("mode", B.POISSON_MODES)
+@pytest.mark.parametrize("case", ["ellipse", "border", "components", "hole", "all-but-frame"])
+def test_poisson_default_agrees_with_reference_within_half_a_level(case, mode):
+    """Issue #19's accuracy bound for the default exact solve: within 0.5 gray levels of an
+    independent spsolve of the same masked system, target outside the domain, on masks
+    touching the border, with several components, with a hole, and with no target pixel
+    left but the frame."""
+    s, t, _ = _face_pair(64)
+    m = _edge_masks(64)[case]
+    ref = _sparse_reference(s, t, m, mode)
+    B._RING_CACHE.clear()
+    f = B.poisson_blend_float(s, t, m, mode=mode)
+    assert f.dtype == np.float32 and f.shape == t.shape
+    assert np.abs(f - ref).max() < 0.5 / 4  # measured ~1e-4; the goal is 0.5
+    dom = _domain(m)
+    assert np.array_equal(f[~dom], t[~dom].astype(np.float32))  # frame and outside: exact
+    u = B.poisson_blend(s, t, m, mode=mode)
+    assert u.dtype == np.uint8 and u.shape == t.shape and np.array_equal(u[~dom], t[~dom])
+    assert np.abs(u - np.clip(ref, 0, 255)).max() <= 0.5 + 0.5 / 4  # rounding plus the bound
+    assert np.array_equal(B.poisson_blend(s, t, m, mode=mode), u)  # again, from the cache
+
+
+def test_poisson_empty_and_full_masks_are_documented_copies():
+    s, t, _ = _face_pair(32)
+    for mode in B.POISSON_MODES:
+        for full in (np.ones((32, 32), bool), np.full((32, 32), 0.51, np.float32)):  # > 0.5 everywhere
+            out = B.poisson_blend(s, t, full, mode=mode)
+            assert np.array_equal(out, s) and out is not s
+        for empty in (np.zeros((32, 32), np.uint8), np.full((32, 32), 0.5, np.float32)):  # 0.5 is outside
+            out = B.poisson_blend(s, t, empty, mode=mode)
+            assert np.array_equal(out, t) and out is not t
+            assert np.array_equal(B.poisson_blend_float(s, t, empty, mode=mode), t.astype(np.float32))
+
+
+def test_poisson_mask_cache_is_bit_identical_and_position_independent(monkeypatch):
+    s, t, m = _face_pair(96)
+    B._RING_CACHE.clear()
+    first = {mode: B.poisson_blend_float(s, t, m, mode=mode) for mode in B.POISSON_MODES}
+    assert len(B._RING_CACHE) == 1  # one domain, whatever the mode
+
+    def no_build(dom):
+        raise AssertionError("the cached system should have been used")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(B, "_build_ring_system", no_build)
+        for mode in B.POISSON_MODES:
+            assert np.array_equal(B.poisson_blend_float(s, t, m, mode=mode), first[mode])
+        # the same mask shape elsewhere in the image is the same crop domain: a cache hit,
+        # and the result is the one solved from scratch
+        shifted = np.roll(m, (7, -5), axis=(0, 1))
+        hit = B.poisson_blend(s, t, shifted)
+    B._RING_CACHE.clear()
+    assert np.array_equal(hit, B.poisson_blend(s, t, shifted))
+
+
+def test_poisson_mask_cache_is_bounded(monkeypatch):
+    s, t, _ = _face_pair(64)
+    B._RING_CACHE.clear()
+    masks, keys = [], []
+    for r in range(8, 16):
+        m = np.zeros((64, 64), np.uint8)
+        cv2.circle(m, (32, 32), r, 255, -1)
+        masks.append(m)
+        B.poisson_blend(s, t, m)
+        keys.append(next(reversed(B._RING_CACHE)))  # most recently used last
+        assert len(B._RING_CACHE) <= B._RING_CACHE_ENTRIES
+    assert len(set(keys)) == len(masks)
+    assert list(B._RING_CACHE) == keys[-B._RING_CACHE_ENTRIES:]  # least recently used out first
+    B.poisson_blend(s, t, masks[-4])  # a hit moves it to the back
+    assert list(B._RING_CACHE) == keys[-3:] + [keys[-4]]
+    B._RING_CACHE.clear()
+    monkeypatch.setattr(B, "_RING_CACHE_BYTES", 10_000)  # smaller than any of these systems
+    out = B.poisson_blend(s, t, masks[-1])
+    assert len(B._RING_CACHE) == 0  # too large to keep, still solved
+    monkeypatch.undo()
+    assert np.array_equal(out, B.poisson_blend(s, t, masks[-1]))
 
 
 def test_poisson_reproduces_target_when_source_differs_by_harmonic_field():
