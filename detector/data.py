@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -632,6 +633,12 @@ def _photometric():
     ])
 
 
+def _seed_pipeline(pipeline, rng: np.random.Generator) -> None:
+    """Seed an albumentations Compose from ``rng`` with one stream its transforms draw from in turn."""
+    seed = int(rng.integers(2 ** 31))
+    pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
 def _boundary_points(mask: np.ndarray) -> np.ndarray:
     """(K, 2) row/col coordinates of pixels on the forged-region boundary (soft or hard mask)."""
     soft = (mask > 0.05) & (mask < 0.95)
@@ -788,10 +795,13 @@ class FaceDataset(Dataset):
         if self.global_op is not None:
             img = self.global_op(img)
         if self.augment:
-            self._geo.set_random_seed(int(rng.integers(2 ** 31)))
+            # one stream shared by the transforms of a Compose: set_random_seed would give each child
+            # its own copy of the same stream, so their "apply?" draws coincide and the ops come nested
+            # (JPEG only ever with a colour change and a blur), never independently
+            _seed_pipeline(self._geo, rng)
             out = self._geo(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
-            self._photo.set_random_seed(int(rng.integers(2 ** 31)))
+            _seed_pipeline(self._photo, rng)
             img = self._photo(image=img)["image"]
         if self.mode == "patch":
             img, mask, label = self._crop(img, mask, label, valid, rng)

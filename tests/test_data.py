@@ -313,3 +313,20 @@ def test_read_synth_dir_ignores_a_half_written_last_line(tmp_path):
     with open(tmp_path / "manifest.jsonl", "a") as f:
         f.write('{"i": 4, "status": "ok", "real": "real/0')
     assert [s.path for s in read_synth_dir(tmp_path)] == [s.path for s in whole]
+
+
+def test_photometric_ops_are_drawn_independently():
+    # albumentations' set_random_seed hands each transform of a Compose a copy of one stream, so
+    # their "apply?" draws coincide; the dataset seeds a single shared stream instead
+    import albumentations as A
+
+    from detector.data import _photometric, _seed_pipeline
+
+    pipe = A.Compose(_photometric().transforms, save_applied_params=True)
+    img = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    combos = set()
+    for seed in range(300):
+        _seed_pipeline(pipe, np.random.default_rng(seed))
+        applied = {name for name, _ in pipe(image=img)["applied_transforms"]}
+        combos.add(("ImageCompression" in applied, bool(applied & {"GaussianBlur", "Sharpen", "Downscale"})))
+    assert combos == {(False, False), (False, True), (True, False), (True, True)}
