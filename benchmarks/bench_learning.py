@@ -7,7 +7,8 @@ Two measurements, both on a synth pool only (never on the evaluation set):
   Fakes and reals share identity, crop and encoding, so the only way to separate them is the
   forgery itself: this measures how quickly a model can pick forgery cues up at all (an
   optimisation check, not a generalisation one).
-* default: one round as the loop trains it (paired batches, augmentation, ``--batch-scale``) on the
+* default: one round as the loop trains it (paired batches, augmentation, ``--batch-scale``, the
+  forgery amplification curriculum ``--amplify``) on the
   identity split, validated on the held-out identities; then scored on ``--heldout`` (a synth run
   made with another recipe version, for example) and the global-quality check on 256 validation
   reals (AUC of processed vs as-is; 0.5 = blind).
@@ -39,6 +40,7 @@ from detector.quality import quality_check
 from detector.train import evaluate, train_round
 
 LOOP_LOSS_KWARGS = LoopConfig.__dataclass_fields__["loss_kwargs"].default_factory()
+LOOP = LoopConfig(data_dirs=[], eval_dir="", out_dir="")
 
 
 def prior_mask_bce(samples, limit: int = 800) -> float:
@@ -72,7 +74,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=120, help="max steps per epoch")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--batch-scale", default="0.5,1")
+    p.add_argument("--batch-scale", default="0.5,1", help="lo,hi or 'none'")
+    p.add_argument("--batch", type=int, default=16, help="training batch size (pairs x 2)")
+    p.add_argument("--amplify", type=float, default=LOOP.amplify,
+                   help="forgery amplification at the start, 1 = off (default: the loop's)")
+    p.add_argument("--amplify-until", type=float, default=LOOP.amplify_until,
+                   help="fraction of the steps where it reaches 1 (default: the loop's)")
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
@@ -85,10 +92,11 @@ def main(argv=None) -> int:
     train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=a.seed,
                            paired_augment=True)
     val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
-    scale = None if fit else tuple(float(v) for v in a.batch_scale.split(","))
-    res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, 16, 0,
+    scale = None if fit or a.batch_scale == "none" else tuple(float(v) for v in a.batch_scale.split(","))
+    res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,
                       DetectorLoss(**json.loads(a.loss_kwargs)), "cpu", lambda m: print(m, file=sys.stderr),
-                      seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True)
+                      seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
+                      amplify=a.amplify, amplify_until=a.amplify_until)
     result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],
               "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
               "losses": loss_curve(f"{a.out}/train_log.jsonl")}

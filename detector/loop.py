@@ -181,6 +181,12 @@ class LoopConfig:
     pairing: str = "paired"
     # validation reals scored as they are and globally processed each round (detector.quality)
     quality_reals: int = 256
+    # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
+    # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
+    # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
+    # leave the label loss at chance for hundreds of steps, amplified ones are picked up at once
+    amplify: float = 4.0
+    amplify_until: float = 1.0
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -200,7 +206,8 @@ class LoopConfig:
 LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
-LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None}
+LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
+                 "amplify": 1.0, "amplify_until": 1.0}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -340,6 +347,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
     if cfg.pairing == "paired" and cfg.batch_size % 2:
         raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
+    if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
+        raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
     generate_fn = generate_fn or _default_generate
@@ -448,7 +457,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           cfg.batch_size, cfg.workers,
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
-                          batch_scale=cfg.batch_scale, paired=paired,
+                          batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
+                          amplify_until=cfg.amplify_until,
                           extra={"round": r})
         quality = None
         val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]

@@ -227,13 +227,38 @@ def rescale_batch(image: torch.Tensor, mask: torch.Tensor, scale: tuple[float, f
             F.interpolate(mask, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1))
 
 
+def amplify_pairs(image: torch.Tensor, factor: torch.Tensor | float, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """A paired batch (reals in the first half, their own fakes in the same order in the second)
+    with each fake's difference from its real scaled: ``real + factor * (fake - real)``, clamped to
+    the valid range ``[lo, hi]`` (per channel, shape (1, C, 1, 1), in the batch's normalisation).
+
+    ``factor`` is a float or one value per pair (shape (B // 2,)). The forgery is the only
+    difference inside a pair, so this strengthens exactly the traces to learn (seams, colour and
+    quality mismatches) and nothing else; factor 1 is a no-op.
+    """
+    half = image.shape[0] // 2
+    factor = torch.as_tensor(factor, dtype=image.dtype).reshape(-1, 1, 1, 1)
+    real, fake = image[:half], image[half:2 * half]
+    out = image.clone()
+    out[half:2 * half] = torch.maximum(torch.minimum(real + factor * (fake - real), hi), lo)
+    return out
+
+
+def amplify_factor(start: float, step: int, steps: int, until: float) -> float:
+    """Forgery amplification at ``step`` of ``steps``: ``start`` decaying linearly to 1 at ``until`` x steps."""
+    if start <= 1.0 or until <= 0:
+        return 1.0
+    return 1.0 + (start - 1.0) * max(0.0, 1.0 - step / (until * steps))
+
+
 def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, epochs: int,
                 out_dir: str | Path, lr: float = 3e-4, batch_size: int = 32, workers: int = 2,
                 loss_fn: Callable | None = None, device: str = "cpu", log: Callable[[str], None] = print, *,
                 weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
                 resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
-                batch_scale: tuple[float, float] | None = None, paired: bool = False) -> dict:
+                batch_scale: tuple[float, float] | None = None, paired: bool = False,
+                amplify: float = 1.0, amplify_until: float = 0.5) -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
@@ -253,6 +278,10 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         downscaled to a side drawn per batch from the multiples of 32 in ``[lo, hi]`` x its side, so
         blend traces are seen at several scales (fakes met in practice were often made at a higher
         resolution than the crop they are judged at). Validation stays at the dataset's side.
+    amplify, amplify_until : a curriculum for paired batches: each fake's difference from its own
+        real is multiplied by a factor drawn per pair uniformly in ``[1, a]``, where ``a`` starts at
+        ``amplify`` and decays linearly to 1 at ``amplify_until`` x the round's steps
+        (:func:`amplify_pairs`); 1 = off.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
@@ -291,6 +320,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
     averaged = WeightEMA(model, ema) if ema else None
     batch_scale = check_batch_scale(batch_scale)
+    # pixel values 0 and 1 in the datasets' normalisation (the amplified fakes stay valid images)
+    pix_lo = torch.from_numpy(-train_ds.mean / train_ds.std)[None]
+    pix_hi = torch.from_numpy((1.0 - train_ds.mean) / train_ds.std)[None]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
 
@@ -324,6 +356,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
             net.train()
             losses, skipped = [], 0
             scale_rng = np.random.default_rng([seed, epoch, rank])  # per epoch: resumable, reproducible
+            amp_rng = np.random.default_rng([seed, epoch, rank, 1])
             bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
                        leave=False)
             for k, batch in enumerate(bar):
@@ -332,11 +365,16 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 skipped += batch["skipped"]
                 if "image" not in batch:
                     continue
-                image, mask = batch["image"], batch["mask"]
+                image, mask, label = batch["image"], batch["mask"], batch["label"]
+                factor = amplify_factor(amplify, epoch * steps + k, epochs * steps, amplify_until)
+                if paired and factor != 1.0 and not batch["skipped"]:
+                    # each pair draws its own strength in [1, factor], so real-scale fakes stay in every batch
+                    u = torch.from_numpy(amp_rng.random(image.shape[0] // 2))
+                    image = amplify_pairs(image, 1.0 + (factor - 1.0) * u, pix_lo, pix_hi)
                 if batch_scale is not None:
                     image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
                 out = net(channels_last(image.to(device)))
-                loss, parts = loss_fn(out, batch["label"].to(device), mask.to(device),
+                loss, parts = loss_fn(out, label.to(device), mask.to(device),
                                       batch["mask_valid"].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -194,6 +194,9 @@ def test_loop_lr_decay_lowers_each_round_peak(toy, tmp_path):
     assert first_lr(2) == pytest.approx(0.5 * first_lr(1), rel=1e-6)
     with pytest.raises(ValueError, match="lr_decay in"):
         run_loop([data], ev, tmp_path / "bad", index="/faces/index", lr_decay=0.0, **FAST)
+    for bad in ({"amplify": 0.5}, {"amplify_until": 0.0}, {"amplify_until": 1.5}):
+        with pytest.raises(ValueError, match="amplify"):
+            run_loop([data], ev, tmp_path / "bad", index="/faces/index", **{**FAST, **bad})
 
 
 def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
@@ -372,3 +375,28 @@ def test_loop_with_real_synth_generate(toy, tmp_path):
     assert report["n_requested"] == 4 and report["seed"] == 2 and report["size"] == 64  # size taken from base run.json
     assert report["index"] == str((tmp_path / "index").resolve())  # face source found in base/run.json
     assert report["weights"] == (summary["rounds"][0]["weights"] or None)
+
+
+def test_train_round_amplify_strengthens_the_fakes_only(toy, tmp_path):
+    # the model's inputs: with amplify the first step's fakes differ from their own reals by more,
+    # and the reals are the same as without it
+    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+
+    def first_input(amplify):
+        torch.manual_seed(0)
+        model = create_model("freq_attention", **TINY)
+        tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+        vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+        seen = []
+        hook = model.register_forward_pre_hook(
+            lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
+        train_round(model, tds, vds, 1, tmp_path / f"a{amplify}", lr=3e-3, batch_size=8, workers=0, progress=False,
+                    log=lambda m: None, max_steps_per_epoch=4, paired=True, amplify=amplify, amplify_until=1.0)
+        hook.remove()
+        return seen[0]
+
+    plain, amped = first_input(1.0), first_input(4.0)
+    assert torch.equal(plain[:4], amped[:4])  # reals untouched
+    gap_plain = (plain[4:] - plain[:4]).abs().mean()
+    gap_amped = (amped[4:] - amped[:4]).abs().mean()
+    assert gap_amped > 1.5 * gap_plain  # fakes pushed away from their own reals (factor in [1, 4])

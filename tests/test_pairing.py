@@ -130,3 +130,32 @@ def test_paired_auc_reference():
     assert paired_auc([0, 1], [2, 3]) == 1.0
     assert paired_auc([0, 2], [1, 3]) == 0.75
     assert paired_auc([1, 1], [1, 1]) == 0.5
+
+
+def test_amplify_pairs_scales_only_the_fakes_difference_and_stays_valid():
+    from detector.train import amplify_pairs
+
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.uniform(0.2, 0.8, (3, 3, 8, 8)).astype(np.float32))
+    fake = real.clone()
+    fake[:, :, 2:6, 2:6] += 0.05  # the forgery: a small brightening inside a square
+    fake[2, 0, 0, 0] = 0.9  # a large change near the top of the range
+    batch = torch.cat([real, fake])
+    lo, hi = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    out = amplify_pairs(batch, torch.tensor([1.0, 3.0, 3.0]), lo, hi)
+    assert torch.equal(out[:3], real)  # reals untouched
+    assert torch.equal(out[3], fake[0])  # factor 1 is a no-op
+    diff = out[4] - real[1]
+    assert torch.allclose(diff[:, 2:6, 2:6], torch.full((3, 4, 4), 0.15), atol=1e-6)
+    diff[:, 2:6, 2:6] = 0
+    assert torch.count_nonzero(diff) == 0  # nothing changes where the fake equals its real
+    assert out[5, 0, 0, 0] == 1.0 and out.max() <= 1.0 and out.min() >= 0.0  # clamped to valid pixels
+    assert torch.equal(batch[3:], fake)  # the input batch is not modified
+
+
+def test_amplify_factor_decays_linearly_to_one():
+    from detector.train import amplify_factor
+
+    assert [amplify_factor(4.0, s, 100, 0.5) for s in (0, 25, 50, 99)] == [4.0, 2.5, 1.0, 1.0]
+    assert amplify_factor(4.0, 50, 100, 1.0) == 2.5
+    assert amplify_factor(1.0, 0, 100, 1.0) == 1.0
