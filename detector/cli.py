@@ -7,6 +7,7 @@ condition (``predict``: a fake was found); 2 usage or input error (message names
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -17,7 +18,9 @@ from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
 EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# train option -> LoopConfig field (options default to None: given ones override a resumed run's)
+# train option -> LoopConfig field (options default to None: given ones override the --config file's
+# and a resumed run's). --data, --eval, --model-kwargs, --loss-kwargs and --backbone are handled apart;
+# every other LoopConfig field gets an option of its own name (_generic_options).
 _TRAIN_OPTIONS = {
     "eval": "eval_dir", "model": "model_name", "augment_until": "condition", "max_rounds": "max_rounds",
     "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
@@ -26,6 +29,19 @@ _TRAIN_OPTIONS = {
     "max_steps_per_epoch": "max_steps_per_epoch", "device": "device", "pairing": "pairing",
     "quality_reals": "quality_reals",
 }
+_SPECIAL_FIELDS = {"data_dirs", "model_kwargs", "loss_kwargs", "out_dir"}
+
+
+def _generic_options() -> list[str]:
+    """LoopConfig fields without a hand-written option (e.g. amplify, weight_eps): --NAME each."""
+    from detector.loop import LoopConfig
+
+    covered = set(_TRAIN_OPTIONS.values()) | _SPECIAL_FIELDS
+    return [f.name for f in dataclasses.fields(LoopConfig) if f.name not in covered]
+
+
+def _option(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
 
 
 def _json_dict(text: str) -> dict:
@@ -48,13 +64,26 @@ def _scale_range(text: str) -> list[float]:
 
 
 def _weight_clip(text: str) -> list[float]:
+    from detector.loop import check_weight_clip
+
     try:
-        lo, hi = (float(v) for v in text.split(","))
+        return list(check_weight_clip(text.split(",")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
-    if not 0 < lo <= 1 <= hi:
-        raise argparse.ArgumentTypeError(f"expected 0 < LO <= 1 <= HI, got {text!r}")
-    return [lo, hi]
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= 1 <= HI, got {text!r}") from None
+
+
+def _setting_type(name: str):
+    """argparse type of the generic option of LoopConfig field ``name`` (detector.config.parse_option)."""
+    def parse(text: str):
+        from detector.config import parse_option
+
+        try:
+            return parse_option(name, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,7 +91,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="training data: `synth generate` output, manifest.csv dir or real/+fake/ folders (repeatable)")
     p.add_argument("--eval", metavar="DIR", help="evaluation set (never trained or tuned on)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (only --out is needed)")
+    p.add_argument("--config", metavar="YAML", help="training settings from a YAML file: LoopConfig field names as "
+                   "keys (examples/train.yaml lists all); options given here override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (only --out is needed; "
+                   "--config and options may change only what a resumed run may change)")
     p.add_argument("--model", help="model name (default freq_attention)")
     p.add_argument("--backbone", help="backbone (plainnet, plainnet_wide or a timm name), added to the model kwargs")
     p.add_argument("--model-kwargs", type=_json_dict, metavar="JSON", help='extra model kwargs, e.g. \'{"alpha": 0.33}\'; '
@@ -107,41 +139,65 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
     p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch (default 120; 0 = a full pass over the pool)")
     p.add_argument("--device", help="torch device (default cpu)")
+    from detector.config import field_defaults
+
+    defaults = field_defaults()
+    for name in _generic_options():
+        p.add_argument(_option(name), type=_setting_type(name), metavar="VALUE",
+                       help=f"LoopConfig.{name} (default {defaults.get(name)!r}; see examples/train.yaml)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _train_options(args: argparse.Namespace, base: dict) -> dict:
+    """LoopConfig field -> (value, option) for every training option given on the command line."""
+    given = {field: (getattr(args, dest), _option(dest)) for dest, field in
+             [*_TRAIN_OPTIONS.items(), *((n, n) for n in _generic_options())] if getattr(args, dest) is not None}
+    if args.data:
+        given["data_dirs"] = (args.data, "--data")
+    if args.model_kwargs is not None or args.backbone:
+        kw = dict(args.model_kwargs if args.model_kwargs is not None else base.get("model_kwargs", {}))
+        if args.backbone:
+            kw["backbone"] = args.backbone
+        given["model_kwargs"] = (kw, " ".join(o for o, v in (("--model-kwargs", args.model_kwargs),
+                                                              ("--backbone", args.backbone)) if v is not None))
+    if args.loss_kwargs is not None:
+        given["loss_kwargs"] = (args.loss_kwargs, "--loss-kwargs")
+    return given
 
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
+    from detector.config import read_config, resolve_settings
     from detector.loop import LEGACY_CONFIG, STATE, run_loop
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device is not None:
-        check_device(args.device)
     state_path = Path(args.out) / STATE
-    settings: dict = {}
+    stored = None
+    legacy: dict = {}
     if args.resume and state_path.is_file():
-        settings = {**LEGACY_CONFIG, **json.loads(state_path.read_text())["config"]}
-    settings.update({field: getattr(args, opt) for opt, field in _TRAIN_OPTIONS.items() if getattr(args, opt) is not None})
-    if args.data:
-        settings["data_dirs"] = args.data
-    if args.model_kwargs is not None or args.backbone:
-        kw = dict(args.model_kwargs if args.model_kwargs is not None else settings.get("model_kwargs", {}))
-        if args.backbone:
-            kw["backbone"] = args.backbone
-        settings["model_kwargs"] = kw
-    if args.loss_kwargs is not None:
-        settings["loss_kwargs"] = args.loss_kwargs
+        saved = json.loads(state_path.read_text())["config"]
+        saved.pop("out_dir", None)
+        legacy = {k: "the stored run (saved before this setting existed)" for k in LEGACY_CONFIG if k not in saved}
+        stored = {**LEGACY_CONFIG, **saved}
+    # --backbone adds to the model kwargs of the layer below: the file's, else the stored run's
+    from_file = read_config(args.config) if args.config else None
+    settings, sources = resolve_settings(args.config, _train_options(args, {**(stored or {}), **(from_file or {})}),
+                                         base=stored, resume_path=state_path if stored is not None else None,
+                                         file_values=from_file)
+    sources = {**legacy, **sources}
     for need, opt in (("data_dirs", "--data"), ("eval_dir", "--eval")):
         if need not in settings:
-            raise ValueError(f"{opt} is required (unless --resume finds {state_path})")
-    settings.pop("out_dir", None)
-    if "weight_clip" in settings:
-        settings["weight_clip"] = tuple(settings["weight_clip"])
+            raise ValueError(f"{opt} is required (unless --config sets {need} or --resume finds {state_path})")
+    if settings.get("device") is not None:
+        try:
+            check_device(settings["device"])
+        except ValueError as e:
+            raise ValueError(f"{args.config}: {e}" if sources.get("device") == str(args.config) else str(e)) from None
     summary = run_loop(settings.pop("data_dirs"), settings.pop("eval_dir"), args.out, resume=args.resume,
-                       progress=not (args.no_progress or args.quiet), **settings)
+                       progress=not (args.no_progress or args.quiet), sources=sources, **settings)
     return EXIT_OK if summary["condition_met"] else EXIT_NOT_MET
 
 

@@ -238,6 +238,45 @@ def _check_resume(stored: Mapping, new: Mapping, path: Path) -> None:
                              f"{key}={stored[key]!r} (only {', '.join(sorted(RESUME_MUTABLE))} may change)")
 
 
+def check_weight_clip(clip) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 < lo <= 1 <= hi`` as a tuple of floats; ValueError otherwise."""
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight_clip: expected (lo, hi), got {clip!r}") from None
+    if not 0 < lo <= 1 <= hi:
+        raise ValueError(f"weight_clip: expected (lo, hi) with 0 < lo <= 1 <= hi, got {clip!r}")
+    return lo, hi
+
+
+def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
+    """The range checks of a run's settings (``run_loop`` and ``detector train --config`` run these);
+    returns the parsed condition. ``ValueError`` naming the setting."""
+    cond = parse_condition(cfg.condition)
+    for key in ("max_rounds", "epochs_per_round", "regen_n"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key}: expected >= 1, got {getattr(cfg, key)}")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr: expected > 0, got {cfg.lr}")
+    if not 0 < cfg.lr_decay <= 1:
+        raise ValueError(f"lr_decay: expected lr_decay in (0, 1], got {cfg.lr_decay}")
+    from detector.train import check_batch_scale
+
+    check_batch_scale(cfg.batch_scale)
+    check_weight_clip(cfg.weight_clip)
+    if cfg.pairing not in PAIRINGS:
+        raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
+    if cfg.pairing == "paired" and cfg.batch_size % 2:
+        raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
+    if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
+        raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
+    if cfg.quality_reals < 0:
+        raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
+    if cfg.index and cfg.src:
+        raise ValueError(f"index, src: give one face source for regeneration, not both ({cfg.index!r}, {cfg.src!r})")
+    return cond
+
+
 def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
     """Face source for regeneration: --index, else --src (reusing an index a previous round built),
     else the index recorded in a data directory's run.json."""
@@ -319,13 +358,14 @@ class _Logger:
 
 def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              resume: bool = False, generate_fn: Callable | None = None, log: Callable[[str], None] = print,
-             progress: bool = True, **settings) -> dict:
+             progress: bool = True, sources: Mapping[str, str] | None = None, **settings) -> dict:
     """Run (or resume) the augment-until loop; see the module docstring.
 
     ``settings`` are the :class:`LoopConfig` fields (model_name, model_kwargs, condition,
     max_rounds, regen_n, epochs_per_round, recipe, src, index, mode, patch, ...).
     ``generate_fn(out=, n=, recipe=, index= | src=, size=, seed=, workers=, weights=, progress=)``
-    defaults to ``synth.generate.generate``.
+    defaults to ``synth.generate.generate``. ``sources`` (setting -> where its value came from, e.g.
+    a config file or an option) annotates ``RUN/config.yaml`` (:func:`detector.config.write_run_config`).
 
     Returns ``{"status": "condition_met" | "max_rounds", "condition_met": bool, "rounds": [...],
     "table": markdown, "out_dir": str}``. Bad settings or a conflicting resume -> ValueError.
@@ -335,22 +375,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     if unknown:
         raise ValueError(f"run_loop: unknown setting(s) {sorted(unknown)}")
     cfg = LoopConfig(data_dirs=[str(d) for d in data_dirs], eval_dir=str(eval_dir), out_dir=str(out_dir), **settings)
-    cond = parse_condition(cfg.condition)
-    if cfg.max_rounds < 1 or cfg.epochs_per_round < 1 or cfg.regen_n < 1:
-        raise ValueError("max_rounds, epochs_per_round and regen_n must be >= 1")
-    if not (cfg.lr > 0 and 0 < cfg.lr_decay <= 1):
-        raise ValueError(f"lr must be > 0 and lr_decay in (0, 1], got lr={cfg.lr}, lr_decay={cfg.lr_decay}")
-    from detector.train import check_batch_scale
-
-    check_batch_scale(cfg.batch_scale)
-    if cfg.pairing not in PAIRINGS:
-        raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
-    if cfg.pairing == "paired" and cfg.batch_size % 2:
-        raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
-    if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
-        raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
-    if cfg.quality_reals < 0:
-        raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
+    cond = check_config(cfg)
     generate_fn = generate_fn or _default_generate
     out = Path(out_dir)
     state_path = out / STATE
@@ -361,13 +386,15 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         state = json.loads(state_path.read_text())
         _check_resume(state["config"], new_cfg, state_path)
         state["config"].update({k: new_cfg[k] for k in RESUME_MUTABLE})
+        state.setdefault("config_sources", {k: "the stored run" for k in state["config"]}).update(
+            {k: v for k, v in (sources or {}).items() if k in RESUME_MUTABLE or k not in state["config"]})
     else:
         if state_path.exists():
             raise ValueError(f"{out}: already holds a run (state.json); pass --resume or choose another --out")
         if not cfg.data_dirs:
             raise ValueError("data_dirs: need at least one training data directory")
-        state = {"config": new_cfg, "pool": list(cfg.data_dirs), "rounds": [], "val_identities": None,
-                 "pending_regen": None, "status": "running"}
+        state = {"config": new_cfg, "config_sources": dict(sources or {}), "pool": list(cfg.data_dirs),
+                 "rounds": [], "val_identities": None, "pending_regen": None, "status": "running"}
     out.mkdir(parents=True, exist_ok=True)
     say = _Logger(out / "loop.log", log)
 
@@ -394,6 +421,9 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                          "(a `synth generate` output); this data has no (real, fake) pair: use "
                          "`--pairing independent`")
     save_state()
+    from detector.config import write_run_config
+
+    write_run_config(out, new_cfg, state["config_sources"])  # RUN/config.yaml: the resolved settings
 
     from detector.checkpoint import load_checkpoint, save_checkpoint
     from detector.losses import DetectorLoss
