@@ -8,7 +8,10 @@ the round each run ended on, it scores the *evaluation set's reals* as they are 
 blurred / sharpened / down-up-sampled / JPEG-compressed (``detector.quality``; a read-out, nothing
 is chosen on it). Last, the one-feature baseline: the share of high-frequency spectral energy of
 the face, no training; its sign is fixed on the first run's synth validation split, never on the
-evaluation set.
+evaluation set. With ``--heldout DIR`` (a set we may train on, e.g. a withheld recipe family) every
+round's checkpoint is also scored on DIR, and the rank correlation (Spearman) with the evaluation AUC
+over all checkpoints is printed for each candidate selection criterion (synth validation AUC, held-out
+AUC, minus the validation-reals quality check's largest deviation).
 
     .venv/bin/python benchmarks/bench_transfer.py --runs bench-out/s0 bench-out/s1 bench-out/s2 \\
         --eval ../shared/data/eval/xgen-webmorph --out bench-out/transfer.md --threads 2
@@ -23,11 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from scipy.stats import spearmanr
+
 from detector.checkpoint import load_checkpoint
-from detector.data import read_dataset, read_datasets, read_image, split_by_identities
+from detector.data import FaceDataset, read_dataset, read_datasets, read_image, split_by_identities
 from detector.loop import _fmt
 from detector.metrics import compute_metrics
 from detector.quality import QUALITY_OPS, paired_auc, quality_check
+from detector.train import evaluate
 
 
 def high_frequency_share(img: np.ndarray, radius: float = 0.25) -> float:
@@ -62,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the markdown here")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--heldout", help="a set we may train on, scored with every round's checkpoint (never the eval set)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     eval_samples = read_dataset(args.eval)
@@ -69,16 +76,30 @@ def main(argv=None) -> int:
     lines = ["| run | round | val AUC | val-reals quality AUC (blur/sharpen/downup/jpeg50) | eval AUC | "
              + " | ".join(f"{g} AUC" for g in gens) + " | condition | wall s |",
              "|---|---:|---:|---|---:|" + "---:|" * len(gens) + "---|---:|"]
-    finals = []
+    finals, criteria = [], []
+    heldout = FaceDataset(read_dataset(args.heldout), "full", full_size=256) if args.heldout else None
+    if heldout is not None:
+        lines[0] = lines[0].replace(" | condition |", " | held-out AUC | condition |")
+        lines[1] += "---:|"
     for run in map(Path, args.runs):
         rounds = _rounds(run)
         for r in rounds:
             q = r.get("val_quality") or {}
             qa = "/".join(_fmt(q.get("auc", {}).get(o)) for o in QUALITY_OPS) if q else "-"
             per = r["eval"].get("per_generator") or {}
+            held = ""
+            crit = {"eval": r["eval"].get("auc"), "synth validation AUC": r["val"].get("auc"),
+                    "minus quality max dev": -q["max_dev"] if q else None}
+            if heldout is not None:
+                model, _ = load_checkpoint(Path(r["checkpoint"]), map_location="cpu")
+                heldout.mean, heldout.std = (np.asarray(model.input_norm[k], np.float32).reshape(3, 1, 1)
+                                             for k in ("mean", "std"))
+                crit["held-out AUC"] = evaluate(model, heldout, 16, 0, "cpu", False, "heldout")[0]["auc"]
+                held = f" | {_fmt(crit['held-out AUC'])}"
+            criteria.append(crit)
             lines.append(f"| {run.name} | {r['round']} | {_fmt(r['val'].get('auc'))} | {qa} | "
                          f"{_fmt(r['eval'].get('auc'))} | " + " | ".join(_fmt(per.get(g, {}).get('auc')) for g in gens)
-                         + f" | {'met' if r['condition_met'] else 'not met'} | {r['wall_s']:.0f} |")
+                         + f"{held} | {'met' if r['condition_met'] else 'not met'} | {r['wall_s']:.0f} |")
         if rounds:
             picks = {"end": rounds[-1]}
             fixed = [r for r in rounds if r["round"] == args.fixed_round]
@@ -86,6 +107,13 @@ def main(argv=None) -> int:
                 picks[f"round {args.fixed_round}"] = fixed[0]
             finals.append((run, picks))
     out = ["## Every seed, every round", "", *lines, ""]
+    if len(criteria) >= 3:
+        out += ["## Does a criterion we may select on track transfer? (Spearman with eval AUC, all checkpoints)", ""]
+        for name in [k for k in criteria[0] if k != "eval"]:
+            pts = [(c[name], c["eval"]) for c in criteria if c.get(name) is not None and c.get("eval") is not None]
+            rho = spearmanr(*zip(*pts))[0] if len(pts) >= 3 else float("nan")
+            out.append(f"- {name}: rho {_fmt(rho)} over {len(pts)} checkpoints")
+        out.append("")
     out += ["## Evaluation-set reals, globally processed (AUC processed vs as is; 0.5 = blind)", "",
             "| run | checkpoint | round | eval AUC | " + " | ".join(QUALITY_OPS) + " | max dev |",
             "|---|---|---:|---:|" + "---:|" * len(QUALITY_OPS) + "---:|"]
