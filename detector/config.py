@@ -44,6 +44,7 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from detector.loop import LoopConfig
+from synth.recipe import checked_yaml_node
 
 CONFIG_YAML = "config.yaml"
 #: Largest config file read (a real one is ~2 kB).
@@ -217,29 +218,11 @@ def check_value(key: str, value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------- reading
 
-def _checked_node(loader: yaml.SafeLoader, path) -> yaml.Node | None:
-    """The document's node, refused when its aliases expand to too many nodes or into themselves
-    (before anything is expanded)."""
-    from synth.recipe import _expanded_nodes  # the recipe loader's alias-bomb check
-
-    node = loader.get_single_node()
-    if node is None:
-        return None
-    try:
-        n = _expanded_nodes(node, MAX_CONFIG_NODES)
-    except ValueError as e:
-        raise ConfigError(f"{path}: YAML anchors/aliases: {e}") from None
-    if n > MAX_CONFIG_NODES:
-        raise ConfigError(f"{path}: YAML aliases expand to more than {MAX_CONFIG_NODES} nodes (an alias "
-                          "bomb?); write the config without nested anchors/aliases")
-    return node
-
-
 def _load_mapping(text: str, path: Path) -> list[tuple[Any, Any]]:
     """The top-level (key, value) pairs of a YAML mapping, in order and with duplicates kept."""
     loader = _Loader(text)
     try:
-        node = _checked_node(loader, path)
+        node = checked_yaml_node(loader, path, MAX_CONFIG_NODES, "config", ConfigError)
         if node is None:
             return []
         if not isinstance(node, yaml.MappingNode):
@@ -262,7 +245,7 @@ def parse_option(key: str, text: str) -> Any:
         text = f"[{text}]"
     loader = _Loader(text)
     try:
-        node = _checked_node(loader, f"--{key.replace('_', '-')}")
+        node = checked_yaml_node(loader, f"--{key.replace('_', '-')}", MAX_CONFIG_NODES, "config", ConfigError)
         value = None if node is None else loader.construct_object(node, deep=True)
     except yaml.YAMLError:
         raise ConfigError(f"{key}: expected {_describe(tp)}, got {_cut(text)!r}") from None

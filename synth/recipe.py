@@ -171,23 +171,30 @@ def _expanded_nodes(root: yaml.Node, limit: int) -> int:
     return sizes[id(root)]
 
 
+def checked_yaml_node(loader: yaml.SafeLoader, path, max_nodes: int, what: str, error: type = ValueError):
+    """The loader's single document node (None for an empty document), refused with ``error`` naming
+    ``path`` when its aliases (``*name``) expand to more than ``max_nodes`` nodes ("billion laughs":
+    a few lines that expand to gigabytes) or into themselves, before anything is expanded. ``what``
+    names the kind of file in the message ("recipe", "config")."""
+    node = loader.get_single_node()
+    if node is None:
+        return None
+    try:
+        n = _expanded_nodes(node, max_nodes)
+    except ValueError as e:
+        raise error(f"{path}: YAML anchors/aliases: {e}") from None
+    if n > max_nodes:
+        raise error(f"{path}: YAML aliases expand to more than {max_nodes} nodes (an alias "
+                    f"bomb?); write the {what} without nested anchors/aliases")
+    return node
+
+
 def _load_yaml(text: str, path: Path) -> Any:
-    """``yaml.safe_load`` of a recipe, refusing structures whose aliases (``*name``) expand to more
-    than :data:`MAX_RECIPE_NODES` nodes ("billion laughs": a few lines that expand to
-    gigabytes) or into themselves, before anything is expanded."""
+    """``yaml.safe_load`` of a recipe, refusing alias bombs first (:func:`checked_yaml_node`)."""
     loader = yaml.SafeLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        try:
-            n = _expanded_nodes(node, MAX_RECIPE_NODES)
-        except ValueError as e:
-            raise RecipeError(f"{path}: YAML anchors/aliases: {e}") from None
-        if n > MAX_RECIPE_NODES:
-            raise RecipeError(f"{path}: YAML aliases expand to more than {MAX_RECIPE_NODES} nodes (an alias "
-                              f"bomb?); write the recipe without nested anchors/aliases")
-        return loader.construct_document(node)
+        node = checked_yaml_node(loader, path, MAX_RECIPE_NODES, "recipe", RecipeError)
+        return None if node is None else loader.construct_document(node)
     finally:
         loader.dispose()
 
