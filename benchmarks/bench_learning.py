@@ -32,7 +32,7 @@ import sys
 import numpy as np
 import torch
 
-from detector.data import FaceDataset, identity_split, read_dataset, read_mask
+from detector.data import PHOTOMETRIC, FaceDataset, identity_split, read_dataset, read_mask
 from detector.loop import LoopConfig
 from detector.losses import DetectorLoss
 from detector.models import create_model
@@ -80,6 +80,8 @@ def main(argv=None) -> int:
                    help="forgery amplification at the start, 1 = off (default: the loop's)")
     p.add_argument("--amplify-until", type=float, default=LOOP.amplify_until,
                    help="fraction of the steps where it reaches 1 (default: the loop's)")
+    p.add_argument("--photometric", default=LOOP.photometric, choices=sorted(PHOTOMETRIC),
+                   help="training photometric augmentation (default: the loop's)")
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
         train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
     model = create_model(a.model, **json.loads(a.model_kwargs))
     train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=a.seed,
-                           paired_augment=True)
+                           paired_augment=True, photometric=a.photometric)
     val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
     scale = None if fit or a.batch_scale == "none" else tuple(float(v) for v in a.batch_scale.split(","))
     res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,

@@ -37,7 +37,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset,
+from detector.data import (PHOTOMETRIC, FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset,
                            read_datasets, split_by_identities)
 from detector.metrics import METRIC_NAMES
 
@@ -187,6 +187,8 @@ class LoopConfig:
     # leave the label loss at chance for hundreds of steps, amplified ones are picked up at once
     amplify: float = 4.0
     amplify_until: float = 1.0
+    # training photometric augmentation (detector.data.PHOTOMETRIC): "strong" or "light"
+    photometric: str = "strong"
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -207,7 +209,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
-                 "amplify": 1.0, "amplify_until": 1.0}
+                 "amplify": 1.0, "amplify_until": 1.0, "photometric": "strong"}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -270,6 +272,8 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
         raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
     if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
         raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
+    if cfg.photometric not in PHOTOMETRIC:
+        raise ValueError(f"photometric: expected one of {list(PHOTOMETRIC)}, got {cfg.photometric!r}")
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
     if cfg.index and cfg.src:
@@ -481,7 +485,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         paired = cfg.pairing == "paired"
         train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
                                full_size=cfg.size if cfg.mode == "full" else None,
-                               seed=cfg.seed + 1000 * r, paired_augment=paired)
+                               seed=cfg.seed + 1000 * r, paired_augment=paired, photometric=cfg.photometric)
         val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=score_side)
         res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr * cfg.lr_decay ** (r - 1),
                           cfg.batch_size, cfg.workers,
