@@ -82,6 +82,7 @@ def main(argv=None) -> int:
                    help="fraction of the steps where it reaches 1 (default: the loop's)")
     p.add_argument("--photometric", default=LOOP.photometric, choices=sorted(PHOTOMETRIC),
                    help="training photometric augmentation (default: the loop's)")
+    p.add_argument("--precision", default=LOOP.precision, help="fp32, bf16 or auto (default: the loop's)")
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,
                       DetectorLoss(**json.loads(a.loss_kwargs)), "cpu", lambda m: print(m, file=sys.stderr),
                       seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
-                      amplify=a.amplify, amplify_until=a.amplify_until)
+                      amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision)
     result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],
               "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
               "losses": loss_curve(f"{a.out}/train_log.jsonl")}

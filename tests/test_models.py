@@ -238,3 +238,16 @@ def test_models_on_the_plain_backbone(name, kw):
     assert out["logit"].shape == (2,)
     if name == "freq_attention":
         assert out["mask"].shape == (2, 1, 96, 64) and out["sim"].shape == (2, 25, 25)
+
+
+def test_frequency_input_stays_float32_under_bf16_autocast():
+    # the high-pass residuals of a grey level or two would be rounded away in bfloat16
+    from detector.models.freq_attention import FrequencyInput
+
+    fi = FrequencyInput("srm")
+    x = torch.rand(1, 3, 32, 32) * 4 - 2
+    ref = fi(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fi(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref)

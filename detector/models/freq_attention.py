@@ -59,9 +59,13 @@ class FrequencyInput(nn.Module):
         self.out_channels = sum(FREQ_TRANSFORMS[n][1] for n in names)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.transforms) == 1:
-            return self.transforms[0](x)
-        return torch.cat([t(x) for t in self.transforms], dim=1)
+        # always in float32, also under autocast: the high-pass filters subtract nearly equal pixel
+        # values, and bfloat16's 8-bit mantissa would round away residuals of a grey level or two
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            if len(self.transforms) == 1:
+                return self.transforms[0](x)
+            return torch.cat([t(x) for t in self.transforms], dim=1)
 
 
 class FreqAttentionDetector(nn.Module):
