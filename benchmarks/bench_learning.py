@@ -32,7 +32,7 @@ import sys
 import numpy as np
 import torch
 
-from detector.data import PHOTOMETRIC, FaceDataset, identity_split, read_dataset, read_mask
+from detector.data import FaceDataset, identity_split, read_dataset, read_mask
 from detector.loop import LoopConfig
 from detector.losses import DetectorLoss
 from detector.models import create_model
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                    help="DetectorLoss kwargs (default: the loop's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--steps", type=int, default=120, help="max steps per epoch")
+    p.add_argument("--steps", type=int, default=LOOP.max_steps_per_epoch, help="max steps per epoch (default: the loop's)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-scale", default="0.5,1", help="lo,hi or 'none'")
@@ -80,8 +80,6 @@ def main(argv=None) -> int:
                    help="forgery amplification at the start, 1 = off (default: the loop's)")
     p.add_argument("--amplify-until", type=float, default=LOOP.amplify_until,
                    help="fraction of the steps where it reaches 1 (default: the loop's)")
-    p.add_argument("--photometric", default=LOOP.photometric, choices=sorted(PHOTOMETRIC),
-                   help="training photometric augmentation (default: the loop's)")
     p.add_argument("--precision", default=LOOP.precision, help="fp32, bf16 or auto (default: the loop's)")
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
@@ -93,7 +91,7 @@ def main(argv=None) -> int:
         train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
     model = create_model(a.model, **json.loads(a.model_kwargs))
     train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=a.seed,
-                           paired_augment=True, photometric=a.photometric)
+                           paired_augment=True)
     val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
     scale = None if fit or a.batch_scale == "none" else tuple(float(v) for v in a.batch_scale.split(","))
     res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,

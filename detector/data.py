@@ -614,34 +614,23 @@ def _geometric(p_affine: float):
     ])
 
 
-def _photometric(strength: str):
+def _photometric():
     import albumentations as A
 
     # Global image quality (blur, sharpen, resampling, noise, JPEG over the whole image) must carry
-    # no label: these ops are drawn for reals and fakes alike and, with paired augmentation,
-    # identically for a fake and its own real, so softness, crispness or compression alone never
-    # separates the classes. "light" draws them less often and less strongly, so more of the
-    # blending traces a model from scratch has to find survive into training.
-    p_colour, p_quality, p_noise, p_jpeg, sigma, jpeg_lo = PHOTOMETRIC[strength]
+    # no label: these ops are drawn often and, with paired augmentation, identically for a fake and
+    # its own real, so softness, crispness or compression alone never separates the classes.
     return A.Compose([
         # per-pixel colour ops only: ColorJitter's contrast pivots on the image mean, which the
         # forged region shifts, so it would alter a fake's background differently from its real's
         A.OneOf([A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=15, val_shift_limit=10),
-                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15)], p=p_colour),
-        A.OneOf([A.GaussianBlur(sigma_limit=(0.3, sigma), p=1.0),
+                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15)], p=0.4),
+        A.OneOf([A.GaussianBlur(sigma_limit=(0.3, 1.6), p=1.0),
                  A.Sharpen(alpha=(0.2, 0.6), lightness=(1.0, 1.0), p=1.0),
-                 A.Downscale(scale_range=(0.45, 0.9), p=1.0)], p=p_quality),
-        A.GaussNoise(std_range=(0.005, 0.03), p=p_noise),
-        A.ImageCompression(quality_range=(jpeg_lo, 100), p=p_jpeg),
+                 A.Downscale(scale_range=(0.45, 0.9), p=1.0)], p=0.45),
+        A.GaussNoise(std_range=(0.005, 0.03), p=0.15),
+        A.ImageCompression(quality_range=(40, 100), p=0.4),
     ])
-
-
-# training photometric augmentation by name: p(colour), p(blur|sharpen|downscale), p(noise), p(JPEG),
-# largest blur sigma, lowest JPEG quality
-PHOTOMETRIC = {
-    "strong": (0.4, 0.45, 0.15, 0.4, 1.6, 40),
-    "light": (0.3, 0.2, 0.05, 0.2, 1.2, 60),
-}
 
 
 def _seed_pipeline(pipeline, rng: np.random.Generator) -> None:
@@ -718,12 +707,9 @@ class FaceDataset(Dataset):
     def __init__(self, samples: Sequence[Sample], mode: str = "patch", patch: int = 128, size: int = 256,
                  augment: bool = False, norm: Mapping | None = None, seed: int = 0, fake_threshold: float = 0.1,
                  boundary_fraction: float = 0.5, p_affine: float = 0.2, full_size: int | None = None,
-                 paired_augment: bool = False, global_op: Callable[[np.ndarray], np.ndarray] | None = None,
-                 photometric: str = "strong"):
+                 paired_augment: bool = False, global_op: Callable[[np.ndarray], np.ndarray] | None = None):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
-        if photometric not in PHOTOMETRIC:
-            raise ValueError(f"photometric: expected one of {tuple(PHOTOMETRIC)}, got {photometric!r}")
         if mode == "patch" and (patch < 32 or patch % 32):
             raise ValueError(f"patch: expected a multiple of 32 >= 32, got {patch}")
         if mode == "resize" and (size < 32 or size % 32):
@@ -742,7 +728,7 @@ class FaceDataset(Dataset):
         self._aug_ids = pair_ids(self.samples) if paired_augment else np.arange(len(self.samples))
         self.global_op = global_op
         self._geo = _geometric(p_affine) if augment else None
-        self._photo = _photometric(photometric) if augment else None
+        self._photo = _photometric() if augment else None
 
     def __len__(self) -> int:
         return len(self.samples)
