@@ -1,4 +1,8 @@
-"""``detector`` command line: ``train`` (augment-until loop), ``eval``, ``predict``. Parsing only.
+"""``detector`` command line: ``train`` (augment-until loop), ``eval``, ``predict``.
+
+Every command's options, output (eval's metrics and JSON, predict's table or JSON) and exit code
+live here; the work is done by the library (:func:`detector.loop.run_loop`,
+:func:`detector.train.evaluate`, :class:`detector.predict.Predictor`).
 
 Exit codes: 0 ok / condition met; 1 ``train`` stopped at --max-rounds without meeting the
 condition (``predict``: a fake was found); 2 usage or input error (message names the file/key);
@@ -13,10 +17,22 @@ import math
 import sys
 from pathlib import Path
 
-from detector.predict import add_predict_arguments, check_device, check_size, run_predict
+import cv2
+import numpy as np
+
+from detector.checks import (CROP_SCALE_RANGE, check_batch_size, check_crop_scale, check_device, check_fraction,
+                             check_frames, check_size)
+from detector.video import VIDEO_EXTS
+from synth.io import IMAGE_EXTENSIONS, read_image
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
-EXIT_OK, EXIT_NOT_MET, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Exit codes of every command (the only definition; see the module docstring).
+EXIT_OK = 0  # train: condition met; eval: done; predict: every scored input is real
+EXIT_NOT_MET = 1  # train: --max-rounds reached without meeting the condition; predict: a fake was found
+EXIT_USAGE = 2  # usage or input error (predict: also when no input could be scored)
+EXIT_INTERRUPTED = 130  # Ctrl-C (train: rerun with --resume)
+
+PREDICT_DESCRIPTION = "Score images and videos with a trained detector (``detector predict``)."
 
 # train option -> LoopConfig field (options default to None: given ones override the --config file's
 # and a resumed run's). --data, --eval, --model-kwargs, --loss-kwargs and --backbone are handled apart;
@@ -244,7 +260,6 @@ def _check_classes(data, samples, skipped: list[dict]) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from detector.checkpoint import load_checkpoint
@@ -298,6 +313,236 @@ def run_eval(args: argparse.Namespace) -> int:
         png = plot_roc(curves, out.with_name(out.stem + "_roc.png"), title=f"{Path(args.data).name}")
         print(f"wrote {out} and {png}")
     return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ predict
+
+def _arg(convert, check):
+    """argparse type: ``check(convert(text))``, its ValueError shown as a usage error."""
+    def parse(text):
+        try:
+            return check(convert(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``detector predict`` options to ``parser``."""
+    parser.add_argument("--ckpt", required=True, help="checkpoint file (.pt) of a trained detector")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="image files, videos (" + " ".join(sorted(VIDEO_EXTS)) + ") or folders (searched recursively)")
+    parser.add_argument("--crop-scale", type=_arg(float, check_crop_scale), default=1.3,
+                        help="face crop side relative to the face, %s..%s (default 1.3; use the training value)" % CROP_SCALE_RANGE)
+    parser.add_argument("--size", type=_arg(int, check_size),
+                        help="face crop side in pixels fed to the model, multiple of 32 (default: the training size "
+                             "recorded in the checkpoint, else 256)")
+    parser.add_argument("--threshold", type=_arg(float, lambda v: check_fraction(v, "threshold")), default=0.5,
+                        help="a face is fake when its probability exceeds this (default 0.5)")
+    parser.add_argument("--frames", type=_arg(int, check_frames), default=16,
+                        help="frames sampled evenly per video (default 16)")
+    parser.add_argument("--video-threshold", type=_arg(float, lambda v: check_fraction(v, "video_threshold")), default=0.5,
+                        help="a video is fake when the share of fake frames exceeds this (default 0.5)")
+    parser.add_argument("--masks-out", type=Path, default=None, metavar="DIR",
+                        help="write each face's predicted forgery mask (PNG on the face crop, 255 = forged) here")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default cpu)")
+    parser.add_argument("--batch-size", type=_arg(int, check_batch_size), default=32,
+                        help="faces per forward pass (default 32)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records instead of a table")
+    return parser
+
+
+def collect_inputs(inputs) -> list[tuple[Path, str | None]]:
+    """Expand INPUT arguments to (path, kind) with kind "image", "video" or None for a
+    missing path. Folders are searched recursively in sorted order and only files with
+    an image or video extension are taken; a file named explicitly is read as an image
+    unless its extension marks a video."""
+    out = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                ext = f.suffix.lower()
+                if f.is_file() and (ext in IMAGE_EXTENSIONS or ext in VIDEO_EXTS):
+                    out.append((f, "video" if ext in VIDEO_EXTS else "image"))
+        elif p.exists():
+            out.append((p, "video" if p.suffix.lower() in VIDEO_EXTS else "image"))
+        else:
+            out.append((p, None))
+    return out
+
+
+def _record(path, kind, status, reason=None, **fields) -> dict:
+    return {"path": str(path), "kind": kind, "status": status, "reason": reason,
+            "faces": fields.pop("faces", 0), "prob": fields.pop("prob", None),
+            "verdict": fields.pop("verdict", None), **fields}
+
+
+class _MaskWriter:
+    """Writes mask PNGs under one folder with unique, readable names."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._used = set()
+
+    def write(self, source: Path, tag: str, mask: np.ndarray) -> str:
+        base = f"{Path(source).stem}{tag}_mask"
+        name, k = base, 1
+        while name in self._used:
+            k += 1
+            name = f"{base}_{k}"
+        self._used.add(name)
+        out = self.folder / f"{name}.png"
+        if not cv2.imwrite(str(out), mask):
+            raise OSError(f"{out}: cannot write mask")
+        return str(out)
+
+
+def _image_records(predictor, items, writer) -> list[dict]:
+    """Records for image files, in order; readable ones are scored together."""
+    from detector.predict import NonFiniteScore
+
+    images, readable, records = [], [], [None] * len(items)
+    for k, (path, _) in enumerate(items):
+        try:
+            images.append(read_image(path))
+            readable.append(k)
+        except ValueError as exc:  # ImageReadError names the file
+            records[k] = _record(path, "image", "unreadable", str(exc))
+    try:
+        results = predictor.predict_images(images) if images else []
+    except NonFiniteScore as exc:
+        raise ValueError(f"{items[readable[exc.images[0]]][0]}: {exc}") from None
+    for k, res in zip(readable, results):
+        path = items[k][0]
+        masks = res.pop("masks", None)
+        if masks is not None and writer is not None:
+            res["masks"] = [writer.write(path, f"_face{j}", m) for j, m in enumerate(masks)]
+        status = res.pop("status")
+        records[k] = _record(path, "image", status, None if status == "ok" else "no face found", **res)
+    return records
+
+
+def _video_record(predictor, path, frames, writer) -> dict:
+    from detector.predict import NonFiniteScore
+
+    try:
+        res = predictor.predict_video(path, frames)
+    except NonFiniteScore as exc:  # the model's fault, not the video's
+        raise ValueError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        return _record(path, "video", "unreadable", str(exc))
+    masks = res.pop("masks", None)
+    status = res.pop("status")
+    if masks is not None and writer is not None:
+        for fr, fmasks in zip(res["frames"], masks):
+            fr["masks"] = [writer.write(path, f"_f{fr['index']:05d}_face{j}", m) for j, m in enumerate(fmasks)]
+    return _record(path, "video", status, None if status == "ok" else "no face in any sampled frame", **res)
+
+
+def _fmt_prob(p) -> str:
+    return "-" if p is None else f"{p:.3f}"
+
+
+def format_table(records: list[dict]) -> str:
+    """Readable table: path, kind, faces, prob, verdict (or status) and a note."""
+    rows = [("path", "kind", "faces", "prob", "verdict", "note")]
+    for r in records:
+        if r["status"] == "ok":
+            verdict = r["verdict"].upper() if r["verdict"] == "fake" else r["verdict"]
+            note = ""
+            if r["kind"] == "video":
+                note = f"{r['frames_used']}/{r['frames_sampled']} frames, {100 * r['fake_share']:.0f}% fake"
+        else:
+            verdict, note = r["status"], r["reason"] or ""
+        faces = "-" if r["status"] == "unreadable" else str(r["faces"])
+        rows.append((r["path"], r["kind"], faces, _fmt_prob(r["prob"]), verdict, note))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + ("  " + row[5] if row[5] else "") for row in rows]
+    lines = [line.rstrip() for line in lines]
+    counts = {}
+    for r in records:
+        key = r["verdict"] if r["status"] == "ok" else r["status"]
+        counts[key] = counts.get(key, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return "\n".join(lines + [f"{len(records)} inputs: {summary}"])
+
+
+def exit_code(records: list[dict]) -> int:
+    """0 when every scored input is real, 1 when one is fake, 2 when none was scored."""
+    scored = [r for r in records if r["status"] == "ok"]
+    if not scored:
+        return EXIT_USAGE
+    return EXIT_NOT_MET if any(r["verdict"] == "fake" for r in scored) else EXIT_OK
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Run ``detector predict``; returns the exit code (0 real, 1 fake found, 2 error)."""
+    def fail(msg):
+        print("detector predict: error: " + " ".join(str(msg).split()), file=sys.stderr)  # one line
+        return EXIT_USAGE
+
+    from detector.predict import Predictor
+
+    try:
+        predictor = Predictor(args.ckpt, crop_scale=args.crop_scale, size=args.size, device=args.device,
+                              threshold=args.threshold, video_threshold=args.video_threshold,
+                              batch_size=args.batch_size)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return fail(str(exc))
+    try:
+        check_frames(args.frames)
+    except ValueError as exc:
+        return fail(str(exc))
+    items = collect_inputs(args.inputs)
+    if not any(kind for _, kind in items):
+        return fail("no image or video found in " + ", ".join(map(str, args.inputs)))
+    from tqdm import tqdm
+
+    records = []
+    chunk = []  # images are read and scored a few at a time so faces share batches
+
+    def flush():
+        records.extend(_image_records(predictor, chunk, writer))
+        chunk.clear()
+
+    # an unreadable input is a record; anything else that fails is an error (exit 2, not 1 = "fake")
+    try:
+        writer = _MaskWriter(args.masks_out) if args.masks_out is not None else None
+        for path, kind in tqdm(items, desc="predict", unit="file", file=sys.stderr,
+                               disable=True if getattr(args, "quiet", False) else None, leave=False):
+            if kind is None:
+                flush()
+                records.append(_record(path, "image", "unreadable", f"{path}: no such file or directory"))
+            elif kind == "video":
+                flush()
+                records.append(_video_record(predictor, path, args.frames, writer))
+            else:
+                chunk.append((path, kind))
+                if len(chunk) >= 16:
+                    flush()
+        flush()
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. --masks-out not writable, the model fails on the crops
+        return fail(exc)
+
+    if args.json:
+        sys.stdout.write(json.dumps(records, indent=2, allow_nan=False) + "\n")  # valid JSON: no bare NaN
+    else:
+        print(format_table(records))
+    code = exit_code(records)
+    if code == EXIT_USAGE:
+        print("detector predict: error: no input could be scored (see the table)", file=sys.stderr)
+    return code
+
+
+
+def predict_main(argv=None) -> int:
+    """``detector predict`` on its own (``python -m detector.predict``)."""
+    parser = add_predict_arguments(argparse.ArgumentParser(prog="detector predict", description=PREDICT_DESCRIPTION))
+    args = add_verbosity_arguments(parser).parse_args(argv)
+    with cli_logging(verbosity(args)):
+        return run_predict(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -202,7 +202,7 @@ def test_video_frames_without_seeking_match(video, monkeypatch):
         def __getattr__(self, name):
             return getattr(self.cap, name)
 
-    monkeypatch.setattr(P.cv2, "VideoCapture", NoSeek)
+    monkeypatch.setattr(cv2, "VideoCapture", NoSeek)  # detector.video reads through cv2
     seq = P.sample_video_frames(video, 4)
     assert [i for i, _ in seq] == [i for i, _ in seek] == [0, 4, 7, 11]
     for (_, a), (_, b) in zip(seq, seek):
