@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from detector.atomic import atomic_write
 from detector.models import create_model
 
 CHECKPOINT_VERSION = 2
@@ -64,15 +64,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict | Non
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never
-    leaves a half-written file under ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    leaves a half-written file under ``path`` (:func:`detector.atomic.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:

@@ -265,7 +265,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from detector.checkpoint import load_checkpoint
     from detector.data import FaceDataset, check_samples, load_problem, read_dataset
     from detector.metrics import format_metrics, video_scores
-    from detector.plots import plot_roc
+    from detector.plots import plot_roc, roc_curves
     from detector.train import evaluate
 
     if args.threads:
@@ -300,15 +300,10 @@ def run_eval(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {"ckpt": str(args.ckpt), "data": str(args.data), **json_options, **metrics, "skipped": skipped}
         out.write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))  # valid JSON: NaN -> null
-        ok = np.isfinite(scores)
-        labels = np.array([s.label for s in samples])
-        gens = np.array([s.meta.get("generator", "") for s in samples])
-        curves = {"all": (labels[ok], scores[ok])}
-        curves.update({g: (labels[ok & ((labels == 0) | (gens == g))], scores[ok & ((labels == 0) | (gens == g))])
-                       for g in metrics.get("per_generator") or {}})
+        curves = roc_curves(samples, scores, metrics.get("per_generator") or {})
         if "video" in metrics:  # per-video mean frame scores, as metrics["video"]
-            videos = [s.meta["video"] for s, k in zip(samples, ok) if k]
-            _, video_labels, video_means = video_scores(labels[ok], scores[ok], videos)
+            videos = [s.meta["video"] for s, k in zip(samples, np.isfinite(scores)) if k]
+            _, video_labels, video_means = video_scores(*curves["all"], videos)
             curves["video-level"] = (video_labels, video_means)
         png = plot_roc(curves, out.with_name(out.stem + "_roc.png"), title=f"{Path(args.data).name}")
         print(f"wrote {out} and {png}")

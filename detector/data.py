@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from detector.models.registry import IMAGENET_NORM
+from synth.io import IMAGE_EXTENSIONS, read_image as synth_read_image
 from synth.recipe import choice_keys
 from synth.writer import iter_manifest
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 MODES = ("patch", "resize", "full")
-IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 @dataclass(frozen=True)
@@ -522,18 +522,12 @@ def pair_indices(samples: Sequence[Sample]) -> np.ndarray:
 # ---------------------------------------------------------------------------------- image I/O
 
 def read_image(path: str) -> np.ndarray | None:
-    """uint8 HxWx3 RGB, or None if the file cannot be read (robust datasets skip and count it)."""
+    """uint8 HxWx3 RGB (:func:`synth.io.read_image`), or None if the file cannot be read (robust
+    datasets skip and count it)."""
     try:
-        from synth.io import read_image as synth_read
-    except ImportError:
-        synth_read = None
-    if synth_read is not None:
-        try:
-            return synth_read(path)
-        except (OSError, ValueError):
-            return None
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return synth_read_image(path)
+    except (OSError, ValueError):
+        return None
 
 
 def read_mask(path: str) -> np.ndarray | None:

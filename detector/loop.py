@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,9 +36,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from detector.atomic import write_json_atomic
 from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset,
                            read_datasets, split_by_identities)
-from detector.metrics import METRIC_NAMES
+from detector.metrics import METRIC_NAMES, lookup
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
@@ -86,15 +86,12 @@ def parse_condition(text: str) -> list[tuple[str, str, float]]:
 
 
 def _metric_value(metrics: Mapping, metric: str) -> float:
+    """The value of a parsed clause's metric (``auc`` or ``auc[generator]``); NaN when absent."""
     name, _, gen = metric.partition("[")
-    src = metrics
-    if gen:
-        gen = gen.rstrip("]")
-        per = metrics.get("per_generator") or {}
-        if gen not in per:
-            raise ValueError(f"condition: no generator {gen!r} in the evaluation metrics (have {sorted(per)})")
-        src = per[gen]
-    return float(src.get(name, math.nan))
+    try:
+        return lookup(metrics, name, gen.rstrip("]") or None, default=math.nan)
+    except KeyError as e:  # an unknown generator
+        raise ValueError(f"condition: {e.args[0]}") from None
 
 
 def condition_holds(cond: Sequence[tuple[str, str, float]], metrics: Mapping) -> bool:
@@ -216,17 +213,6 @@ PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
 RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device", "precision"}
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _normalised(cfg: LoopConfig) -> dict:
@@ -404,7 +390,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     say = _Logger(out / "loop.log", log)
 
     def save_state():
-        _write_json_atomic(state_path, state)
+        write_json_atomic(state_path, state)
 
     if state["status"] == "max_rounds" and cfg.max_rounds > len(state["rounds"]):
         # a finished run resumed with a larger --max-rounds: regenerate from the last round's weights
@@ -433,7 +419,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     from detector.checkpoint import load_checkpoint, save_checkpoint
     from detector.losses import DetectorLoss
     from detector.models import create_model
-    from detector.plots import plot_losses, plot_roc, plot_rounds
+    from detector.plots import plot_losses, plot_roc, plot_rounds, roc_curves
     from detector.train import evaluate, train_round
 
     if state["rounds"]:
@@ -518,7 +504,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                                     float(res["val_metrics"].get("eer_threshold", math.nan)), cfg.weight_eps,
                                     tuple(cfg.weight_clip), cfg.weight_min_count)
         weights["round"] = r
-        _write_json_atomic(rdir / "weights.json", weights)
+        write_json_atomic(rdir / "weights.json", weights)
         say(f"round {r}: val miss rate {_fmt(weights['overall_miss'])} at threshold {_fmt(weights['threshold'])}; "
             "weights " + ", ".join(f"{k}={v['weight']:.2f} (miss {v['miss']:.2f}, n {v['n']})"
                                    for k, v in weights["keys"].items()))
@@ -528,14 +514,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                                                               "mode": cfg.mode, "patch": cfg.patch,
                                                               "size": score_side})
         _write_eval_scores(rdir / "eval_scores.csv", eval_samples, eval_scores)
-        ok = np.isfinite(eval_scores)
-        labels = np.array([s.label for s in eval_samples])
-        gens = np.array([s.meta.get("generator", "") for s in eval_samples])
-        curves = {"all": (labels[ok], eval_scores[ok])}
-        for g in (eval_metrics.get("per_generator") or {}):
-            sel = ok & ((labels == 0) | (gens == g))
-            curves[g] = (labels[sel], eval_scores[sel])
-        plot_roc(curves, rdir / "roc.png", title=f"round {r}: evaluation ROC")
+        plot_roc(roc_curves(eval_samples, eval_scores, eval_metrics.get("per_generator") or {}), rdir / "roc.png",
+                 title=f"round {r}: evaluation ROC")
         plot_losses(rdir / "train_log.jsonl", rdir / "loss.png", title=f"round {r}: training")
 
         record = {"round": r, "pool": list(state["pool"]), "n_train": len(train), "n_val": len(val),

@@ -159,15 +159,24 @@ def compute_metrics(labels, scores, generators: Sequence | None = None, videos: 
     return out
 
 
-def lookup(metrics: Mapping, name: str, generator: str | None = None) -> float:
-    """Read one scalar metric (``generator`` selects ``per_generator[generator]``); KeyError if absent."""
+_REQUIRED = object()
+
+
+def lookup(metrics: Mapping, name: str, generator: str | None = None, default=_REQUIRED) -> float:
+    """Read one scalar metric (``generator`` selects ``per_generator[generator]``).
+
+    An unknown generator is a KeyError; so is a missing metric, unless ``default`` is given
+    (e.g. NaN: a stop condition on a metric the evaluation did not produce never holds).
+    """
     src = metrics
     if generator is not None:
         per = metrics.get("per_generator") or {}
         if generator not in per:
-            raise KeyError(f"no generator {generator!r} in metrics (have {sorted(per)})")
+            raise KeyError(f"no generator {generator!r} in the evaluation metrics (have {sorted(per)})")
         src = per[generator]
     if name not in src:
+        if default is not _REQUIRED:
+            return float(default)
         raise KeyError(f"no metric {name!r} (have {[k for k in METRIC_NAMES if k in src]})")
     return float(src[name])
 

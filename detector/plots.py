@@ -1,6 +1,7 @@
 """PNG plots for training runs (matplotlib, Agg backend: no display needed).
 
-* :func:`plot_roc`: ROC curves (overall and per generator) with their AUCs.
+* :func:`plot_roc`: ROC curves (overall and per generator) with their AUCs; :func:`roc_curves`
+  gives its input for scored samples.
 * :func:`plot_losses`: per-step training loss (and its parts) with per-epoch validation AUC.
 * :func:`plot_rounds`: evaluation AUC per round of the augment-until loop.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -43,6 +44,21 @@ def plot_roc(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], path: 
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def roc_curves(samples: Sequence, scores, generators: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`plot_roc` input for scored samples (:class:`detector.data.Sample`, ``scores`` aligned,
+    NaN = unscored and left out): ``"all"``, then for each name of ``generators`` that generator's
+    fakes against all reals (as ``per_generator`` in :func:`detector.metrics.compute_metrics`)."""
+    scores = np.asarray(scores)
+    ok = np.isfinite(scores)
+    labels = np.array([s.label for s in samples])
+    gens = np.array([s.meta.get("generator", "") for s in samples])
+    curves = {"all": (labels[ok], scores[ok])}
+    for g in generators:
+        sel = ok & ((labels == 0) | (gens == g))
+        curves[g] = (labels[sel], scores[sel])
+    return curves
 
 
 def _read_log(log: str | Path | Sequence[Mapping]) -> list[Mapping]:
