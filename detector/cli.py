@@ -263,9 +263,10 @@ def run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from detector.checkpoint import load_checkpoint
-    from detector.data import FaceDataset, check_samples, load_problem, read_dataset
+    from detector.data import FaceDataset
     from detector.metrics import format_metrics, video_scores
     from detector.plots import plot_roc, roc_curves
+    from detector.readers import check_samples, load_problem, read_dataset
     from detector.train import evaluate
 
     if args.threads:

@@ -39,8 +39,9 @@ from detector.atomic import write_json_atomic
 # the stop condition lives in detector.condition; its names stay importable from here
 from detector.condition import (HIGHER_IS_BETTER, OPS, condition_holds, format_condition,  # noqa: F401
                                 parse_condition)
-from detector.data import (FaceDataset, Sample, group_identities, identity_split, pair_indices, read_dataset,
-                           read_datasets, split_by_identities)
+from detector.data import FaceDataset
+from detector.readers import (Sample, group_identities, identity_split, pair_indices, read_dataset, read_datasets,
+                              split_by_identities)
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"

@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from detector.checkpoint import atomic_torch_save, save_checkpoint
-from detector.data import BalancedBatchSampler, FaceDataset, PairedBatchSampler, collate, pair_indices, size_grouped_batches
+from detector.data import BalancedBatchSampler, FaceDataset, PairedBatchSampler, collate, size_grouped_batches
 from detector.metrics import compute_metrics
+from detector.readers import pair_indices
 
 LAST_STATE = "last.pt"
 TRAIN_LOG = "train_log.jsonl"
