@@ -3,8 +3,42 @@
     from detector import create_model, load
     model = create_model("freq_attention")          # pretrained=False by default
     model, meta = load("runs/r1/round-01/checkpoint.pt")
-"""
-from detector.checkpoint import load_checkpoint as load, save_checkpoint
-from detector.models import create_model, list_models
 
-__all__ = ["create_model", "list_models", "load", "save_checkpoint"]
+The public names below are imported on first use (``import detector.readers`` does not pay for
+torch and the models).
+"""
+from __future__ import annotations
+
+import importlib
+
+# public name -> (module, attribute)
+_PUBLIC = {
+    "Predictor": ("detector.predict", "Predictor"),
+    "create_model": ("detector.models", "create_model"),
+    "list_models": ("detector.models", "list_models"),
+    "load": ("detector.checkpoint", "load_checkpoint"),
+    "load_checkpoint": ("detector.checkpoint", "load_checkpoint"),
+    "save_checkpoint": ("detector.checkpoint", "save_checkpoint"),
+    "train_round": ("detector.train", "train_round"),
+    "evaluate": ("detector.train", "evaluate"),
+    "run_loop": ("detector.loop", "run_loop"),
+    "LoopConfig": ("detector.loop", "LoopConfig"),
+    "FaceDataset": ("detector.data", "FaceDataset"),
+    "read_dataset": ("detector.readers", "read_dataset"),
+    "compute_metrics": ("detector.metrics", "compute_metrics"),
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        module, attr = _PUBLIC[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # once
+        return value
+    raise AttributeError(f"module 'detector' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
