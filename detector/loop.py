@@ -336,8 +336,11 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     def save_state():
         write_json_atomic(state_path, state)
 
-    if state["status"] == "max_rounds" and cfg.max_rounds > len(state["rounds"]):
-        # a finished run resumed with a larger --max-rounds: regenerate from the last round's weights
+    last_met = state["rounds"] and condition_holds(cond, state["rounds"][-1]["eval"])
+    if cfg.max_rounds > len(state["rounds"]) and (state["status"] == "max_rounds" or
+                                                  (state["status"] == "condition_met" and not last_met)):
+        # a finished run resumed with a larger --max-rounds, or with a condition its last round does not
+        # meet: regenerate from the last round's weights
         last = state["rounds"][-1]
         state["status"] = "running"
         state["pending_regen"] = {"dir": str(out / "pool" / f"round-{last['round'] + 1:02d}"),

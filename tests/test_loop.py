@@ -219,6 +219,22 @@ def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy, tmp_path):
+    data, ev = toy
+    gen = FakeGenerate()
+    run = tmp_path / "run"
+    kw = dict(max_rounds=2, index="/faces/index", progress=False, log=lambda m: None, **FAST)
+    first = run_loop([data], ev, run, condition="auc>=0", generate_fn=gen, **kw)
+    assert first["status"] == "condition_met" and len(first["rounds"]) == 1 and not gen.calls
+    # the same condition: nothing to do
+    again = run_loop([data], ev, run, resume=True, condition="auc>=0", generate_fn=gen, **kw)
+    assert len(again["rounds"]) == 1 and not gen.calls
+    # a condition round 1 does not meet: round 2 from round 1's weights, as an uninterrupted run would
+    more = run_loop([data], ev, run, resume=True, condition="auc>1", generate_fn=gen, **kw)
+    assert more["status"] == "max_rounds" and [r["round"] for r in more["rounds"]] == [1, 2]
+    assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
+
+
 def _round_inputs(data):
     """A tiny model and its train (patch, augmented) / validation (full) datasets from toy data."""
     train, val = identity_split(read_dataset(data), 0.2, seed=0)
