@@ -77,10 +77,10 @@ class PeakRSS:
 def _floor_chunk(index_path: str, out: str, seed: int, size: int, start: int, stop: int) -> int:
     import cv2
 
-    from synth.generate import _worker_state
+    from synth.worker import worker_state
     from synth.writer import sync_outputs, write_sample
 
-    pool, _ = _worker_state(index_path)  # same per-process pool the job uses
+    pool, _ = worker_state(index_path)  # same per-process pool the job uses
     yy, xx = np.mgrid[:size, :size]
     disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2).astype(np.uint8) * 255
     mask = cv2.GaussianBlur(disc, (0, 0), size / 40)  # a soft face-sized mask, like the job's

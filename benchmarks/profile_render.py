@@ -28,11 +28,11 @@ def main(argv=None) -> int:
     import cv2
 
     from synth import writer
-    from synth.generate import prefetch_swap_partners
     from synth.index import load_index
     from synth.pool import FacePool
     from synth.recipe import load_recipe, sample_plan
     from synth.render import DegenerateSample, FaceCache, render
+    from synth.worker import prefetch_swap_partners
 
     cv2.setNumThreads(1)
     pool = FacePool.from_index(load_index(args.index))

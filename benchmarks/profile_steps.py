@@ -2,7 +2,7 @@
 
     python benchmarks/profile_steps.py --index bench-out/utk.index [--start 20000] [--count 1500]
 
-One process runs ``synth.generate._make_chunk`` on samples ``[start, start + count)`` twice:
+One process runs ``synth.worker.make_chunk`` on samples ``[start, start + count)`` twice:
 a warm pass fills a face store (as the first passes of a long run do), then a measured pass
 with the in-process face cache emptied, so every face comes from the store as it does in a
 100k run. Each step (every op by name, mask build, store reads, PNG encodes, file writes,
@@ -33,12 +33,13 @@ def main(argv=None) -> int:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = "1"  # as in a generation worker
 
-    from synth import generate as gen
     from synth import render, visibility, writer
     from synth.facestore import FaceStore
     from synth.index import load_index
     from synth.pool import FacePool
     from synth.recipe import load_recipe
+    from synth.runstate import index_hash as run_index_hash
+    from synth.worker import Chunk, make_chunk, worker_state
 
     spent, calls = collections.Counter(), collections.Counter()
 
@@ -60,13 +61,13 @@ def main(argv=None) -> int:
     try:
         rec = load_recipe(args.recipe)
         pool = FacePool.from_index(load_index(args.index))
-        index_hash, store = gen._index_hash(pool), os.path.join(work, "store")
+        index_hash, store = run_index_hash(pool), os.path.join(work, "store")
         stop = args.start + args.count
 
         def run(out):
             for s in range(args.start, stop, 64):
-                gen._make_chunk(gen._Chunk(out, args.index, index_hash, rec, 0, args.size, None, s,
-                                           min(s + 64, stop), store=store, sync=False))
+                make_chunk(Chunk(out, args.index, index_hash, rec, 0, args.size, None, s,
+                                 min(s + 64, stop), store=store, sync=False))
 
         run(os.path.join(work, "warm"))
         timed(render, "apply_step", lambda a: "op " + a[0]["op"])
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         timed(writer, "dumps_line")
         for name in ("load_face", "load_occlusion", "load_png"):
             timed(FaceStore, name)
-        _, faces = gen._worker_state(args.index, index_hash, store)
+        _, faces = worker_state(args.index, index_hash, store)
         faces._faces.clear()
         faces._occ.clear()
         t = time.process_time()

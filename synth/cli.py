@@ -26,7 +26,8 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from synth.generate import generate, read_weights
+    from synth.generate import generate
+    from synth.weights import read_weights
 
     weights = read_weights(args.weights, args.recipe) if args.weights else None
     generate(out=args.out, n=args.n, recipe=args.recipe, src=args.src, index=args.index, size=args.size,
