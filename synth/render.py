@@ -90,7 +90,7 @@ class FaceCache:
 
     def crop_png(self, key: str, size: int, crop_scale: float) -> bytes:
         """PNG bytes of the untouched crop as the writer codes a real
-        (:func:`synth.writer.encode_image`; the real of a sample without target_degrade or post-process):
+        (:func:`synth.writer.encode_image`; the real of a sample when :func:`real_is_crop`):
         encoded once per run with a store, else on every call."""
         n = self.pool.index_of(key)
         data = self.store.load_png(n, size, crop_scale) if self.store is not None else None
@@ -159,6 +159,13 @@ def check_plan(plan: Any) -> None:
     _check_step(plan["blend"], f"{where}: 'blend'")
     if plan.get("color") is not None:
         _check_step(plan["color"], f"{where}: 'color'")
+
+
+def real_is_crop(plan: Mapping[str, Any]) -> bool:
+    """Whether :func:`render` returns the target crop itself as the real: the plan has no
+    ``target_degrade`` and no post-process steps (then the real's PNG is the face's
+    :meth:`FaceCache.crop_png`)."""
+    return not plan["post"] and not plan.get("target_degrade")
 
 
 def render(plan: Mapping[str, Any], faces: FaceCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from synth.index import load_index
 from synth.io import ImageReadError
 from synth.pool import FacePool
 from synth.recipe import Recipe
-from synth.render import DegenerateSample, FaceCache
+from synth.render import DegenerateSample, FaceCache, real_is_crop
 from synth.visibility import plan_and_render
 
 __all__ = ["Chunk", "ChunkResult", "SKIP_ERRORS", "make_chunk", "worker_state", "prefetch_swap_partners"]
@@ -122,9 +122,9 @@ def make_chunk(chunk: Chunk) -> ChunkResult:
             skipped.append({k: record[k] for k in ("i", "file", "reason", "reason_kind")})
             lines.append(writer.dumps_line(record))
             continue
-        # no target_degrade or post-process: the real is the untouched crop, encoded once per run
+        # the real is the untouched crop: its PNG is encoded once per run in the face store
         encoded = ({"real": faces.crop_png(plan["target"], plan["size"], plan["crop_scale"])}
-                   if faces.store is not None and not plan["post"] and not plan.get("target_degrade") else None)
+                   if faces.store is not None and real_is_crop(plan) else None)
         rel = writer.write_sample(chunk.out, i, real, fake, mask, fsync=False, encoded=encoded)
         record = {"i": i, "id": sid, "label": 1, **rel, "target_id": plan["target"],
                   "source_id": plan["source"], "status": "ok", "plan": plan}
