@@ -22,7 +22,8 @@ import numpy as np
 
 from synth.face import get_detector
 from synth.io import IMAGE_EXTENSIONS, read_image
-from synth.occlusion import face_oval_mask, get_estimator, render_occluder, sample_occluder
+from synth.occluders import render_occluder, sample_occluder
+from synth.occlusion import face_oval_mask, get_estimator
 
 KINDS = ("hand", "bar", "texture", "patch")
 

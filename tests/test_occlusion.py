@@ -6,8 +6,8 @@ import pytest
 from skimage import data
 
 from synth.face import get_detector
-from synth.occlusion import (ESTIMATORS, OCCLUDERS, SkinOcclusionEstimator, face_oval_mask, get_estimator,
-                             render_occluder, sample_occluder)
+from synth.occluders import OCCLUDERS, render_occluder, sample_occluder
+from synth.occlusion import ESTIMATORS, SkinOcclusionEstimator, face_oval_mask, get_estimator
 
 
 @pytest.fixture(scope="module")
