@@ -66,6 +66,13 @@ def round_uint8(x: np.ndarray) -> np.ndarray:
     return cv2.add(x, 0.0, dtype=cv2.CV_8U)
 
 
+def check_choice(value, name: str, choices) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices`` (a bool is
+    never a choice, although ``True == 1``)."""
+    if isinstance(value, (bool, np.bool_)) or value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
 def check_rng(rng) -> np.random.Generator:
     """Return ``rng`` if it is a ``np.random.Generator``, else raise ``ValueError``."""
     if not isinstance(rng, np.random.Generator):

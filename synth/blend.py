@@ -86,7 +86,7 @@ import scipy.fft as sfft
 from numpy.lib.stride_tricks import as_strided
 from scipy.linalg import lapack
 
-from synth._checks import check_image, check_same_shape, mask_to_float, round_uint8
+from synth._checks import check_choice, check_image, check_same_shape, mask_to_float, round_uint8
 from synth.params import Op, Param
 
 POISSON_MODES = ("normal", "mixed")
@@ -100,11 +100,6 @@ def _prepare(source, target, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     check_image(target, "target")
     check_same_shape(source, target, "source", "target")
     return source, target, mask_to_float(mask, target.shape[:2], "mask")
-
-
-def _check_choice(value, choices, name):
-    if value not in choices:
-        raise ValueError(f"{name}: {value!r} is not one of {list(choices)}")
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
@@ -445,8 +440,8 @@ def _poisson(source, target, mask, mode, domain):
     solution ``f`` on the crop ``box`` where ``region`` (crop-shaped bool; ``None``: the
     whole crop) is set."""
     source, target, m = _prepare(source, target, mask)
-    _check_choice(mode, POISSON_MODES, "mode")
-    _check_choice(domain, POISSON_DOMAINS, "domain")
+    check_choice(mode, "mode", POISSON_MODES)
+    check_choice(domain, "domain", POISSON_DOMAINS)
     if domain == "mask":
         dom = m > 0.5
         if dom.all():

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
-from ._checks import check_image, check_rng, round_uint8
+from ._checks import check_choice, check_image, check_rng, round_uint8
 from .params import Op, Param
 
 __all__ = [
@@ -59,11 +59,6 @@ def _check_number(value, name: str, low=None, high=None, *, integer: bool = Fals
     return value
 
 
-def _check_choice(value, name: str, choices) -> None:
-    if isinstance(value, (bool, np.bool_)) or value not in choices:
-        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
-
-
 # --------------------------------------------------------------------------- blurs
 
 def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.ndarray:
@@ -72,7 +67,7 @@ def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.n
     ``sigma`` (pixels) 0 derives it from ksize as OpenCV does: 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8.
     """
     check_image(image)
-    _check_choice(ksize, "ksize", KSIZES)
+    check_choice(ksize, "ksize", KSIZES)
     _check_number(sigma, "sigma", 0.0)
     return cv2.GaussianBlur(image, (int(ksize), int(ksize)), float(sigma))
 
@@ -80,7 +75,7 @@ def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.n
 def mean_blur(image: np.ndarray, ksize: int = 5) -> np.ndarray:
     """Box (mean) blur with a ``ksize`` x ``ksize`` kernel (ksize in 3, 5, 7, 9, 11)."""
     check_image(image)
-    _check_choice(ksize, "ksize", KSIZES)
+    check_choice(ksize, "ksize", KSIZES)
     return cv2.blur(image, (int(ksize), int(ksize)))
 
 
@@ -361,7 +356,7 @@ def downup(image: np.ndarray, scale: float = 0.5, interpolation: str = "linear")
     """
     check_image(image)
     _check_number(scale, "scale", 0.0, 1.0, low_open=True)
-    _check_choice(interpolation, "interpolation", INTERPOLATIONS)
+    check_choice(interpolation, "interpolation", INTERPOLATIONS)
     h, w = image.shape[:2]
     flag = INTERPOLATIONS[interpolation]
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=flag)
