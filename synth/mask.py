@@ -37,17 +37,20 @@ from ._checks import check_rng, mask_to_float
 from .face import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, NOSE, RIGHT_BROW, RIGHT_EYE, CONTOURS, check_landmarks, face_size
 
 __all__ = ["REGIONS", "DEFAULT_RANGES", "IDENTITY_PARAMS", "region_polygons", "polygon_mask",
-           "sample_mask_params", "build_mask", "subtract_occlusion", "feather_mask", "region_size"]
+           "sample_mask_params", "build_mask", "subtract_occlusion", "feather_mask", "region_size", "convex_hull",
+           "enlarge_polygon"]
 
 _SHIFT = 4  # fillPoly sub-pixel bits: vertices are rounded to 1/16 px
 _OUTLINE_POINTS = 96
 
 
-def _hull(pts: np.ndarray) -> np.ndarray:
+def convex_hull(pts: np.ndarray) -> np.ndarray:
+    """float32 (K, 2): the convex hull of the points ``pts`` (N, 2)."""
     return cv2.convexHull(np.ascontiguousarray(pts, dtype=np.float32)).reshape(-1, 2)
 
 
-def _enlarge(poly: np.ndarray, factor: float) -> np.ndarray:
+def enlarge_polygon(poly: np.ndarray, factor: float) -> np.ndarray:
+    """float32 (K, 2): ``poly`` scaled by ``factor`` about the mean of its vertices."""
     c = poly.mean(axis=0)
     return (c + (poly - c) * factor).astype(np.float32)
 
@@ -73,7 +76,7 @@ _INNER = np.concatenate([LEFT_BROW, RIGHT_BROW, LEFT_EYE, RIGHT_EYE, NOSE, LIPS]
 def _outer_lips(lm: np.ndarray) -> np.ndarray:
     # The outer lip contour is the lips loop with the larger hull.
     loops = [lm[c] for c in CONTOURS["lips"]]
-    return max(loops, key=lambda p: cv2.contourArea(_hull(p)))
+    return max(loops, key=lambda p: cv2.contourArea(convex_hull(p)))
 
 
 def _lower(lm: np.ndarray) -> list[np.ndarray]:
@@ -84,17 +87,17 @@ def _lower(lm: np.ndarray) -> list[np.ndarray]:
     if float((lm[LIPS].mean(0) - (le + re) / 2) @ down) < 0:
         down = -down
     t = float(np.max(lm[np.concatenate([LEFT_EYE, RIGHT_EYE])] @ down))
-    return [_clip_half_plane(_hull(lm[FACE_OVAL]), down, t)]
+    return [_clip_half_plane(convex_hull(lm[FACE_OVAL]), down, t)]
 
 
 #: region name -> function(landmarks float32 (468, 2)) -> list of float32 (K, 2) polygons.
 REGIONS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
-    "full": lambda lm: [_hull(lm[FACE_OVAL])],
-    "inner": lambda lm: [_hull(lm[_INNER])],
+    "full": lambda lm: [convex_hull(lm[FACE_OVAL])],
+    "inner": lambda lm: [convex_hull(lm[_INNER])],
     "lower": _lower,
-    "eyes": lambda lm: [_enlarge(_hull(lm[LEFT_EYE]), 1.5), _enlarge(_hull(lm[RIGHT_EYE]), 1.5)],
-    "nose": lambda lm: [_hull(lm[NOSE])],
-    "mouth": lambda lm: [_enlarge(_hull(_outer_lips(lm)), 1.2)],
+    "eyes": lambda lm: [enlarge_polygon(convex_hull(lm[eye]), 1.5) for eye in (LEFT_EYE, RIGHT_EYE)],
+    "nose": lambda lm: [convex_hull(lm[NOSE])],
+    "mouth": lambda lm: [enlarge_polygon(convex_hull(_outer_lips(lm)), 1.2)],
 }
 
 
@@ -275,7 +278,7 @@ def build_mask(shape, landmarks, region: str, params: dict | None = None) -> np.
             c = poly.mean(axis=0)
             poly = c + (poly - c) * p["scale"]
         if p["jitter_px"] > 0 or p["scale"] != 1.0:
-            poly = _hull(poly).astype(np.float64)
+            poly = convex_hull(poly).astype(np.float64)
         shaped.append(poly)
     if p["warp_px"] > 0:
         allp = np.vstack(shaped)

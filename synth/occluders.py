@@ -22,7 +22,7 @@ import numpy as np
 
 from ._checks import check_image, check_rng
 from .face import check_landmarks, face_size
-from .mask import _hull
+from .mask import convex_hull
 
 __all__ = ["OCCLUDERS", "DEFAULT_KINDS", "sample_occluder", "render_occluder"]
 
@@ -93,7 +93,7 @@ def _sample_shape(rng, lm, size):
                                    rng.uniform(0, 180)])}
     k = int(rng.integers(5, 10))
     pts = c + rng.normal(0, 1, (k, 2)) * rng.uniform(0.1, 0.22) * size
-    return {"polygon": [_round(p) for p in _hull(pts)]}
+    return {"polygon": [_round(p) for p in convex_hull(pts)]}
 
 
 def _sample_texture(rng, lm, size, n_donors):

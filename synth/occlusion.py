@@ -29,7 +29,7 @@ import numpy as np
 
 from ._checks import check_image
 from .face import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, RIGHT_BROW, RIGHT_EYE, check_landmarks, face_size
-from .mask import polygon_mask
+from .mask import convex_hull, enlarge_polygon, polygon_mask
 
 __all__ = ["OcclusionEstimator", "ESTIMATORS", "get_estimator", "NoOcclusion", "SkinOcclusionEstimator",
            "face_oval_mask"]
@@ -43,7 +43,7 @@ class OcclusionEstimator(Protocol):
 def face_oval_mask(shape, landmarks) -> np.ndarray:
     """bool HxW: inside the convex hull of the face oval."""
     lm = check_landmarks(landmarks)
-    return polygon_mask(shape, [cv2.convexHull(lm[FACE_OVAL]).reshape(-1, 2)]) > 0
+    return polygon_mask(shape, [convex_hull(lm[FACE_OVAL])]) > 0
 
 
 class NoOcclusion:
@@ -60,15 +60,6 @@ _SKIN_SITES = np.array([50, 101, 118, 117, 123, 187, 205, 36, 142,
                         280, 330, 347, 346, 352, 411, 425, 266, 371,
                         6, 197, 195, 5, 151, 9, 108, 337, 199, 200, 175])
 _NOSTRILS = np.array([98, 327, 2, 326, 97, 240, 460, 64, 294])
-
-
-def _hull(pts):
-    return cv2.convexHull(np.ascontiguousarray(pts, dtype=np.float32)).reshape(-1, 2)
-
-
-def _enlarge(poly, f):
-    c = poly.mean(0)
-    return c + (poly - c) * f
 
 
 class SkinOcclusionEstimator:
@@ -126,7 +117,7 @@ class SkinOcclusionEstimator:
         check_image(image)
         lm = check_landmarks(landmarks)
         h, w = image.shape[:2]
-        oval_poly = _hull(lm[FACE_OVAL])
+        oval_poly = convex_hull(lm[FACE_OVAL])
         x0, y0 = np.maximum(np.floor(oval_poly.min(0)).astype(int) - 2, 0)
         x1, y1 = np.minimum(np.ceil(oval_poly.max(0)).astype(int) + 3, [w, h])
         side = max(x1 - x0, y1 - y0)
@@ -150,7 +141,7 @@ class SkinOcclusionEstimator:
         h, w = image.shape[:2]
         out = np.zeros((h, w), np.float32)
         size = face_size(lm)
-        oval_poly = _hull(lm[FACE_OVAL])
+        oval_poly = convex_hull(lm[FACE_OVAL])
         x0, y0 = np.maximum(np.floor(oval_poly.min(0)).astype(int), 0)
         x1, y1 = np.minimum(np.ceil(oval_poly.max(0)).astype(int) + 1, [w, h])
         if x1 - x0 < 4 or y1 - y0 < 4:
@@ -201,9 +192,9 @@ class SkinOcclusionEstimator:
         # Eyes, brows, mouth and nostrils are not skin, yet not occlusions: a component
         # counts only with enough area outside these zones (grown by zone_margin).
         lmc = lm - shift
-        zones = polygon_mask(ov.shape, [_enlarge(_hull(lmc[LEFT_EYE]), 1.6), _enlarge(_hull(lmc[RIGHT_EYE]), 1.6),
-                                        _enlarge(_hull(lmc[LEFT_BROW]), 1.3), _enlarge(_hull(lmc[RIGHT_BROW]), 1.3),
-                                        _enlarge(_hull(lmc[LIPS]), 1.15), _enlarge(_hull(lmc[_NOSTRILS]), 1.1)])
+        zones = polygon_mask(ov.shape, [enlarge_polygon(convex_hull(lmc[idx]), f) for idx, f in
+                                        ((LEFT_EYE, 1.6), (RIGHT_EYE, 1.6), (LEFT_BROW, 1.3), (RIGHT_BROW, 1.3),
+                                         (LIPS, 1.15), (_NOSTRILS, 1.1))])
         g = int(round(self.zone_margin * size))
         if g > 0:
             zones = cv2.dilate(zones, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
