@@ -235,16 +235,9 @@ def append_lines(f, lines) -> None:
 
 
 def write_json_atomic(path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    """Write ``obj`` as indented JSON to ``path`` atomically and durably
+    (:func:`synth.io.write_bytes_atomic` with ``fsync``)."""
+    return write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), fsync=True)
 
 
 def sweep_tmp(out) -> int:

@@ -329,6 +329,8 @@ def test_disk_full_stops_with_one_line_exit_3_and_resumes_byte_identical(base, t
     calls = {"n": 0}
 
     def fills_up(path, data, fsync=True):
+        if not str(path).endswith(".png"):  # run.json, report.json: room for them
+            return real_write(path, data, fsync=fsync)
         calls["n"] += 1
         if calls["n"] > 3 * 3 + 1:  # samples 0-2 written, then the disk is full inside sample 3
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
