@@ -153,7 +153,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "round (default 256; 0 = off)")
     p.add_argument("--seed", type=int, help="base seed (default 0)")
     p.add_argument("--val-fraction", type=float, help="validation share of the pool (default 0.1)")
-    p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch (default 240; 0 = a full pass over the pool)")
+    p.add_argument("--max-steps-per-epoch", type=int, help="cap on steps per epoch (default 120; 0 = a full pass over the pool)")
     p.add_argument("--device", help="torch device (default cpu)")
     from detector.config import field_defaults
 

@@ -95,8 +95,8 @@ class LoopConfig:
     model_name: str = "freq_attention"
     model_kwargs: dict = field(default_factory=dict)
     condition: str = "auc>0.8"
-    # 3 rounds x 3 epochs x 240 steps keep the default run within an hour on a 2-core CPU with native
-    # bf16 (precision "auto"); in float32 the training steps take ~1.6x as long
+    # 3 rounds x 3 epochs x 120 steps keep the default run within an hour on a 2-core CPU in float32;
+    # twice the steps did not transfer better (BENCHMARKS.md, train loop)
     max_rounds: int = 3
     regen_n: int = 2000
     epochs_per_round: int = 3
@@ -134,7 +134,7 @@ class LoopConfig:
     precision: str = "auto"
     seed: int = 0
     val_fraction: float = 0.1
-    max_steps_per_epoch: int | None = 240
+    max_steps_per_epoch: int | None = 120
     device: str = "cpu"
     # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity
     # term is ~50x the label loss and swamps it (BENCHMARKS.md, train loop)
