@@ -41,11 +41,6 @@ def get_op(name: str) -> Op:
         raise ValueError(f"unknown op {name!r}; known ops: {', '.join(sorted(REGISTRY))}") from None
 
 
-def ops_for_stage(*stages: str) -> dict[str, Op]:
-    """All ops whose stage is one of ``stages``."""
-    return {name: op for name, op in REGISTRY.items() if op.stage in stages}
-
-
 def apply_step(step: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
     """Apply one recorded plan step ``{"op": name, "params": {...}, "seed": int?}``.
 

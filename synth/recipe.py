@@ -466,7 +466,9 @@ def _pick(weights: Mapping[str, float], rng: np.random.Generator, key_prefix: st
     w = [float(weights[n]) * (boost or {}).get(f"{key_prefix}={n}", 1.0) for n in names]
     if _np_sum(w) <= 0:
         w = [1.0] * len(names)
-    if not all(v >= 0 for v in w):  # recipes and weights are validated; kept as choice() checked it
+    # Reachable: generate validates its weights, but library callers (sample_plan, OnlineFakes)
+    # pass theirs as given, and a negative weight would silently bend the draw.
+    if not all(v >= 0 for v in w):
         raise ValueError(f"{key_prefix}: negative choice weight in {dict(zip(names, w))}")
     # The draw of rng.choice(len(names), p=w / w.sum()): the same uniform against the same
     # cdf (np.cumsum(w / w.sum()) / its last value, in plain floats with numpy's order of
