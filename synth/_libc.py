@@ -4,8 +4,9 @@ malloc thresholds for workers started with fixed ones (dask's).
 dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand memory back
 to the OS). Setting any malloc threshold also turns off glibc's *dynamic* mmap threshold, so
 every array over 128 KB (a 256² RGB image is 192 KB) is mmapped, page-faulted in and unmapped
-again on each use. On the development VM three quarters of a dask worker's CPU then went to the
-kernel and a run was ~0.6x as fast as the same run on joblib workers (BENCHMARKS.md, session 7).
+again on each use: a worker then spends most of its CPU in the kernel (page faults, mmap and
+munmap) rather than on the images, which is why its workers get the dynamic thresholds back
+(:func:`restore_dynamic_thresholds`).
 """
 from __future__ import annotations
 

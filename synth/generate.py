@@ -62,8 +62,8 @@ MIN_SIZE, MAX_SIZE = 32, 4096
 DEFAULT_SOURCE = "skimage:astronaut"
 
 #: ``face_store="auto"`` uses the run-wide face store when every face is drawn at least this
-#: many times (n >= this x pool size). Measured on the 2-core VM (BENCHMARKS.md): storing a
-#: face costs about as much CPU as deriving it twice, a stored face saves ~3 ms per sample.
+#: many times (n >= this x pool size): storing a face costs about as much CPU as deriving it
+#: twice, so the store only saves work when each face is drawn a few times.
 FACE_STORE_MIN_USES = 3
 
 
