@@ -84,8 +84,11 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision == "auto":
         if str(device).startswith("cuda"):
             return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-            else "fp32"
+        # oneDNN also "supports" bf16 on plain AVX-512 by emulation, which is no faster: ask for the
+        # native instructions
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return "bf16" if native and torch.backends.mkldnn.is_available() else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {['auto', *PRECISIONS]}, got {precision!r}")
     return precision

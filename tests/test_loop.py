@@ -438,10 +438,15 @@ def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weig
                     log=lambda m: None, precision="fp16")
 
 
-def test_resolve_precision():
+def test_resolve_precision(monkeypatch):
     from detector.train import resolve_precision
 
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
-    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    # auto: bf16 only with native bf16 instructions, not oneDNN's emulation on plain AVX-512
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert resolve_precision("auto", "cpu") == ("bf16" if torch.backends.mkldnn.is_available() else "fp32")
     with pytest.raises(ValueError, match="precision: expected one of"):
         resolve_precision("half", "cpu")
