@@ -44,7 +44,7 @@ from typing import Any, Literal, Mapping, Union
 import yaml
 
 from detector.loop import LoopConfig
-from synth.recipe import checked_yaml_node
+from synth.recipe import checked_yaml_node, cut_text, read_yaml_file
 
 CONFIG_YAML = "config.yaml"
 #: Largest config file read (a real one is ~2 kB).
@@ -201,10 +201,6 @@ def _convert(value, tp):
     return _json_value(value)  # an annotation this checker does not know: any plain JSON data
 
 
-def _cut(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def check_value(key: str, value: Any) -> Any:
     """``value`` for setting ``key`` checked against the field's annotation and converted to its
     form (a list -> tuple for tuple fields, an integer -> float for float fields).
@@ -213,7 +209,7 @@ def check_value(key: str, value: Any) -> Any:
     try:
         return _convert(value, tp)
     except _Mismatch:
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {_cut(repr(value))}") from None
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {type(value).__name__} {cut_text(repr(value), 200)}") from None
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -248,7 +244,7 @@ def parse_option(key: str, text: str) -> Any:
         node = checked_yaml_node(loader, f"--{key.replace('_', '-')}", MAX_CONFIG_NODES, "config", ConfigError)
         value = None if node is None else loader.construct_object(node, deep=True)
     except yaml.YAMLError:
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {_cut(text)!r}") from None
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {cut_text(text, 200)!r}") from None
     finally:
         loader.dispose()
     return check_value(key, value)
@@ -263,26 +259,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a training config")
-    try:
-        pairs = _load_mapping(path.read_text(), path)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {_cut(str(e), 300)}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: YAML nested too deeply") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (UTF-8)") from None
+    pairs = read_yaml_file(path, _load_mapping, ConfigError)
     out: dict[str, Any] = {}
     spelled: dict[str, str] = {}
     for key, value in pairs:
         if not isinstance(key, str):
-            raise ConfigError(f"{path}: {_cut(repr(key), 80)}: a key must be a setting name")
+            raise ConfigError(f"{path}: {cut_text(repr(key), 80)}: a key must be a setting name")
         if key.replace("-", "_") in NOT_IN_FILE:
             raise ConfigError(f"{path}: {key}: {NOT_IN_FILE[key.replace('-', '_')]}")
         name = canonical_key(key)
         if name is None:
             close = difflib.get_close_matches(key.replace("-", "_"), list(field_types()) + list(OPTION_ALIASES), 1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: {_cut(key, 80)}: unknown key{hint}; the keys are the LoopConfig fields, "
+            raise ConfigError(f"{path}: {cut_text(key, 80)}: unknown key{hint}; the keys are the LoopConfig fields, "
                               "see examples/train.yaml")
         if name in spelled:
             same = f"{spelled[name]!r} and {key!r} both set" if spelled[name] != key else "given twice"

@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import yaml
@@ -107,15 +107,23 @@ def recipe_path(name_or_path: str | Path) -> Path:
     return candidate
 
 
+def read_yaml_file(path: Path, parse: Callable[[str, Path], Any], error: type = ValueError) -> Any:
+    """``parse(text, path)`` of the file at ``path``, with the ways a YAML file can be unreadable
+    (invalid YAML, nesting too deep, not UTF-8 text) raised as ``error`` naming ``path``."""
+    try:
+        return parse(path.read_text(), path)
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML: {cut_text(str(e))}") from None
+    except RecursionError:
+        raise error(f"{path}: YAML nested too deeply") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a text file (UTF-8)") from None
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     if path.resolve() in chain:
         raise RecipeError(f"{path}: extends: circular chain {' -> '.join(str(c) for c in chain + (path,))}")
-    try:
-        data = _load_yaml(path.read_text(), path)
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {_cut(str(e))}") from None
-    except RecursionError:
-        raise RecipeError(f"{path}: YAML nested too deeply") from None
+    data = read_yaml_file(path, _load_yaml, RecipeError)
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     parent = data.pop("extends", None)
@@ -134,8 +142,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     return _deep_merge(base, data)
 
 
-def _cut(text: str, limit: int = 300) -> str:
-    """``text`` cut to ``limit`` characters: a hostile recipe must not make a huge error message."""
+def cut_text(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters: a hostile file must not make a huge error message."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -227,7 +235,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
 # -------------------------------------------------------------------------- validation
 
 def _fail(where: str, key: str, problem: str) -> None:
-    raise RecipeError(f"{where}: {_cut(key, 120)}: {_cut(problem)}")
+    raise RecipeError(f"{where}: {cut_text(key, 120)}: {cut_text(problem)}")
 
 
 def _check_keys(obj: Any, allowed: tuple[str, ...], where: str, key: str) -> None:

@@ -98,6 +98,10 @@ def test_yaml_errors_and_unsafe_tags(tmp_path):
         load_recipe(_write(tmp_path, "extends: !!python/object/apply:os.system ['true']\n"))
     with pytest.raises(RecipeError, match="unknown recipe"):
         load_recipe("definitely-not-a-recipe")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(RecipeError, match="binary.yaml: not a text file"):
+        load_recipe(binary)
 
 
 def _alias_bomb(levels: int = 9) -> str:
