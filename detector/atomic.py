@@ -1,6 +1,7 @@
 """Atomic file writes for run state and checkpoints.
 
-The content goes to a temporary file in the target's folder (``mkstemp``: mode 0600), which is then
+The content goes to a uniquely named temporary file in the target's folder, created like ``open``
+does (mode 0666 less the umask: a checkpoint is as readable as any other file the user writes), then
 renamed over the target with ``os.replace``: a reader never sees a half-written file, and a crash
 leaves the previous version (the temporary file is removed on any error).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -17,7 +18,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bo
     """Call ``write(file)`` on a temporary file opened in ``"wb"`` (``binary``) or ``"w"`` mode next to
     ``path``, then rename it to ``path``. The parent folder must exist. Returns the path."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb" if binary else "w") as fh:
             write(fh)

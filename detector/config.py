@@ -43,6 +43,7 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
+from detector.atomic import atomic_write
 from detector.loop import LoopConfig
 from synth.recipe import checked_yaml_node, cut_text, read_yaml_file
 
@@ -382,7 +383,4 @@ def write_run_config(out_dir: str | Path, config: Mapping[str, Any], sources: Ma
         else:
             lines.append(f"{text}  # {note}")
     path = Path(out_dir) / CONFIG_YAML
-    tmp = path.with_name(f".{CONFIG_YAML}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda fh: fh.write("\n".join(lines) + "\n"))
