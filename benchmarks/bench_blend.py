@@ -232,7 +232,8 @@ def main(argv=None) -> None:
 
     print_header(args)
     print(f"Median of {args.repeats} calls after warm-up, cold (round-robin) / warm (back to back); "
-          f"layout {args.layout}, mask " + ", ".join(f"{int((face_pair(sz, args.layout)[2] > 0).sum())} px at {sz}" for sz in args.sizes) + ".\n")
+          f"layout {args.layout}, mask "
+          + ", ".join(f"{int((face_pair(sz, args.layout)[2] > 0).sum())} px at {sz}" for sz in args.sizes) + ".\n")
     print("| method | " + " | ".join(f"{sz}x{sz} cold ms | {sz}x{sz} warm ms" for sz in args.sizes) + " |")
     print("|---|" + "---:|---:|" * len(args.sizes))
     for name in cases:

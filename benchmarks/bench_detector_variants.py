@@ -74,7 +74,7 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
     import numpy as np
     import torch
 
-    from detector.data import FaceDataset, identity_split, read_datasets, read_dataset
+    from detector.data import FaceDataset, identity_split, read_dataset, read_datasets
     from detector.losses import DetectorLoss
     from detector.models import create_model
     from detector.train import evaluate, train_round

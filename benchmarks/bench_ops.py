@@ -2,10 +2,16 @@
 
 Run: .venv/bin/python benchmarks/bench_ops.py
 """
-import timeit, numpy as np, cv2
-cv2.setNumThreads(1)
+import timeit
+
+import cv2
+import numpy as np
 from skimage import data
-from synth import degrade as D, color as C
+
+from synth import color as C
+from synth import degrade as D
+
+cv2.setNumThreads(1)
 img = cv2.resize(data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
 ref = cv2.resize(data.coffee()[:, 100:500], (256, 256), interpolation=cv2.INTER_AREA)
 def med(fn, number=20, repeat=15):
@@ -16,9 +22,9 @@ for op in D.OPS + C.OPS:
     kw = {k: p.default for k, p in op.params.items()}
     args = (img,) if op.stage != "color" else (img, ref)
     if op.random:
-        f = lambda op=op, kw=kw, args=args: op.fn(*args, rng=np.random.default_rng(0), **kw)
+        f = lambda op=op, kw=kw, args=args: op.fn(*args, rng=np.random.default_rng(0), **kw)  # noqa: E731
     else:
-        f = lambda op=op, kw=kw, args=args: op.fn(*args, **kw)
+        f = lambda op=op, kw=kw, args=args: op.fn(*args, **kw)  # noqa: E731
     rows.append((op.stage, op.name, ", ".join(f"{k}={v}" for k, v in kw.items()), med(f, number=5 if op.name=="idt" else 20)))
 print(f"baseline cv2.GaussianBlur(5x5) uint8 256x256: {base:.3f} ms\n")
 print("| stage | op | default params | ms (median) | x baseline |\n|---|---|---|---:|---:|")

@@ -11,7 +11,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import skimage.data
 import torch
 

@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                            progress=False, **settings)
         results.append({"variant": v, "summary": summary, "wall_s": time.time() - t})
 
-    lines = [f"# bench_train_loop", "",
+    lines = ["# bench_train_loop", "",
              f"command: `{' '.join([Path(sys.executable).name, *sys.argv])}`  ",
              f"machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), "
              f"torch threads {args.threads}, no GPU; data prep {t_data:.0f} s  ",

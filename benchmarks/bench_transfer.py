@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from scipy.stats import spearmanr
 
 from detector.checkpoint import load_checkpoint

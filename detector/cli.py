@@ -20,8 +20,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detector.checks import (CROP_SCALE_RANGE, check_batch_size, check_crop_scale, check_device, check_fraction,
-                             check_frames, check_size)
+from detector.checks import (
+    CROP_SCALE_RANGE,
+    check_batch_size,
+    check_crop_scale,
+    check_device,
+    check_fraction,
+    check_frames,
+    check_size,
+)
 from detector.video import VIDEO_EXTS
 from synth.io import IMAGE_EXTENSIONS, read_image
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
@@ -41,7 +48,8 @@ _TRAIN_OPTIONS = {
     "eval": "eval_dir", "model": "model_name", "augment_until": "condition", "max_rounds": "max_rounds",
     "regen_n": "regen_n", "epochs_per_round": "epochs_per_round", "recipe": "recipe", "index": "index", "src": "src",
     "regen_size": "regen_size", "mode": "mode", "patch": "patch", "size": "size", "batch_size": "batch_size",
-    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema", "batch_scale": "batch_scale", "weight_clip": "weight_clip", "seed": "seed", "val_fraction": "val_fraction",
+    "workers": "workers", "gen_workers": "gen_workers", "lr": "lr", "lr_decay": "lr_decay", "ema": "ema",
+    "batch_scale": "batch_scale", "weight_clip": "weight_clip", "seed": "seed", "val_fraction": "val_fraction",
     "max_steps_per_epoch": "max_steps_per_epoch", "device": "device", "pairing": "pairing",
     "quality_reals": "quality_reals",
 }

@@ -21,11 +21,30 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from detector.models.registry import IMAGENET_NORM
-from detector.readers import (DEEPFAKEBENCH_COMPRESSIONS, DEEPFAKEBENCH_FAKE_LABELS,  # noqa: F401 (re-exported)
-                              DEEPFAKEBENCH_SPLITS, IMAGE_EXTENSIONS, Sample, check_samples, deepfakebench_label,
-                              group_identities, identity_split, image_size, load_problem, pair_ids, pair_indices,
-                              read_dataset, read_datasets, read_deepfakebench_json, read_folders, read_image,
-                              read_manifest_csv, read_mask, read_synth_dir, split_by_identities)
+from detector.readers import (  # noqa: F401 (re-exported)
+    DEEPFAKEBENCH_COMPRESSIONS,
+    DEEPFAKEBENCH_FAKE_LABELS,
+    DEEPFAKEBENCH_SPLITS,
+    IMAGE_EXTENSIONS,
+    Sample,
+    check_samples,
+    deepfakebench_label,
+    group_identities,
+    identity_split,
+    image_size,
+    load_problem,
+    pair_ids,
+    pair_indices,
+    read_dataset,
+    read_datasets,
+    read_deepfakebench_json,
+    read_folders,
+    read_image,
+    read_manifest_csv,
+    read_mask,
+    read_synth_dir,
+    split_by_identities,
+)
 from detector.toy import write_toy_eval_dir, write_toy_synth_dir  # noqa: F401 (re-exported)
 
 MODES = ("patch", "resize", "full")

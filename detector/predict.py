@@ -34,12 +34,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synth._checks import to_uint8
-from detector.checks import (CROP_SCALE_RANGE, check_batch_size, check_crop_scale, check_device,  # noqa: F401
-                             check_fraction, check_frames, check_size)
+from detector.checks import (  # noqa: F401
+    CROP_SCALE_RANGE,
+    check_batch_size,
+    check_crop_scale,
+    check_device,
+    check_fraction,
+    check_frames,
+    check_size,
+)
 from detector.faces import FaceCrop, find_faces
 from detector.train import channels_last
 from detector.video import VIDEO_EXTS, sample_video_frames  # noqa: F401
+from synth._checks import to_uint8
 
 # Errors torch.load / load_checkpoint raise for a missing, truncated or foreign file.
 _CHECKPOINT_ERRORS = (OSError, ValueError, KeyError, RuntimeError, EOFError, pickle.UnpicklingError)

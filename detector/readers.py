@@ -33,7 +33,8 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from synth.io import IMAGE_EXTENSIONS, read_image as synth_read_image
+from synth.io import IMAGE_EXTENSIONS
+from synth.io import read_image as synth_read_image
 from synth.recipe import choice_keys
 from synth.writer import iter_manifest
 

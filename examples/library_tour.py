@@ -12,10 +12,10 @@ from skimage import data
 
 from synth.blend import BLENDS
 from synth.color import transfer
-from synth.degrade import gaussian_blur, jpeg_ratio, gaussian_noise
+from synth.degrade import gaussian_blur, gaussian_noise, jpeg_ratio
 from synth.face import crop_face, get_detector
 from synth.mask import build_mask, sample_mask_params
-from synth.perturb import color_shift, affine_shift
+from synth.perturb import affine_shift, color_shift
 
 
 def main() -> None:

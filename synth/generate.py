@@ -43,8 +43,16 @@ from synth.facestore import FaceStore
 from synth.index import build_index, load_index
 from synth.pool import FacePool
 from synth.recipe import Recipe, load_recipe
-from synth.runstate import (build_report, check_not_inside_src, check_out, check_run_json, exclusive,
-                            forget_refused_run, manifest_size, run_definition)
+from synth.runstate import (
+    build_report,
+    check_not_inside_src,
+    check_out,
+    check_run_json,
+    exclusive,
+    forget_refused_run,
+    manifest_size,
+    run_definition,
+)
 from synth.scheduler import StopFlag, run_in_order, sigint_handler
 from synth.weights import normalise_weights, read_weights
 from synth.worker import SKIP_ERRORS, Chunk, ChunkResult, make_chunk

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .face import N_LANDMARKS, get_detector
-from .io import IMAGE_EXTENSIONS, ImageReadError, write_bytes_atomic, read_image
+from .io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

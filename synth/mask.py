@@ -34,7 +34,18 @@ import cv2
 import numpy as np
 
 from ._checks import check_rng, mask_to_float
-from .face import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS, NOSE, RIGHT_BROW, RIGHT_EYE, CONTOURS, check_landmarks, face_size
+from .face import (
+    CONTOURS,
+    FACE_OVAL,
+    LEFT_BROW,
+    LEFT_EYE,
+    LIPS,
+    NOSE,
+    RIGHT_BROW,
+    RIGHT_EYE,
+    check_landmarks,
+    face_size,
+)
 
 __all__ = ["REGIONS", "DEFAULT_RANGES", "IDENTITY_PARAMS", "region_polygons", "polygon_mask",
            "sample_mask_params", "build_mask", "subtract_occlusion", "feather_mask", "region_size", "convex_hull",

@@ -14,7 +14,7 @@ import numpy as np
 
 from synth import mask as masklib
 from synth import writer
-from synth.face import crop_face, similarity_transform, affine_transform, warp_image
+from synth.face import affine_transform, crop_face, similarity_transform, warp_image
 from synth.occlusion import get_estimator
 from synth.ops import apply_step, get_op
 from synth.pool import FacePool, as_pool

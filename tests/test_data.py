@@ -1,14 +1,26 @@
 import json
-import warnings
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from detector.data import (BalancedBatchSampler, FaceDataset, Sample, collate, full_view, group_identities,
-                           identity_split, read_dataset, read_folders, read_manifest_csv, read_synth_dir,
-                           size_grouped_batches, split_by_identities, write_toy_synth_dir)
+from detector.data import (
+    BalancedBatchSampler,
+    FaceDataset,
+    Sample,
+    collate,
+    full_view,
+    group_identities,
+    identity_split,
+    read_dataset,
+    read_folders,
+    read_manifest_csv,
+    read_synth_dir,
+    size_grouped_batches,
+    split_by_identities,
+    write_toy_synth_dir,
+)
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 
@@ -30,7 +42,7 @@ def test_read_synth_dir_pairs_and_groups(tmp_path):
         fh.write(json.dumps({"i": 6, "id": "000006", "status": "skipped", "reason": "no face", "plan": None}) + "\n")
     samples = read_synth_dir(out)
     assert len(samples) == 12  # skipped line ignored
-    lines = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()][:6]
+    lines = [json.loads(text) for text in (out / "manifest.jsonl").read_text().splitlines()][:6]
     for line, real, fake in zip(lines, samples[0::2], samples[1::2]):
         assert (real.label, fake.label) == (0, 1)
         assert real.path == str(out / line["real"]) and fake.mask_path == str(out / line["mask"])

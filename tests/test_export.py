@@ -11,8 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from detector.data import (Sample, group_identities, read_dataset, read_deepfakebench_json, read_synth_dir,
-                           write_toy_synth_dir)
+from detector.data import (
+    Sample,
+    group_identities,
+    read_dataset,
+    read_deepfakebench_json,
+    read_synth_dir,
+    write_toy_synth_dir,
+)
 from synth.cli import main as synth_main
 from synth.export import export_run
 

@@ -4,8 +4,19 @@ import pytest
 from skimage import data
 
 from synth import face
-from synth.face import (FACE_OVAL, LEFT_EYE, LIPS, NOSE, RIGHT_EYE, affine_transform, crop_face, get_detector,
-                        similarity_transform, transform_points, warp_image)
+from synth.face import (
+    FACE_OVAL,
+    LEFT_EYE,
+    LIPS,
+    NOSE,
+    RIGHT_EYE,
+    affine_transform,
+    crop_face,
+    get_detector,
+    similarity_transform,
+    transform_points,
+    warp_image,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,20 @@ import pytest
 from skimage import data as skdata
 
 import synth.index as index_mod
-from detector.data import (Sample, check_samples, image_size, pair_ids, read_image, read_manifest_csv, read_mask,
-                           read_synth_dir, write_toy_eval_dir, write_toy_synth_dir)
+from detector.data import (
+    check_samples,
+    image_size,
+    pair_ids,
+    read_image,
+    read_manifest_csv,
+    read_mask,
+    read_synth_dir,
+    write_toy_eval_dir,
+    write_toy_synth_dir,
+)
 from synth.index import build_index, load_index
-from synth.io import ImageReadError, read_image as synth_read_image
+from synth.io import ImageReadError
+from synth.io import read_image as synth_read_image
 
 SEED = 20240518
 SIDE = 64  # small images: decoding is cheap

@@ -152,7 +152,7 @@ def test_boundary_term_is_off_by_default_and_rewards_a_matching_soft_edge():
     mask[..., 2:6, 2:6] = 1.0
     mask[..., 2:6, 2] = 0.5  # a half-blended column: the boundary
     label = torch.ones(1)
-    logit_of = lambda m: torch.logit(m.clamp(1e-4, 1 - 1e-4))
+    logit_of = lambda m: torch.logit(m.clamp(1e-4, 1 - 1e-4))  # noqa: E731
     good = {"logit": torch.zeros(1), "mask": logit_of(mask), "sim": None}
     hard = {"logit": torch.zeros(1), "mask": logit_of((mask > 0.4).float()), "sim": None}
     _, parts = DetectorLoss()(good, label, mask)

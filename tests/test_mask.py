@@ -6,8 +6,17 @@ import pytest
 from skimage import data
 
 from synth.face import LEFT_EYE, LIPS, NOSE, RIGHT_EYE, crop_face, face_size, get_detector
-from synth.mask import (DEFAULT_RANGES, IDENTITY_PARAMS, REGIONS, build_mask, polygon_mask, region_polygons,
-                        region_size, sample_mask_params, subtract_occlusion)
+from synth.mask import (
+    DEFAULT_RANGES,
+    IDENTITY_PARAMS,
+    REGIONS,
+    build_mask,
+    polygon_mask,
+    region_polygons,
+    region_size,
+    sample_mask_params,
+    subtract_occlusion,
+)
 
 SHAPE = (256, 256)
 

@@ -2,7 +2,6 @@
 through the importable example ``examples/online_dataloader.py``: the batches equal the items
 rendered in this process, whichever the workers and their start method."""
 import importlib.util
-import json
 import pickle
 from pathlib import Path
 

@@ -3,8 +3,17 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data import (FaceDataset, PairedBatchSampler, Sample, pair_ids, pair_indices, read_manifest_csv,
-                           read_synth_dir, write_toy_eval_dir, write_toy_synth_dir)
+from detector.data import (
+    FaceDataset,
+    PairedBatchSampler,
+    Sample,
+    pair_ids,
+    pair_indices,
+    read_manifest_csv,
+    read_synth_dir,
+    write_toy_eval_dir,
+    write_toy_synth_dir,
+)
 from detector.quality import QUALITY_OPS, paired_auc, quality_check
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -429,7 +429,8 @@ def test_eval_names_every_skipped_file_and_writes_strict_json(capsys, tmp_path, 
 
 
 def test_eval_nan_score_is_an_error_and_json_has_no_nan(capsys, tmp_path, ckpt):
-    from detector.cli import _json_safe, main as detector_main
+    from detector.cli import _json_safe
+    from detector.cli import main as detector_main
     from detector.data import write_toy_eval_dir
 
     data = write_toy_eval_dir(tmp_path / "ev", n=2, size=64)

@@ -190,7 +190,7 @@ def test_sampled_values_stay_in_recipe_ranges():
 
 def test_weights_shift_choices():
     recipe, pool = load_recipe("mixed"), _pool()
-    count = lambda w: sum(sample_plan(recipe, pool, i, 0, weights=w)["blend"]["op"] == "wavelet" for i in range(300))
+    count = lambda w: sum(sample_plan(recipe, pool, i, 0, weights=w)["blend"]["op"] == "wavelet" for i in range(300))  # noqa: E731
     assert count({"blend=wavelet": 20.0}) > 2 * count(None)
 
 
