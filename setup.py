@@ -8,5 +8,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["synth", "synth.*", "detector", "detector.*"]) + ["synth.recipes"],
     package_dir={"synth.recipes": "recipes"},
-    package_data={"synth.recipes": ["*.yaml"], "detector": ["py.typed"]},
+    package_data={"synth.recipes": ["*.yaml"], "synth": ["py.typed"], "detector": ["py.typed"]},
 )

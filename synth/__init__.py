@@ -9,13 +9,33 @@ The op modules are a library of pure functions on arrays::
 and the generator's path is available as library calls::
 
     from synth import make_fake, OnlineFakes
+
+The public names below are imported on first use (``import synth.blend`` does not pay for
+mediapipe and the recipes).
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
+# public name -> (module, attribute)
+_PUBLIC = {
+    "make_fake": ("synth.make", "make_fake"),
+    "OnlineFakes": ("synth.make", "OnlineFakes"),
+}
 
-def __getattr__(name):  # lazy: `import synth.blend` must not pay for mediapipe/recipes
-    if name in ("make_fake", "OnlineFakes"):
-        from synth import make
+__all__ = sorted(_PUBLIC)
 
-        return getattr(make, name)
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        module, attr = _PUBLIC[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value  # once
+        return value
     raise AttributeError(f"module 'synth' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

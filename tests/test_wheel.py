@@ -1,4 +1,5 @@
-"""A normal (non-editable) install works: the wheel ships the recipes as package data.
+"""A normal (non-editable) install works: the wheel ships the recipes and the ``py.typed``
+markers as package data.
 
 Builds the wheel from a copy of the sources (no build isolation, no index: no network),
 installs it with ``--no-deps --target`` into a scratch folder (the test venv already has the
@@ -45,6 +46,7 @@ def installed(tmp_path_factory) -> Path:
     shipped = sorted(n.split("/")[-1] for n in names if n.startswith("synth/recipes/"))
     assert shipped == sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
     assert not any(n.startswith(("tests/", "recipes/")) for n in names)
+    assert {"synth/py.typed", "detector/py.typed"} <= set(names)  # typing markers (package data, setup.py)
     target = tmp / "site"
     _run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", target, wheel], cwd=tmp)
     return target
