@@ -11,20 +11,13 @@ import yaml
 import detector.loop as loop_mod
 from detector.cli import main
 from detector.config import CONFIG_YAML, ConfigError, field_defaults, field_types, read_config, write_run_config
-from detector.data import write_toy_eval_dir, write_toy_synth_dir
+from detector.data import write_toy_synth_dir
 from detector.loop import LoopConfig
 
 torch.set_num_threads(1)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train.yaml"
 TINY = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    return (write_toy_synth_dir(root / "data", n=24, size=64, seed=0),
-            write_toy_eval_dir(root / "eval", n=12, size=64, seed=99, generators=("gen_a", "gen_b")))
 
 
 @pytest.fixture
@@ -56,8 +49,8 @@ def _fast_yaml(data, ev, **extra):
 
 # ------------------------------------------------------------------------------------ precedence
 
-def test_yaml_config_gives_the_same_loopconfig_as_the_equivalent_flags(toy, tmp_path, captured):
-    data, ev = toy
+def test_yaml_config_gives_the_same_loopconfig_as_the_equivalent_flags(toy_dirs, tmp_path, captured):
+    data, ev = toy_dirs
     cfg = _write(tmp_path / "run.yaml", f"""
 data: {data}                      # one directory for a list
 eval_dir: {ev}
@@ -91,8 +84,8 @@ weight_min_count: 3
     assert "seed" not in captured[0]["sources"]  # a default
 
 
-def test_flags_override_the_file(toy, tmp_path, captured):
-    data, ev = toy
+def test_flags_override_the_file(toy_dirs, tmp_path, captured):
+    data, ev = toy_dirs
     cfg = _write(tmp_path / "run.yaml", _fast_yaml(data, ev, lr=0.01, src="/faces", seed=3,
                                                    model_kwargs={"embed_dim": 16}))
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--lr", "0.002", "--index", "/idx",
@@ -137,8 +130,8 @@ def test_flags_override_the_file(toy, tmp_path, captured):
     ("condition: acc>0.8\n", "condition", "unknown metric"),
     ("index: /a\nsrc: /b\n", "index, src", "not both"),
 ])
-def test_bad_config_is_a_usage_error_naming_the_file_and_key(toy, tmp_path, capsys, captured, text, key, problem):
-    data, ev = toy
+def test_bad_config_is_a_usage_error_naming_the_file_and_key(toy_dirs, tmp_path, capsys, captured, text, key, problem):
+    data, ev = toy_dirs
     given = ("" if "data_dirs" in text else f"data: {data}\n") + ("" if "eval_dir" in text else f"eval: {ev}\n")
     cfg = _write(tmp_path / "bad.yaml", given + text)
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
@@ -165,8 +158,8 @@ def test_unsafe_or_malformed_yaml_is_refused(tmp_path, text, problem):
     assert read_config(_write(tmp_path / "empty.yaml", "# nothing set\n")) == {}
 
 
-def test_a_bad_flag_is_not_blamed_on_the_file(toy, tmp_path, capsys, captured):
-    data, ev = toy
+def test_a_bad_flag_is_not_blamed_on_the_file(toy_dirs, tmp_path, capsys, captured):
+    data, ev = toy_dirs
     cfg = _write(tmp_path / "run.yaml", _fast_yaml(data, ev))
     assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r"), "--max-rounds", "0"]) == 2
     err = capsys.readouterr().err
@@ -185,8 +178,8 @@ def test_example_config_lists_every_setting_at_its_default():
 
 # ------------------------------------------------------------------------------------ the run directory
 
-def test_run_records_the_resolved_config_and_resumes_with_it(toy, tmp_path, capsys, monkeypatch):
-    data, ev = toy
+def test_run_records_the_resolved_config_and_resumes_with_it(toy_dirs, tmp_path, capsys, monkeypatch):
+    data, ev = toy_dirs
     cfg = _write(tmp_path / "run.yaml", _fast_yaml(data, ev, seed=4, index="/faces/index"))
     run = tmp_path / "run"
     assert main(["train", "--config", str(cfg), "--out", str(run), "--lr", "0.002", "--no-progress"]) == 1

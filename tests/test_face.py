@@ -1,7 +1,6 @@
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
 from synth import face
 from synth.face import (
@@ -17,11 +16,6 @@ from synth.face import (
     transform_points,
     warp_image,
 )
-
-
-@pytest.fixture(scope="module")
-def astro():
-    return data.astronaut()
 
 
 @pytest.fixture(scope="module")

@@ -526,20 +526,8 @@ def test_sigint_keeps_manifest_consistent(base, tmp_path):
 
 # --------------------------------------------------------------------- bad input corpus
 
-def _bomb_png() -> bytes:
-    """A valid PNG header declaring 100000 x 100000 pixels (a decompression bomb), no real data."""
-    import struct
-    import zlib
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(tmp_path_factory, bomb_png):
     """Good faces (astronaut, its mirror image, grey, RGBA and 16-bit variants) and bad files."""
     from skimage import data
 
@@ -557,7 +545,7 @@ def corpus(tmp_path_factory):
     (src / "corrupt.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     (src / "notes.txt").write_text("not an image")
     cv2.imwrite(str(src / "tiny.png"), bgr[:16, :16])
-    (src / "bomb.png").write_bytes(_bomb_png())
+    (src / "bomb.png").write_bytes(bomb_png(100_000, 100_000))
     cv2.imwrite(str(src / "faceless.png"), np.full((128, 128, 3), 90, np.uint8))
     idx = src.parent / "index"
     build_index(src, idx, workers=1, progress=False)

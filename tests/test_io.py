@@ -1,30 +1,11 @@
 import pickle
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from synth.io import ImageReadError, read_image, write_image_atomic, write_png_atomic
-
-
-@pytest.fixture(scope="module")
-def astro():
-    return data.astronaut()
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-
-
-def _bomb_png(w: int, h: int) -> bytes:
-    """A PNG whose header claims w x h pixels but which holds almost no data."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
 
 
 def _expect_error(path, fragment, **kw):
@@ -169,12 +150,12 @@ def test_too_small(tmp_path):
     _expect_error(tmp_path / "tiny.png", "too small")
 
 
-def test_bomb_refused_from_header(tmp_path, astro):
+def test_bomb_refused_from_header(tmp_path, astro, bomb_png):
     p = tmp_path / "bomb.png"
-    p.write_bytes(_bomb_png(60_000, 60_000))  # 3.6e9 pixels declared, ~100 bytes on disk
+    p.write_bytes(bomb_png(60_000, 60_000))  # 3.6e9 pixels declared, ~100 bytes on disk
     _expect_error(p, "too large")
     q = tmp_path / "big.png"
-    q.write_bytes(_bomb_png(8000, 6000))  # 48 Mpx: below PIL's own guard, above ours
+    q.write_bytes(bomb_png(8000, 6000))  # 48 Mpx: below PIL's own guard, above ours
     _expect_error(q, "too large")
     write_png_atomic(tmp_path / "a.png", astro)
     _expect_error(tmp_path / "a.png", "max_pixels=1000", max_pixels=1000)

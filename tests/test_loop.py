@@ -10,7 +10,7 @@ import torch
 from detector import predict as P
 from detector.checkpoint import load_checkpoint
 from detector.cli import main
-from detector.data import FaceDataset, identity_split, read_dataset, write_toy_eval_dir, write_toy_synth_dir
+from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
 from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
 from detector.models import create_model
 from detector.train import rescale_batch, train_round
@@ -77,17 +77,6 @@ def test_miss_rate_weights_formula():
 
 # ------------------------------------------------------------------------------------ loop e2e
 
-def _toy_eval_dir(path):
-    """A csv-format evaluation set with two generators, built from a toy synth directory."""
-    return write_toy_eval_dir(path, n=12, size=64, seed=99, generators=("gen_a", "gen_b"))
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("toy")
-    return write_toy_synth_dir(root / "data", n=24, size=64, seed=0), _toy_eval_dir(root / "eval")
-
-
 class FakeGenerate:
     """Stands in for synth.generate.generate: writes a toy synth directory, records calls."""
 
@@ -115,8 +104,8 @@ def _check_round_artefacts(rdir):
     assert len((rdir / "eval_scores.csv").read_text().splitlines()) == 25
 
 
-def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
-    data, ev = toy
+def test_loop_two_rounds_with_regeneration_and_artefacts(toy_dirs, tmp_path):
+    data, ev = toy_dirs
     gen = FakeGenerate()
     run = tmp_path / "run"
     summary = run_loop([data], ev, run, condition="auc>1", max_rounds=2, index="/faces/index", seed=5,
@@ -152,8 +141,8 @@ def test_loop_two_rounds_with_regeneration_and_artefacts(toy, tmp_path):
         run_loop([data], ev, run, index="/faces/index", **FAST)
 
 
-def test_loop_refuses_unpaired_data_before_writing_state(toy, tmp_path):
-    _, ev = toy  # a manifest.csv set: reals and fakes, but no fake next to its own real
+def test_loop_refuses_unpaired_data_before_writing_state(toy_dirs, tmp_path):
+    _, ev = toy_dirs  # a manifest.csv set: reals and fakes, but no fake next to its own real
     run = tmp_path / "run"
     with pytest.raises(ValueError, match=r"no \(real, fake\) pair.*--pairing independent"):
         run_loop([ev], ev, run, max_rounds=1, progress=False, log=lambda m: None, **FAST)
@@ -163,10 +152,10 @@ def test_loop_refuses_unpaired_data_before_writing_state(toy, tmp_path):
     assert len(summary["rounds"]) == 1
 
 
-def test_loop_full_mode_at_another_size_resizes_every_face(toy, tmp_path):
+def test_loop_full_mode_at_another_size_resizes_every_face(toy_dirs, tmp_path):
     # mode full trains at native resolution only if --size matches the pool's synth size; otherwise
     # training, validation and evaluation all see faces at --size, and the checkpoint records it
-    data, ev = toy
+    data, ev = toy_dirs
     logs = []
     run_loop([data], ev, tmp_path / "run", condition="auc>1", max_rounds=1, index="/faces/index", regen_size=64,
              generate_fn=FakeGenerate(), progress=False, log=logs.append, **{**FAST, "mode": "full", "size": 32})
@@ -182,8 +171,8 @@ def test_loop_full_mode_at_another_size_resizes_every_face(toy, tmp_path):
     assert not any("mode full with size" in m for m in logs)
 
 
-def test_loop_lr_decay_lowers_each_round_peak(toy, tmp_path):
-    data, ev = toy
+def test_loop_lr_decay_lowers_each_round_peak(toy_dirs, tmp_path):
+    data, ev = toy_dirs
     run = tmp_path / "run"
     # two steps per epoch in both rounds: the same schedule, only its peak differs
     run_loop([data], ev, run, condition="auc>1", max_rounds=2, index="/faces/index", lr_decay=0.5,
@@ -201,8 +190,8 @@ def test_loop_lr_decay_lowers_each_round_peak(toy, tmp_path):
             run_loop([data], ev, tmp_path / "bad", index="/faces/index", **{**FAST, **bad})
 
 
-def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
-    data, ev = toy
+def test_loop_resumes_after_interrupted_regeneration(toy_dirs, tmp_path):
+    data, ev = toy_dirs
     gen = FakeGenerate(fail_first=True)
     run = tmp_path / "run"
     kw = dict(condition="auc>1", max_rounds=2, index="/faces/index", progress=False, log=lambda m: None, **FAST)
@@ -221,8 +210,8 @@ def test_loop_resumes_after_interrupted_regeneration(toy, tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy, tmp_path):
-    data, ev = toy
+def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_path):
+    data, ev = toy_dirs
     gen = FakeGenerate()
     run = tmp_path / "run"
     kw = dict(max_rounds=2, index="/faces/index", progress=False, log=lambda m: None, **FAST)
@@ -245,8 +234,8 @@ def _round_inputs(data):
             FaceDataset(val, "full", norm=model.input_norm), val)
 
 
-def test_train_round_resumes_from_last_state(toy, tmp_path):
-    model, tds, vds, val = _round_inputs(toy[0])
+def test_train_round_resumes_from_last_state(toy_dirs, tmp_path):
+    model, tds, vds, val = _round_inputs(toy_dirs[0])
     res = train_round(model, tds, vds, 2, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None)
     assert res["history"][res["best_epoch"]]["val_auc"] == max(h["val_auc"] for h in res["history"])
     assert res["val_scores"].shape == (len(val),)
@@ -259,8 +248,8 @@ def test_train_round_resumes_from_last_state(toy, tmp_path):
         train_round(model, tds, vds, 3, tmp_path, batch_size=8, workers=0, progress=False, log=msgs.append)
 
 
-def test_train_round_validates_and_keeps_the_ema_weights(toy, tmp_path):
-    model, tds, vds, _ = _round_inputs(toy[0])
+def test_train_round_validates_and_keeps_the_ema_weights(toy_dirs, tmp_path):
+    model, tds, vds, _ = _round_inputs(toy_dirs[0])
     train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None,
                 max_steps_per_epoch=3, ema=0.5)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -290,8 +279,8 @@ def test_rescale_batch_draws_multiples_of_32_and_keeps_masks_in_range():
     assert x is image and m is mask
 
 
-def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(toy, tmp_path):
-    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(toy_dirs, tmp_path):
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
     model = create_model("freq_attention", **TINY)
     tds = FaceDataset(train, "full", augment=True, norm=model.input_norm, full_size=64)
     vds = FaceDataset(val, "full", norm=model.input_norm)
@@ -306,24 +295,24 @@ def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(to
         train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
                     batch_scale=(0.0, 1.0))
     with pytest.raises(ValueError, match="batch_scale"):
-        run_loop([toy[0]], toy[1], tmp_path / "y", index="/faces/index", **{**FAST, "batch_scale": (1.0, 0.5)})
+        run_loop([toy_dirs[0]], toy_dirs[1], tmp_path / "y", index="/faces/index", **{**FAST, "batch_scale": (1.0, 0.5)})
     with pytest.raises(SystemExit):
-        main(["train", "--data", str(toy[0]), "--eval", str(toy[1]), "--out", str(tmp_path / "r"),
+        main(["train", "--data", str(toy_dirs[0]), "--eval", str(toy_dirs[1]), "--out", str(tmp_path / "r"),
               "--batch-scale", "1,0.5"])
 
 
 @pytest.mark.parametrize("bad", ["2,3", "0.5", "a,b", "0,1"])
-def test_cli_weight_clip_must_bracket_one(bad, toy, tmp_path, capsys):
+def test_cli_weight_clip_must_bracket_one(bad, toy_dirs, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(["train", "--data", str(toy[0]), "--eval", str(toy[1]), "--out", str(tmp_path / "r"),
+        main(["train", "--data", str(toy_dirs[0]), "--eval", str(toy_dirs[1]), "--out", str(tmp_path / "r"),
               "--weight-clip", bad])
     assert "--weight-clip" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------------------------------------- CLI
 
-def test_cli_train_eval_and_exit_codes(toy, tmp_path, capsys):
-    data, ev = toy
+def test_cli_train_eval_and_exit_codes(toy_dirs, tmp_path, capsys):
+    data, ev = toy_dirs
     run = tmp_path / "run"
     base = ["train", "--data", str(data), "--eval", str(ev), "--out", str(run), "--model", "freq_attention",
             "--model-kwargs", json.dumps(TINY), "--patch", "32", "--batch-size", "8", "--workers", "0",
@@ -367,7 +356,7 @@ def test_rounds_table_lists_generators():
 
 
 @pytest.mark.filterwarnings("ignore:identity_split")  # two faces linked by swaps: one component
-def test_loop_with_real_synth_generate(toy, tmp_path):
+def test_loop_with_real_synth_generate(toy_dirs, tmp_path):
     """Integration: the pool and the regeneration come from synth.index / synth.generate."""
     cv2 = pytest.importorskip("cv2")
     from skimage.data import astronaut
@@ -375,7 +364,7 @@ def test_loop_with_real_synth_generate(toy, tmp_path):
     from synth.generate import generate
     from synth.index import build_index
 
-    _, ev = toy
+    _, ev = toy_dirs
     faces = tmp_path / "faces"
     faces.mkdir()
     img = astronaut()[:, :, ::-1]
@@ -395,10 +384,10 @@ def test_loop_with_real_synth_generate(toy, tmp_path):
     assert report["weights"] == (summary["rounds"][0]["weights"] or None)
 
 
-def test_train_round_amplify_strengthens_the_fakes_only(toy, tmp_path):
+def test_train_round_amplify_strengthens_the_fakes_only(toy_dirs, tmp_path):
     # the model's inputs: with amplify the first step's fakes differ from their own reals by more,
     # and the reals are the same as without it
-    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
 
     def first_input(amplify):
         torch.manual_seed(0)
@@ -420,8 +409,8 @@ def test_train_round_amplify_strengthens_the_fakes_only(toy, tmp_path):
     assert gap_amped > 1.5 * gap_plain  # fakes pushed away from their own reals (factor in [1, 4])
 
 
-def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weights(toy, tmp_path):
-    train, val = identity_split(read_dataset(toy[0]), 0.2, seed=0)
+def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weights(toy_dirs, tmp_path):
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
     torch.manual_seed(0)
     model = create_model("freq_attention", **TINY)
     tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)

@@ -3,9 +3,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from skimage import data
 
-from synth.face import LEFT_EYE, LIPS, NOSE, RIGHT_EYE, crop_face, face_size, get_detector
+from synth.face import LEFT_EYE, LIPS, NOSE, RIGHT_EYE, crop_face, face_size
 from synth.mask import (
     DEFAULT_RANGES,
     IDENTITY_PARAMS,
@@ -22,10 +21,8 @@ SHAPE = (256, 256)
 
 
 @pytest.fixture(scope="module")
-def lm():
-    astro = data.astronaut()
-    r = get_detector().detect(astro)
-    _, lm_c, _ = crop_face(astro, r.landmarks, scale=1.5, size=256)
+def lm(astro, astro_lm):
+    _, lm_c, _ = crop_face(astro, astro_lm, scale=1.5, size=256)
     return lm_c
 
 

@@ -5,19 +5,14 @@ import numpy as np
 import pytest
 from skimage import data
 
-from synth.face import get_detector
 from synth.occluders import OCCLUDERS, render_occluder, sample_occluder
 from synth.occlusion import ESTIMATORS, SkinOcclusionEstimator, face_oval_mask, get_estimator
 
 
 @pytest.fixture(scope="module")
-def astro():
-    return data.astronaut()
-
-
-@pytest.fixture(scope="module")
-def lm(astro):
-    return get_detector().detect(astro).landmarks
+def lm(astro_lm):
+    """The astronaut's landmarks (``astro_lm`` from conftest) under the short name used here."""
+    return astro_lm
 
 
 @pytest.fixture(scope="module")

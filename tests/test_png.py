@@ -4,14 +4,8 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data
 
 from synth.png import encode_png
-
-
-@pytest.fixture(scope="module")
-def astro():
-    return data.astronaut()
 
 
 @pytest.mark.parametrize("strategy", ["huffman", "rle"])

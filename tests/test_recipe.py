@@ -1,33 +1,13 @@
 """Recipes: every shipped recipe validates; bad recipes fail naming file, key and problem;
 plans are deterministic, JSON-able, and respect the recipe."""
 import json
-from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from synth.ops import REGISTRY
-from synth.pool import FacePool
 from synth.recipe import RecipeError, choice_keys, derive_seed, list_recipes, load_recipe, sample_plan
-
-
-@lru_cache(maxsize=1)
-def _astronaut_landmarks():
-    from skimage import data
-
-    from synth.face import get_detector
-
-    return get_detector().detect(data.astronaut()).landmarks
-
-
-def _pool(n=5):
-    rng = np.random.default_rng(0)
-    base = _astronaut_landmarks()
-    lms = np.stack([base + rng.normal(0, 2, size=base.shape).astype(np.float32) for _ in range(n)])
-    keys = [f"face{i}.png" for i in range(n)]
-    return FacePool(keys=keys, landmarks=lms, loader=lambda k: np.zeros((256, 256, 3), np.uint8))
 
 
 def _write(tmp_path, text, name="r.yaml"):
@@ -158,8 +138,8 @@ def test_circular_extends(tmp_path):
         load_recipe(tmp_path / "a.yaml")
 
 
-def test_plan_is_deterministic_json_and_in_range():
-    recipe, pool = load_recipe("mixed"), _pool()
+def test_plan_is_deterministic_json_and_in_range(jittered_pool):
+    recipe, pool = load_recipe("mixed"), jittered_pool()
     plans = [sample_plan(recipe, pool, i, 7, size=128) for i in range(40)]
     again = [sample_plan(recipe, pool, i, 7, size=128) for i in range(40)]
     assert plans == again
@@ -182,26 +162,26 @@ def test_plan_is_deterministic_json_and_in_range():
     assert sorted(p["target"] for p in plans[:5]) == sorted(pool.keys)
 
 
-def test_sampled_values_stay_in_recipe_ranges():
-    recipe, pool = load_recipe("blend-pyramid"), _pool()
+def test_sampled_values_stay_in_recipe_ranges(jittered_pool):
+    recipe, pool = load_recipe("blend-pyramid"), jittered_pool()
     levels = {sample_plan(recipe, pool, i, 0)["blend"]["params"]["levels"] for i in range(60)}
     assert levels <= {3, 4, 5, 6} and len(levels) > 1
 
 
-def test_weights_shift_choices():
-    recipe, pool = load_recipe("mixed"), _pool()
+def test_weights_shift_choices(jittered_pool):
+    recipe, pool = load_recipe("mixed"), jittered_pool()
     count = lambda w: sum(sample_plan(recipe, pool, i, 0, weights=w)["blend"]["op"] == "wavelet" for i in range(300))  # noqa: E731
     assert count({"blend=wavelet": 20.0}) > 2 * count(None)
 
 
-def test_choice_keys_and_seed():
-    plan = sample_plan(load_recipe("swap"), _pool(), 3, 0)
+def test_choice_keys_and_seed(jittered_pool):
+    plan = sample_plan(load_recipe("swap"), jittered_pool(), 3, 0)
     keys = choice_keys(plan)
     assert "pairing=swap" in keys and f"blend={plan['blend']['op']}" in keys
     assert derive_seed(0, 1) != derive_seed(0, 2) and derive_seed(0, 1) == derive_seed(0, 1)
     assert 0 <= derive_seed(123, 10**9) < 2**53
 
 
-def test_single_face_pool_falls_back_to_self():
-    plan = sample_plan(load_recipe("swap"), _pool(1), 0, 0)
+def test_single_face_pool_falls_back_to_self(jittered_pool):
+    plan = sample_plan(load_recipe("swap"), jittered_pool(1), 0, 0)
     assert plan["pairing"] == "self"

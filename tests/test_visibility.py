@@ -1,10 +1,8 @@
 """Two-sided quality mismatch (target_degrade) and the min_visible rule (plan_and_render)."""
 import json
-from functools import lru_cache
 
 import numpy as np
 import pytest
-from skimage import data
 
 from synth import OnlineFakes, make_fake
 from synth.generate import generate
@@ -16,25 +14,9 @@ from synth.visibility import InvisibleFake, plan_and_render, visible_difference
 SIZE = 96
 
 
-@lru_cache(maxsize=1)
-def _astronaut():
-    from synth.face import get_detector
-
-    img = data.astronaut()
-    return img, get_detector().detect(img).landmarks
-
-
-def _one_face_pool():
-    img, lm = _astronaut()
-    return FacePool.from_arrays({"a": img}, {"a": lm})
-
-
-def _jittered_pool(n=5):
-    rng = np.random.default_rng(0)
-    _, base = _astronaut()
-    lms = np.stack([base + rng.normal(0, 2, size=base.shape).astype(np.float32) for _ in range(n)])
-    return FacePool(keys=[f"face{i}.png" for i in range(n)], landmarks=lms,
-                    loader=lambda k: np.zeros((256, 256, 3), np.uint8))
+@pytest.fixture
+def one_face_pool(astro, astro_lm):
+    return FacePool.from_arrays({"a": astro}, {"a": astro_lm})
 
 
 _OFF = "{resample: {p: 0}, blur: {p: 0}, compression: {p: 0}, noise: {p: 0}}"
@@ -54,8 +36,8 @@ def _recipe(tmp_path, body, name="r"):
 
 # ------------------------------------------------------------------- two-sided mismatch
 
-def test_mixed_draws_the_quality_mismatch_in_both_directions():
-    recipe, pool = load_recipe("mixed"), _jittered_pool()
+def test_mixed_draws_the_quality_mismatch_in_both_directions(jittered_pool):
+    recipe, pool = load_recipe("mixed"), jittered_pool()
     plans = [sample_plan(recipe, pool, i, 0, size=128) for i in range(300)]
     src = [bool(p["source_degrade"]) for p in plans]
     tgt = [bool(p["target_degrade"]) for p in plans]
@@ -69,11 +51,11 @@ def test_mixed_draws_the_quality_mismatch_in_both_directions():
     assert any(k.startswith("target_degrade=") for k in keys) and any(k.startswith("degrade=") for k in keys)
 
 
-def test_target_degrade_degrades_the_real_and_the_background_alike(tmp_path):
+def test_target_degrade_degrades_the_real_and_the_background_alike(tmp_path, one_face_pool):
     recipe = _recipe(tmp_path, "min_visible: 0\nperturb: {stages: {color: {p: 1}, sharpness: {p: 0}, geometry: {p: 0}}}\n"
                                "target_degrade: {stages: {resample: {p: 0}, blur: {p: 1}, compression: {p: 0}, "
                                "noise: {p: 0}}}\n")
-    pool = _one_face_pool()
+    pool = one_face_pool
     plan = sample_plan(recipe, pool, 0, 0, size=SIZE)
     assert plan["target_degrade"] and plan["target_degrade"][0]["op"] in recipe.spec["target_degrade"]["stages"]["blur"]["ops"]
     real, fake, mask = render(plan, FaceCache(pool))
@@ -93,13 +75,13 @@ def test_target_degrade_degrades_the_real_and_the_background_alike(tmp_path):
         assert np.array_equal(x, y)
 
 
-def test_new_keys_default_off(tmp_path):
+def test_new_keys_default_off(tmp_path, jittered_pool):
     p = tmp_path / "plain.yaml"
     p.write_text("mask: {regions: {full: 1}}\nblend: {ops: {alpha: {}}}\n")
     recipe = load_recipe(p)
     assert recipe.spec["min_visible"] == 0.0 and recipe.spec["max_attempts"] == 8
     assert recipe.spec["target_degrade"] == {"order": [], "stages": {}}
-    plan = sample_plan(recipe, _jittered_pool(), 3, 0)
+    plan = sample_plan(recipe, jittered_pool(), 3, 0)
     assert plan["target_degrade"] == [] and plan["attempt"] == 0 and plan["seed"] == derive_seed(0, 3)
 
 
@@ -126,8 +108,8 @@ def _sometimes_invisible(tmp_path):
                    name="sometimes")
 
 
-def test_invisible_plan_is_redrawn_and_the_redraw_replays(tmp_path):
-    recipe, pool = _sometimes_invisible(tmp_path), _one_face_pool()
+def test_invisible_plan_is_redrawn_and_the_redraw_replays(tmp_path, one_face_pool):
+    recipe, pool = _sometimes_invisible(tmp_path), one_face_pool
     faces = FaceCache(pool)
     found = None
     for i in range(30):
@@ -155,24 +137,24 @@ def test_invisible_plan_is_redrawn_and_the_redraw_replays(tmp_path):
     assert plan2 == plan and all(np.array_equal(x, y) for x, y in zip((real, fake, mask), images2))
 
 
-def test_rule_off_keeps_the_first_plan(tmp_path):
+def test_rule_off_keeps_the_first_plan(tmp_path, one_face_pool):
     recipe = _recipe(tmp_path, f"perturb: {{stages: {{color: {{p: 0}}, sharpness: {{p: 0}}, geometry: {{p: 0}}}}}}\n"
                                f"target_degrade: {{stages: {_OFF}}}\nmin_visible: 0\n")
-    pool = _one_face_pool()
+    pool = one_face_pool
     plan, real, fake, mask = plan_and_render(recipe, pool, FaceCache(pool), 0, 0, SIZE)
     assert plan["attempt"] == 0 and visible_difference(real, fake, mask) == 0.0
 
 
-def test_never_visible_is_skipped_with_a_reason(tmp_path):
+def test_never_visible_is_skipped_with_a_reason(tmp_path, one_face_pool, astro, astro_lm):
     recipe = _recipe(tmp_path, f"perturb: {{stages: {{color: {{p: 0}}, sharpness: {{p: 0}}, geometry: {{p: 0}}}}}}\n"
                                f"target_degrade: {{stages: {_OFF}}}\nmin_visible: 1.0\nmax_attempts: 3\n",
                      name="never")
-    pool = _one_face_pool()
+    pool = one_face_pool
     with pytest.raises(InvisibleFake, match=r"3 plan\(s\).*min_visible 1") as e:
         plan_and_render(recipe, pool, FaceCache(pool), 0, 0, SIZE)
     assert isinstance(e.value, DegenerateSample) and e.value.plan["attempt"] == 2
     with pytest.raises(InvisibleFake):
-        make_fake(_astronaut()[0], recipe=recipe, size=SIZE, target_landmarks=_astronaut()[1])
+        make_fake(astro, recipe=recipe, size=SIZE, target_landmarks=astro_lm)
     with pytest.raises(DegenerateSample, match="3 plans in a row"):
         OnlineFakes(pool, recipe=recipe, size=SIZE, length=2, retries=3)[0]
     report = generate(tmp_path / "out", 3, recipe=recipe, size=64, backend="serial", progress=False)
@@ -182,11 +164,10 @@ def test_never_visible_is_skipped_with_a_reason(tmp_path):
                for r in lines)
 
 
-def test_library_paths_and_weights_follow_the_rule(tmp_path):
-    recipe, pool = _sometimes_invisible(tmp_path), _one_face_pool()
-    img, lm = _astronaut()
+def test_library_paths_and_weights_follow_the_rule(tmp_path, one_face_pool, astro, astro_lm):
+    recipe, pool = _sometimes_invisible(tmp_path), one_face_pool
     for seed in range(4):
-        real, fake, mask, plan = make_fake(img, recipe=recipe, seed=seed, size=SIZE, target_landmarks=lm)
+        real, fake, mask, plan = make_fake(astro, recipe=recipe, seed=seed, size=SIZE, target_landmarks=astro_lm)
         assert visible_difference(real, fake, mask) >= 2.0
         assert plan == sample_plan(recipe, pool, 0, seed, SIZE, target_key="a", attempt=plan["attempt"]) | {
             "target": "target", "source": "target"}
