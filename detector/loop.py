@@ -95,8 +95,9 @@ class LoopConfig:
     model_name: str = "freq_attention"
     model_kwargs: dict = field(default_factory=dict)
     condition: str = "auc>0.8"
-    # 3 rounds x 3 epochs x 120 steps keep the default run within an hour on a 2-core CPU in float32;
-    # twice the steps did not transfer better (BENCHMARKS.md, train loop)
+    # 3 rounds x 3 epochs x 120 steps keep the default run within an hour on a 2-core CPU in float32,
+    # and twice the steps did not transfer better (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", session 12)
     max_rounds: int = 3
     regen_n: int = 2000
     epochs_per_round: int = 3
@@ -111,12 +112,14 @@ class LoopConfig:
     workers: int = 2
     gen_workers: int = 2
     lr: float = 1e-3
-    # round r peaks at lr * lr_decay ** (r - 1): later rounds refine instead of restarting at full lr
-    # (met auc>0.8 in round 2 with two seeds, against 1 of 3 runs at 1.0; BENCHMARKS.md, train loop)
+    # round r peaks at lr * lr_decay ** (r - 1): later rounds refine the previous round's model on a
+    # larger pool instead of being thrown back to the peak rate (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", session 4, learning rate across rounds)
     lr_decay: float = 0.5
     ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
     # (lo, hi): each training batch is downscaled by a factor drawn in it (multi-scale traces); (1, 1) = off.
-    # Same validation AUC as single-scale, better cross-generator AUC (BENCHMARKS.md, design choices)
+    # Fakes are often made at another resolution than the crop they are judged at: seeing the traces at
+    # several scales transfers better across generators (see BENCHMARKS.md, "Detector design choices")
     batch_scale: tuple[float, float] | None = (0.5, 1.0)
     # "paired": every batch holds whole (real, own fake) pairs with identical augmentation, so the
     # forgery is the only difference inside a pair; "independent": reals and fakes drawn apart
@@ -130,14 +133,16 @@ class LoopConfig:
     amplify: float = 4.0
     amplify_until: float = 1.0
     # training forward pass: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it natively):
-    # ~1.6x faster steps on CPUs with AVX512-BF16 at the same validation and held-out AUC
+    # native bf16 steps are much cheaper and learn as well as float32 (see BENCHMARKS.md, "Train →
+    # evaluate → regenerate", session 12)
     precision: str = "auto"
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
     device: str = "cpu"
-    # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity
-    # term is ~50x the label loss and swamps it (BENCHMARKS.md, train loop)
+    # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity term
+    # is most of the loss and swamps the label loss (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", sessions 1 and 10)
     loss_kwargs: dict = field(default_factory=lambda: {"lambda_sim": 1.0, "sim_reduction": "mse"})
     weight_eps: float = 0.05
     weight_clip: tuple[float, float] = (0.5, 3.0)

@@ -31,18 +31,16 @@ bounding box with one fast DST-I solve plus a small dense "capacitance" system:
 3. ``h`` on the box is recovered with one DST-I Poisson solve (sources ``sigma`` on the
    ring, Dirichlet values from the potential on the box border).
 
-Cost: two DST-I transforms of the padded box (~0.4 ms each for a 140x180-px ellipse at
-256 px, ~1.5 ms at 512 px), an ``m x m`` float32 Cholesky (O(m^3): ~1 ms at m = 460, the
-ring of that ellipse at 256 px; ~7 ms at m = 920, 512 px; ~0.2 s for a 600x800-px mask at
-1024 px) and a mask-independent kernel table cached per process (float32,
-(2 S - 1)^2 for boxes below S px, S a power of two: 1 MB at S = 256, 16 MB at 1024).
-Everything that depends on the mask alone -- the ring, the kernel gathers and the
-Cholesky factor -- is cached per process for the last 4 masks (at most 64 MB; keyed by
-the mask's domain inside its bounding box, wherever that box lies), so a mask seen again
-(video with a fixed mask, faces aligned to one template, benchmarks) costs the two DSTs
-plus an O(m^2) triangular solve: 4-5x faster than ``cv2.seamlessClone`` at 256 and 512 px
-on the ellipse above, against ~2x for a new mask (benchmarks/bench_blend.py, BENCHMARKS.md).
-The result is bit-identical with or without the cache.
+Cost: two DST-I transforms of the padded box, an ``m x m`` float32 Cholesky (O(m^3),
+which with the kernel gathers dominates for a new mask as the ring grows) and a
+mask-independent kernel table cached per process (float32, (2 S - 1)^2 for boxes below
+S px, S a power of two: 1 MB at S = 256, 16 MB at 1024).  Masks do repeat (video with a
+fixed mask, faces aligned to one template, benchmarks), so everything that depends on the
+mask alone -- the ring, the kernel gathers and the Cholesky factor -- is cached per process
+for the last 4 masks (at most 64 MB; keyed by the mask's domain inside its bounding box,
+wherever that box lies): a mask seen again costs only the two DSTs plus an O(m^2)
+triangular solve.  The result is bit-identical with or without the cache.  Timings, and
+against ``cv2.seamlessClone``: see BENCHMARKS.md, "Blending", "Issue #19".
 
 A plain DST solve on the box alone would put the boundary condition on the box border,
 not the mask border, and change target pixels outside the mask; this scheme keeps every
@@ -51,15 +49,15 @@ pixel outside ``Omega`` bit-exact and the Laplacian residual inside ``Omega`` at
 ``domain="box"`` reproduces OpenCV's ``seamlessClone`` formulation instead: one DST
 solve on a box around the mask with Dirichlet = target on the box border and guidance =
 source gradients weighted by the mask eroded by 3 px (target gradients elsewhere).  The
-box is the bounding box of ``mask > 0`` grown by a few pixels (split between both ends)
-to the next size whose DST is FFT-friendly (see :func:`_fast_span`: 1.5-8x faster
-solves; sides up to 256 px grow by 1.6 px on average, at most 9).  It agrees with
-``cv2.seamlessClone(..., NORMAL_CLONE)`` given a mask with that bounding box to within 1
-gray level (OpenCV truncates, we round; mean 0.02 over the image) but modifies target
-pixels inside the box outside the mask and keeps target content in a 3-px band inside
-the mask.  (Versus the unpadded bounding box: mean 0.03 gray levels inside the mask on
-generation's face crops; up to ~17 at the mask's extreme pixels, which the unpadded box
-pins to the target.)
+box is the bounding box of ``mask > 0`` grown by a few pixels (split between both ends;
+at most 9 for sides up to 256 px) to the next size whose DST is FFT-friendly, because a
+side with a large prime factor makes the solve several times slower (see
+:func:`_fast_span`).  It agrees with ``cv2.seamlessClone(..., NORMAL_CLONE)`` given a mask
+with that bounding box to within 1 gray level (OpenCV truncates, we round) but modifies
+target pixels inside the box outside the mask and keeps target content in a 3-px band
+inside the mask.  The grown box changes the result little, most at the mask's extreme
+pixels, which a box without margin pins to the target (see BENCHMARKS.md, "Blending",
+"Issue #4").
 
 The two formulations differ by design, not by solver error: OpenCV anchors the clone
 3-4 px inside the mask and spreads the colour mismatch of the boundary over the whole box
@@ -557,8 +555,8 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
     Notes
     -----
     The default solve caches its mask-dependent factorisation for the last 4 masks (see
-    the module docstring): calling again with the same mask is ~3x faster than the first
-    call, with a bit-identical result.
+    the module docstring): calling again with the same mask skips the factorisation, with
+    a bit-identical result (timings: BENCHMARKS.md, "Blending", "Issue #19").
     """
     solved = _poisson(source, target, mask, mode, domain)
     out = target.copy()

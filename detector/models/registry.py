@@ -12,10 +12,10 @@ from torch import nn
 
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
-# Chosen by measurement on a 2-core CPU (benchmarks/bench_detector_variants.py, BENCHMARKS.md):
-# from scratch and within CPU budgets, freq_attention on the own dense-conv "plainnet"
-# (detector.models.backbones) learns the blending traces where timm's mobilenetv3_large_100
-# (session 1's pick by speed alone, bench_models.py) stayed at chance.
+# The default backbone is the own dense-conv "plainnet" (detector.models.backbones): trained from
+# scratch within a CPU budget, freq_attention on it learns the blending traces, where timm's
+# mobilenetv3_large_100 (a choice by speed alone, bench_models.py) stayed at chance; see
+# BENCHMARKS.md, "Detector design choices".
 DEFAULT_BACKBONE = "plainnet"
 DEFAULT_INPUT_SIZE = 224
 
