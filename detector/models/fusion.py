@@ -1,0 +1,58 @@
+"""Score fusion: several detectors as one, by the mean of their standardised logits.
+
+Detectors that look at different evidence (a CNN's learnt local traces, the patch statistics'
+colour and sharpness relations) fail on different forgeries; averaging their logits after
+putting them on one scale keeps what each sees. The scale of each member (``logit_mean``,
+``logit_std``) is measured on labelled data the members were not trained on (the synth
+validation split) by :func:`detector.fit_statistics.calibrate_fusion`, never on an evaluation set.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from detector.models.registry import create_model, register_model
+
+
+class ScoreFusion(nn.Module):
+    """``forward(x)`` -> ``{"logit", "mask", "sim"}``: mean z-scored logit of the members.
+
+    ``members`` is a list of ``{"name": registered model, "kwargs": {...}}``; each is built with
+    ``pretrained=False`` where it takes that argument (weights come from the checkpoint).
+    ``mask`` and ``sim`` are those of the first member that gives them. All members must share
+    one ``input_norm``.
+    """
+
+    def __init__(self, members: Sequence[Mapping]):
+        super().__init__()
+        if not isinstance(members, (list, tuple)) or len(members) < 2:
+            raise ValueError(f"members: expected a list of at least two {{'name', 'kwargs'}} dicts, got {members!r}")
+        built = []
+        for i, m in enumerate(members):
+            if not isinstance(m, Mapping) or not isinstance(m.get("name"), str):
+                raise ValueError(f"members[{i}]: expected a dict with a model 'name', got {m!r}")
+            kwargs = dict(m.get("kwargs") or {})
+            if "pretrained" in kwargs:
+                kwargs["pretrained"] = False
+            built.append(create_model(m["name"], **kwargs))
+        norms = {repr(getattr(b, "input_norm", None)) for b in built}
+        if len(norms) > 1:
+            raise ValueError(f"members: input_norm differs between members ({sorted(norms)}); they must share one")
+        self.members = nn.ModuleList(built)
+        self.input_norm = dict(built[0].input_norm)
+        self.register_buffer("logit_mean", torch.zeros(len(built)))
+        self.register_buffer("logit_std", torch.ones(len(built)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        outs = [m(x) for m in self.members]
+        logits = torch.stack([o["logit"].float() for o in outs], 1)
+        fused = ((logits - self.logit_mean) / self.logit_std).mean(1)
+        first = lambda key: next((o[key] for o in outs if o.get(key) is not None), None)  # noqa: E731
+        return {"logit": fused, "mask": first("mask"), "sim": first("sim")}
+
+
+@register_model("score_fusion")
+def score_fusion(**kwargs) -> ScoreFusion:
+    return ScoreFusion(**kwargs)

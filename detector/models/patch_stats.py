@@ -1,0 +1,58 @@
+"""A small MLP on relational patch statistics (:mod:`detector.statistics`).
+
+The features are fixed and cheap, so the MLP can be fitted on tens of thousands of generated
+faces in minutes (:mod:`detector.fit_statistics`), far more than a CNN sees in a CPU budget. It
+sees colour, sharpness and noise of each cell relative to the face's median cell, so global
+image quality moves it little. No mask or relation map (``mask`` and ``sim`` are None).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from detector.models.registry import IMAGENET_NORM, register_model
+from detector.statistics import STATISTICS, patch_statistics
+
+
+class PatchStatsClassifier(nn.Module):
+    """``forward(x)`` -> ``{"logit": (B,), "mask": None, "sim": None}``.
+
+    x is float (B, 3, H, W) normalised by ``input_norm``; it is mapped back to RGB in [0, 1]
+    for :func:`~detector.statistics.patch_statistics`. The buffers ``feature_mean`` and
+    ``feature_std`` standardise the features (set when the model is fitted).
+    """
+
+    def __init__(self, grid: int = 8, hidden: int = 256, dropout: float = 0.3):
+        super().__init__()
+        if not isinstance(grid, int) or grid < 2:
+            raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden: expected a positive int, got {hidden!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {dropout!r}")
+        self.grid = grid
+        n = len(STATISTICS) * grid * grid
+        self.register_buffer("feature_mean", torch.zeros(n))
+        self.register_buffer("feature_std", torch.ones(n))
+        self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unstandardised statistics (B, 9 * grid^2) of normalised images x (B, 3, H, W)."""
+        mean = torch.tensor(self.input_norm["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.input_norm["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        with torch.autocast(x.device.type, enabled=False):  # log energies of small residuals need float32
+            return patch_statistics(x.float() * std + mean, self.grid)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) of features (B, 9 * grid^2) as returned by :meth:`features`."""
+        return self.mlp((features - self.feature_mean) / self.feature_std).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        return {"logit": self.classify(self.features(x)), "mask": None, "sim": None}
+
+
+@register_model("patch_stats")
+def patch_stats(**kwargs) -> PatchStatsClassifier:
+    return PatchStatsClassifier(**kwargs)

@@ -1,0 +1,180 @@
+"""Relational patch statistics, the patch_stats model, its fit, and score fusion."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detector.checkpoint import load_checkpoint, save_checkpoint
+from detector.fit_statistics import calibrate_fusion, extract_statistics, fit_patch_stats
+from detector.metrics import binary_metrics
+from detector.models import create_model
+from detector.readers import read_dataset
+from detector.statistics import STATISTICS, patch_statistics
+
+
+def _reference(img: np.ndarray, grid: int = 8) -> np.ndarray:
+    """The same statistics written independently with OpenCV (uint8 RGB in)."""
+    x = img.astype(np.float32) / 255.0
+    lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB)
+    g = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+    blur = [cv2.GaussianBlur(g, (2 * math.ceil(3 * s) + 1,) * 2, s) for s in (1.0, 2.0, 4.0)]
+    bands = [np.abs(g - blur[0]), np.abs(blur[0] - blur[1]), np.abs(blur[1] - blur[2])]
+    lap = np.abs(cv2.Laplacian(g, cv2.CV_32F))
+    grad = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+
+    def cells(m):
+        return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
+
+    out = [cells(lab[..., 0] / 100), cells(lab[..., 1] / 50), cells(lab[..., 2] / 50)]
+    logs = [np.log(cells(m) + 1e-4) for m in bands + [lap, grad]]
+    out = [c - np.median(c) for c in out + logs + [logs[0] - logs[1]]]
+    return np.stack(out).ravel()
+
+
+def _tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+
+
+def test_patch_statistics_match_an_opencv_reference(astro):
+    img = cv2.resize(astro, (256, 256), interpolation=cv2.INTER_AREA)
+    got = patch_statistics(_tensor(img))[0].numpy()
+    assert got.shape == (len(STATISTICS) * 64,) and got.dtype == np.float32
+    ref = _reference(img)
+    # per statistic: the colour cells agree to 1e-2 of their scale, the log energies to 0.02
+    assert np.abs(got - ref).reshape(len(STATISTICS), -1).max(1).max() < 0.02
+    assert np.corrcoef(got, ref)[0, 1] > 0.9999
+
+
+def test_a_uniform_image_has_all_statistics_zero():
+    f = patch_statistics(torch.full((2, 3, 64, 64), 0.4), grid=4)
+    assert f.shape == (2, 9 * 16)
+    assert torch.all(f.abs() < 1e-4)  # float rounding of the blurs only
+
+
+def test_a_blurred_region_is_softer_than_the_rest_and_a_global_blur_is_not(astro):
+    img = cv2.resize(astro, (256, 256), interpolation=cv2.INTER_AREA)
+    local = img.copy()
+    local[96:160, 96:160] = cv2.GaussianBlur(img, (0, 0), 2.0)[96:160, 96:160]
+    hf = STATISTICS.index("hf")
+    cell = 3 * 8 + 3  # row 3, column 3 of 8: inside the blurred block
+
+    def hf_cells(im):
+        return patch_statistics(_tensor(im))[0].view(len(STATISTICS), 64)[hf]
+
+    base, after = hf_cells(img), hf_cells(local)
+    assert after[cell] < base[cell] - 1.0  # the blurred cells lose high-frequency energy against the median
+    glob = hf_cells(cv2.GaussianBlur(img, (0, 0), 2.0))
+    # blurring everything moves the median cell too: the relative features change far less
+    assert (glob - base).abs().mean() < (after - base).abs().max() / 2
+
+
+@pytest.mark.parametrize("bad, match", [(torch.zeros(1, 1, 32, 32), "B, 3, H, W"), (torch.zeros(3, 32, 32), "B, 3, H, W"),
+                                        (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float"),
+                                        (torch.zeros(1, 3, 8, 8), "2 \\* grid")])
+def test_patch_statistics_reject_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        patch_statistics(bad)
+
+
+def test_patch_stats_model_validates_and_gives_the_output_contract():
+    with pytest.raises(ValueError, match="grid"):
+        create_model("patch_stats", grid=1)
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("patch_stats", dropout=1.0)
+    m = create_model("patch_stats", grid=4, hidden=8).eval()
+    out = m(torch.randn(2, 3, 64, 64))
+    assert out["logit"].shape == (2,) and out["mask"] is None and out["sim"] is None
+
+
+def _toy_features(n=400, seed=0):
+    r = np.random.default_rng(seed)
+    labels = r.integers(0, 2, n)
+    x = r.normal(0, 1, (n, 9 * 16)).astype(np.float32)
+    x[:, :4] += 1.5 * labels[:, None]  # four informative features among noise (Bayes AUC 0.98)
+    return x, labels
+
+
+def test_fit_learns_a_separable_problem_and_replays_exactly():
+    x, y = _toy_features()
+    a, b = create_model("patch_stats", grid=4, hidden=16), create_model("patch_stats", grid=4, hidden=16)
+    b.load_state_dict(a.state_dict())
+    losses = fit_patch_stats(a, x, y, steps=300, batch_size=64, seed=3)
+    fit_patch_stats(b, x, y, steps=300, batch_size=64, seed=3)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    xt, yt = _toy_features(seed=1)
+    with torch.no_grad():
+        scores = a.classify(torch.from_numpy(xt)).numpy()
+    assert binary_metrics(yt, scores)["auc"] > 0.85
+    assert not a.training
+
+
+def test_fit_rejects_one_class_and_wrong_shapes():
+    x, y = _toy_features()
+    m = create_model("patch_stats", grid=4, hidden=8)
+    with pytest.raises(ValueError, match="both reals"):
+        fit_patch_stats(m, x, np.zeros_like(y), steps=1)
+    with pytest.raises(ValueError, match="expected"):
+        fit_patch_stats(m, x[:, :10], y, steps=1)
+
+
+def _fusion():
+    return create_model("score_fusion", members=[{"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 8}},
+                                                 {"name": "patch_stats", "kwargs": {"grid": 2, "hidden": 4}}])
+
+
+def test_fusion_is_the_mean_of_standardised_member_logits():
+    torch.manual_seed(0)
+    f = _fusion().eval()
+    f.logit_mean.copy_(torch.tensor([0.5, -1.0]))
+    f.logit_std.copy_(torch.tensor([2.0, 0.5]))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        a, b = (m(x)["logit"] for m in f.members)
+        expected = ((a - 0.5) / 2.0 + (b + 1.0) / 0.5) / 2
+        assert torch.allclose(f(x)["logit"], expected, atol=1e-6)
+
+
+def test_fusion_takes_mask_and_sim_from_the_member_that_gives_them():
+    f = create_model("score_fusion", members=[{"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 8}},
+                                              {"name": "freq_attention", "kwargs": {"head_pooled": False}}]).eval()
+    out = f(torch.randn(1, 3, 64, 64))
+    assert out["mask"].shape == (1, 1, 64, 64) and out["sim"].shape == (1, 25, 25)
+
+
+def test_fusion_rejects_bad_members():
+    with pytest.raises(ValueError, match="at least two"):
+        create_model("score_fusion", members=[{"name": "patch_stats"}])
+    with pytest.raises(ValueError, match="members\\[1\\]"):
+        create_model("score_fusion", members=[{"name": "patch_stats"}, {"kwargs": {}}])
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("score_fusion", members=[{"name": "patch_stats"}, {"name": "nope"}])
+
+
+def test_fusion_builds_members_without_downloading():
+    f = create_model("score_fusion", members=[{"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 8}},
+                                              {"name": "timm_classifier", "kwargs": {"pretrained": True}}])
+    assert f.model_kwargs["members"][1]["kwargs"]["pretrained"] is True  # recorded as given, built without weights
+
+
+def test_calibrated_fusion_round_trips_through_a_checkpoint(toy_dirs, tmp_path):
+    train_dir, eval_dir = toy_dirs
+    samples = read_dataset(train_dir)
+    f = _fusion()
+    stats = f.members[0]
+    feats = extract_statistics(stats, samples)
+    assert feats.shape == (len(samples), 9 * 16) and np.isfinite(feats).all()
+    fit_patch_stats(stats, feats, np.array([s.label for s in samples]), steps=50, batch_size=16)
+    logits = calibrate_fusion(f, samples)
+    assert logits.shape == (len(samples), 2)
+    assert np.allclose(f.logit_mean.numpy(), logits.mean(0), atol=1e-4)
+    assert np.allclose(f.logit_std.numpy(), logits.std(0), rtol=1e-4)
+    path = save_checkpoint(tmp_path / "fused.pt", f.eval())
+    g, meta = load_checkpoint(path)
+    assert meta["model_name"] == "score_fusion"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(f(x)["logit"], g(x)["logit"])
