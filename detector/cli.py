@@ -1,8 +1,9 @@
-"""``detector`` command line: ``train`` (augment-until loop), ``eval``, ``predict``.
+"""``detector`` command line: ``train`` (augment-until loop), ``eval``, ``predict``, ``fuse``.
 
 Every command's options, output (eval's metrics and JSON, predict's table or JSON) and exit code
 live here; the work is done by the library (:func:`detector.loop.run_loop`,
-:func:`detector.train.evaluate`, :class:`detector.predict.Predictor`).
+:func:`detector.train.evaluate`, :class:`detector.predict.Predictor`,
+:func:`detector.fit_statistics.fuse_with_statistics`).
 
 Exit codes: 0 ok / condition met; 1 ``train`` stopped at --max-rounds without meeting the
 condition (``predict``: a fake was found); 2 usage or input error (message names the file/key);
@@ -34,7 +35,7 @@ from synth.io import IMAGE_EXTENSIONS, read_image
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
 # Exit codes of every command (the only definition; see the module docstring).
-EXIT_OK = 0  # train: condition met; eval: done; predict: every scored input is real
+EXIT_OK = 0  # train: condition met; eval, fuse: done; predict: every scored input is real
 EXIT_NOT_MET = 1  # train: --max-rounds reached without meeting the condition; predict: a fake was found
 EXIT_USAGE = 2  # usage or input error (predict: also when no input could be scored)
 EXIT_INTERRUPTED = 130  # Ctrl-C (train: rerun with --resume)
@@ -549,6 +550,61 @@ def predict_main(argv=None) -> int:
         return run_predict(args)
 
 
+def _add_fuse_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="trained detector checkpoint (.pt), e.g. a detector train round's")
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                   help="labelled faces to fit the statistics model on (synth generate outputs or any supported "
+                        "layout); tens of thousands help, e.g. a 40,000-sample mixed run")
+    p.add_argument("--out", required=True, metavar="PT", help="fused checkpoint to write (usable by eval and predict)")
+    p.add_argument("--steps", type=int, default=20000, help="optimiser steps of the statistics MLP (batch 256)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="identity-disjoint validation share of --data")
+    p.add_argument("--calibration", type=int, default=400,
+                   help="validation reals and as many fakes that set the fusion's scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    import torch
+
+    from detector.checkpoint import load_checkpoint, save_checkpoint
+    from detector.fit_statistics import fuse_with_statistics
+    from detector.readers import check_samples, read_datasets
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = check_device(args.device)
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError(f"--val-fraction: expected a value in (0, 1), got {args.val_fraction}")
+    for name in ("steps", "calibration"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if out.suffix != ".pt":
+        raise ValueError(f"--out: expected a .pt file name, got {args.out}")
+    samples, skipped = check_samples(read_datasets(args.data))
+    for label, name in ((0, "real"), (1, "fake")):
+        if not any(s.label == label for s in samples):
+            raise ValueError(f"{' '.join(args.data)}: no {name} image to fit on")
+    cnn, meta = load_checkpoint(args.ckpt, map_location=device)
+    fusion, report = fuse_with_statistics(cnn, samples, val_fraction=args.val_fraction, steps=args.steps,
+                                          calibration=args.calibration, seed=args.seed, workers=args.workers,
+                                          device=device, progress=not (args.no_progress or args.quiet))
+    extra = {**(meta.get("extra") or {}), "fused_from": str(args.ckpt), "statistics_data": [str(d) for d in args.data],
+             "fuse_report": report}
+    save_checkpoint(out, fusion, extra)
+    cal = report["calibration_auc"]
+    print(f"statistics model: fitted on {report['n_train']} faces, validation AUC {report['statistics_val_auc']:.3f} "
+          f"({report['n_val']} faces)" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    print(f"calibration ({report['n_calibration']} validation faces) AUC: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in cal.items()))
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detector", description="Face-forgery detector: train, evaluate, predict.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -564,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="score faces in images / videos", parents=common)
     add_predict_arguments(p)
     p.set_defaults(func=run_predict)
+    p = sub.add_parser("fuse", help="add the patch-statistics model to a trained detector", parents=common,
+                       description="Fit the patch-statistics model (colour, sharpness and noise of face regions "
+                                   "relative to the rest) on --data and write a checkpoint that averages its "
+                                   "standardised score with --ckpt's.")
+    _add_fuse_arguments(p)
+    p.set_defaults(func=run_fuse)
     return parser
 
 

@@ -178,3 +178,35 @@ def test_calibrated_fusion_round_trips_through_a_checkpoint(toy_dirs, tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(f(x)["logit"], g(x)["logit"])
+
+
+def test_detector_fuse_writes_a_checkpoint_eval_can_use(toy_dirs, tmp_path, capsys):
+    from detector.cli import main
+
+    train_dir, eval_dir = toy_dirs
+    cnn = create_model("timm_classifier")
+    ckpt = save_checkpoint(tmp_path / "cnn.pt", cnn, {"size": 64})
+    out = tmp_path / "fused" / "fused.pt"
+    code = main(["fuse", "--ckpt", str(ckpt), "--data", str(train_dir), "--out", str(out), "--steps", "50",
+                 "--calibration", "3", "--val-fraction", "0.3", "--workers", "0", "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "statistics model: fitted on" in text and "fused" in text and str(out) in text
+    assert sorted(p.name for p in out.parent.iterdir()) == ["fused.pt"]
+    model, meta = load_checkpoint(out)
+    assert meta["model_name"] == "score_fusion" and meta["extra"]["size"] == 64
+    assert meta["extra"]["fused_from"] == str(ckpt)
+    assert main(["eval", "--ckpt", str(out), "--data", str(eval_dir), "--workers", "0", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("extra, message", [(["--out", "x.pth"], "--out: expected a .pt"),
+                                            (["--out", "x.pt", "--val-fraction", "1"], "--val-fraction"),
+                                            (["--out", "x.pt", "--steps", "0"], "--steps")])
+def test_detector_fuse_rejects_bad_options(toy_dirs, tmp_path, capsys, monkeypatch, extra, message):
+    from detector.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = save_checkpoint(tmp_path / "cnn.pt", create_model("timm_classifier"))
+    assert main(["fuse", "--ckpt", str(ckpt), "--data", str(toy_dirs[0]), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
