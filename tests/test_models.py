@@ -11,6 +11,9 @@ TINY = {
     "freq_attention": {"backbone": "mobilenetv3_small_050", "embed_dim": 32, "decoder_dim": 16, "head_hidden": 32},
     "timm_classifier": {"backbone": "mobilenetv3_small_050"},
     "wavelet_dual_branch": {"width": 8, "bilinear_dim": 8, "decoder_dim": 8},
+    "patch_stats": {"grid": 4, "hidden": 16},
+    "score_fusion": {"members": [{"name": "wavelet_dual_branch", "kwargs": {"width": 8, "bilinear_dim": 8, "decoder_dim": 8}},
+                                 {"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 16}}]},
 }
 
 
@@ -36,7 +39,8 @@ def test_output_contract(name, hw):
     if out["sim"] is not None:
         assert out["sim"].shape == (2, 25, 25)
         assert out["sim"].min() >= 0 and out["sim"].max() <= 1
-    expected_none = {"timm_classifier": {"mask", "sim"}, "wavelet_dual_branch": {"sim"}, "freq_attention": set()}
+    expected_none = {"timm_classifier": {"mask", "sim"}, "wavelet_dual_branch": {"sim"}, "freq_attention": set(),
+                     "patch_stats": {"mask", "sim"}, "score_fusion": {"sim"}}
     assert {k for k, v in out.items() if v is None} == expected_none[name]
 
 
