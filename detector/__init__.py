@@ -9,7 +9,7 @@ torch and the models).
 """
 from __future__ import annotations
 
-import importlib
+from synth._lazy import lazy_exports
 
 # public name -> (module, attribute)
 _PUBLIC = {
@@ -31,14 +31,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name):
-    if name in _PUBLIC:
-        module, attr = _PUBLIC[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value  # once
-        return value
-    raise AttributeError(f"module 'detector' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

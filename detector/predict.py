@@ -34,15 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detector.checks import (  # noqa: F401
-    CROP_SCALE_RANGE,
-    check_batch_size,
-    check_crop_scale,
-    check_device,
-    check_fraction,
-    check_frames,
-    check_size,
-)
+from detector.checks import check_batch_size, check_crop_scale, check_device, check_fraction, check_size
 from detector.faces import FaceCrop, find_faces
 from detector.train import channels_last
 from detector.video import VIDEO_EXTS, sample_video_frames  # noqa: F401

@@ -15,7 +15,7 @@ mediapipe and the recipes).
 """
 from __future__ import annotations
 
-import importlib
+from synth._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -28,14 +28,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name):
-    if name in _PUBLIC:
-        module, attr = _PUBLIC[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value  # once
-        return value
-    raise AttributeError(f"module 'synth' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
