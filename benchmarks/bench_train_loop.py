@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         base = write_toy_synth_dir(out / "pool-base", n=48, size=128, seed=args.seed) \
             if not (out / "pool-base" / "manifest.jsonl").is_file() else out / "pool-base"
         eval_dir = str(_toy_eval(out / "eval-toy"))
-        generate_fn, source = _toy_generate, {"index": "toy"}
+        generate_fn, source = _toy_generate, {"index": "toy", "statistics_n": 0}  # toy data has no faces to render
         budget = dict(regen_n=24, epochs_per_round=1, max_steps_per_epoch=3, patch=64, batch_size=8,
                       workers=0, max_rounds=2, regen_size=128)
         sides = {"resize": 64, "native": 128}

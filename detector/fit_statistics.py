@@ -1,10 +1,14 @@
 """Fitting the patch-statistics model and calibrating a score fusion.
 
-:func:`extract_statistics` computes the fixed features of every image once;
+:func:`extract_statistics` computes the fixed features of every image once (images on disk);
+:func:`online_statistics` those of fakes rendered in memory (:class:`synth.OnlineFakes`), so tens of
+thousands of faces cost no disk and no PNG encode or decode;
 :func:`fit_patch_stats` then trains the MLP on them for many cheap steps;
-:func:`calibrate_fusion` sets each member's logit scale of a
-:class:`~detector.models.fusion.ScoreFusion` from labelled data none of them was trained on;
-:func:`fuse_with_statistics` does all three for a trained detector (``detector fuse``).
+:func:`fit_statistics_online` does both for a face pool (what ``detector train`` runs);
+:func:`fuse_members` joins a trained detector and the statistics model, and
+:func:`calibrate_fusion` / :func:`set_fusion_scale` set each member's logit scale of the
+:class:`~detector.models.fusion.ScoreFusion` from data none of them was trained on;
+:func:`fuse_with_statistics` does it all for a trained detector (``detector fuse``).
 """
 from __future__ import annotations
 
@@ -12,16 +16,18 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from detector.data import FaceDataset, collate, size_grouped_batches
 from detector.models.fusion import ScoreFusion
 from detector.models.patch_stats import PatchStatsClassifier
 from detector.readers import Sample
+from detector.statistics import patch_statistics
 from detector.train import loader_workers, score_dataset
 
-__all__ = ["extract_statistics", "fit_patch_stats", "calibrate_fusion", "fuse_with_statistics"]
+__all__ = ["extract_statistics", "online_statistics", "fit_patch_stats", "fit_statistics_online", "fuse_members",
+           "set_fusion_scale", "to_logits", "calibrate_fusion", "fuse_with_statistics"]
 
 
 @torch.no_grad()
@@ -43,6 +49,70 @@ def extract_statistics(model: PatchStatsClassifier, samples: Sequence[Sample], b
         if "image" in batch:
             out[batch["index"].numpy()] = model.features(batch["image"].to(device)).cpu().numpy()
     return out
+
+
+class _PairStatistics(Dataset):
+    """Item i: float32 (2, F), the statistics of the real and the fake of ``fakes[i]``, or None
+    when the item renders no usable fake. Computed where the item is rendered (a DataLoader
+    worker), so only 2 x F numbers cross between processes instead of two images."""
+
+    def __init__(self, fakes, grid: int):
+        self.fakes, self.grid = fakes, grid
+
+    def __len__(self) -> int:
+        return len(self.fakes)
+
+    def __getitem__(self, i: int):
+        from synth.render import DegenerateSample
+
+        try:
+            item = self.fakes[i]
+        except DegenerateSample:  # its retries exhausted: counted and left out, as synth generate does
+            return None
+        pair = torch.from_numpy(np.stack([item["real"], item["fake"]])).permute(0, 3, 1, 2).float() / 255.0
+        with torch.no_grad():
+            return patch_statistics(pair, self.grid).numpy()
+
+
+def _collate_pairs(items: list) -> tuple[np.ndarray | None, int]:
+    ok = [x for x in items if x is not None]
+    return (np.concatenate(ok) if ok else None), len(items) - len(ok)
+
+
+def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int = 0,
+                      progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Statistics of the real and the fake of every item of ``fakes``, rendered in memory.
+
+    Parameters
+    ----------
+    fakes : synth.OnlineFakes
+        Rendered (and measured) by ``workers`` DataLoader processes (0: in this one); every item
+        is replayable from its plan, so the features do not depend on ``workers``.
+    grid : int
+        Cells per side (:func:`~detector.statistics.patch_statistics`).
+    batch_size : int
+        Items collected per step.
+
+    Returns
+    -------
+    features : numpy.ndarray
+        float32 (2M, 9 * grid^2): real and fake of each usable item, in turn.
+    labels : numpy.ndarray
+        int64 (2M,): 0, 1, 0, 1, ...
+    n_skipped : int
+        Items that rendered no usable fake (left out).
+    """
+    loader = DataLoader(_PairStatistics(fakes, grid), batch_size=batch_size, collate_fn=_collate_pairs,
+                        **loader_workers(workers))
+    chunks, skipped = [], 0
+    with tqdm(total=len(fakes), desc="statistics", unit="pair", disable=not progress, leave=False) as bar:
+        for features, bad in loader:
+            skipped += bad
+            if features is not None:
+                chunks.append(features)
+            bar.update(bad + (len(features) // 2 if features is not None else 0))
+    features = np.concatenate(chunks) if chunks else np.zeros((0, 9 * grid * grid), np.float32)
+    return features, np.tile(np.array([0, 1], np.int64), len(features) // 2), skipped
 
 
 def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: np.ndarray, steps: int = 20000,
@@ -93,7 +163,85 @@ def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: n
     return losses
 
 
-def _logits(probabilities: np.ndarray) -> np.ndarray:
+def fit_statistics_online(pool, n: int, *, recipe="mixed", size: int = 256, seed: int = 0, steps: int = 20000,
+                          workers: int = 0, progress: bool = False) -> tuple[PatchStatsClassifier, dict]:
+    """Fit a ``patch_stats`` model on ``n`` fresh (real, fake) pairs rendered from ``pool``.
+
+    Parameters
+    ----------
+    pool : synth.pool.FacePool or synth.index.Index
+        Faces to draw targets and swap partners from; keep validation identities out of it.
+    n : int
+        Items of ``synth.OnlineFakes(pool, recipe, size, seed, length=n)``; 2n faces.
+    steps : int
+        Optimiser steps of the MLP (:func:`fit_patch_stats`). ``seed`` fixes the pairs, the MLP's
+        initial weights and its fit: the model replays exactly on the same machine.
+
+    Returns
+    -------
+    model : PatchStatsClassifier
+        Fitted, in eval mode.
+    report : dict
+        ``n_items``, ``n_skipped``, ``n_faces``, ``fit_loss_first``, ``fit_loss_last``,
+        ``features_s``, ``fit_s`` (wall seconds).
+
+    Raises
+    ------
+    ValueError
+        ``n < 1``, or no item rendered a usable fake.
+    """
+    import time
+
+    from detector.models import create_model
+    from synth import OnlineFakes
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    with torch.random.fork_rng():  # the MLP's initial weights from ``seed`` too: the fit replays exactly
+        torch.manual_seed(seed)
+        model = create_model("patch_stats")
+    t0 = time.time()
+    features, labels, skipped = online_statistics(OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n),
+                                                  model.grid, workers=workers, progress=progress)
+    t1 = time.time()
+    if not len(features):
+        raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")
+    losses = fit_patch_stats(model, features, labels, steps=steps, seed=seed, progress=progress)
+    return model, {"n_items": n, "n_skipped": skipped, "n_faces": int(len(features)), "fit_loss_first": losses[0],
+                   "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1), "fit_s": round(time.time() - t1, 1)}
+
+
+def fuse_members(cnn: torch.nn.Module, stats: PatchStatsClassifier) -> ScoreFusion:
+    """A ``score_fusion`` of copies of ``cnn`` (first: its mask and relation map are the fusion's) and
+    ``stats``, in eval mode on ``cnn``'s device, scale unset (:func:`set_fusion_scale`)."""
+    from detector.models import create_model
+
+    fusion = create_model("score_fusion", members=[{"name": cnn.model_name, "kwargs": cnn.model_kwargs},
+                                                   {"name": "patch_stats", "kwargs": stats.model_kwargs}])
+    fusion.members[0].load_state_dict(cnn.state_dict())
+    fusion.members[1].load_state_dict(stats.state_dict())
+    return fusion.to(next(cnn.parameters()).device).eval()
+
+
+def set_fusion_scale(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
+    """Set ``logit_mean`` / ``logit_std`` from the members' logits (N, M) on calibration faces.
+
+    Rows with a non-finite logit are left out. The scale uses no label: it only puts the members
+    on one footing. Returns the fused logits (N,) of those faces (NaN where a member's is).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or logits.shape[1] != len(fusion.members):
+        raise ValueError(f"logits: expected (N, {len(fusion.members)}), got {logits.shape}")
+    ok = np.isfinite(logits).all(1)
+    if ok.sum() < 2:
+        raise ValueError("set_fusion_scale: fewer than two faces with finite logits")
+    fusion.logit_mean.copy_(torch.from_numpy(logits[ok].mean(0)).float())
+    fusion.logit_std.copy_(torch.from_numpy(logits[ok].std(0)).float().clamp_min(1e-6))
+    return ((logits - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()).mean(1)
+
+
+def to_logits(probabilities: np.ndarray) -> np.ndarray:
+    """float64 log-odds of fake probabilities (clipped to [1e-15, 1 - 1e-15]; NaN stays NaN)."""
     p = np.clip(probabilities.astype(np.float64), 1e-15, 1 - 1e-15)
     return np.log(p) - np.log1p(-p)
 
@@ -109,13 +257,9 @@ def calibrate_fusion(fusion: ScoreFusion, samples: Sequence[Sample], batch_size:
     if not samples:
         raise ValueError("calibrate_fusion: no samples")
     ds = FaceDataset(list(samples), mode="full", norm=fusion.input_norm)
-    logits = np.stack([_logits(score_dataset(m, ds, batch_size, workers, device, progress, "calibrate")[0])
+    logits = np.stack([to_logits(score_dataset(m, ds, batch_size, workers, device, progress, "calibrate")[0])
                        for m in fusion.members], 1)
-    ok = np.isfinite(logits).all(1)
-    if ok.sum() < 2:
-        raise ValueError("calibrate_fusion: fewer than two readable samples")
-    fusion.logit_mean.copy_(torch.from_numpy(logits[ok].mean(0)).float())
-    fusion.logit_std.copy_(torch.from_numpy(logits[ok].std(0)).float().clamp_min(1e-6))
+    set_fusion_scale(fusion, logits)
     return logits
 
 
@@ -150,11 +294,7 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
         ok = torch.isfinite(val_features).all(1)
         val_logits = stats.classify(val_features[ok]).numpy()
     y_val = np.array([s.label for s in val])[ok.numpy()]
-    fusion = create_model("score_fusion", members=[{"name": cnn.model_name, "kwargs": cnn.model_kwargs},
-                                                   {"name": "patch_stats", "kwargs": stats.model_kwargs}])
-    fusion.members[0].load_state_dict(cnn.state_dict())
-    fusion.members[1].load_state_dict(stats.state_dict())
-    fusion.to(device).eval()
+    fusion = fuse_members(cnn.to(device), stats)
     rng = np.random.default_rng(seed)
     cal = [reals[k] for k in rng.permutation(len(reals))[:calibration]] + \
           [fakes[k] for k in rng.permutation(len(fakes))[:calibration]]

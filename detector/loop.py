@@ -45,6 +45,8 @@ from detector.readers import (Sample, group_identities, identity_split, pair_ind
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
+STATISTICS_DIR = "statistics"  # RUN/statistics: patch_stats.pt, report.json (and index/ when faces come from --src)
+STATISTICS_SEED_OFFSET = 1_000_000  # the statistics pool's seed: run seed + this, apart from every round's seed
 
 
 # ------------------------------------------------------------------------------------ reweighting
@@ -126,6 +128,13 @@ class LoopConfig:
     pairing: str = "paired"
     # validation reals scored as they are and globally processed each round (detector.quality)
     quality_reals: int = 256
+    # the patch-statistics model (detector.statistics): fitted once, before round 1, on this many (real,
+    # fake) pairs rendered in memory from the face source with the run's recipe, its validation identities
+    # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
+    # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
+    # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
+    statistics_n: int = 40000
+    statistics_steps: int = 20000
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
@@ -157,7 +166,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
-                 "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32"}
+                 "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -212,18 +221,21 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     resolve_precision(cfg.precision, cfg.device)
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
+    if cfg.statistics_n < 0 or cfg.statistics_steps < 1:
+        raise ValueError(f"statistics_n, statistics_steps: expected >= 0 and >= 1, got {cfg.statistics_n}, "
+                         f"{cfg.statistics_steps}")
     if cfg.index and cfg.src:
         raise ValueError(f"index, src: give one face source for regeneration, not both ({cfg.index!r}, {cfg.src!r})")
     return cond
 
 
 def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
-    """Face source for regeneration: --index, else --src (reusing an index a previous round built),
-    else the index recorded in a data directory's run.json."""
+    """Face source for regeneration: --index, else --src (reusing an index the statistics step or a
+    previous round built), else the index recorded in a data directory's run.json."""
     if cfg.index:
         return {"index": cfg.index}
     if cfg.src:
-        for d in pool[len(cfg.data_dirs):]:
+        for d in [str(Path(cfg.out_dir) / STATISTICS_DIR)] + list(pool[len(cfg.data_dirs):]):
             if (Path(d) / "index").is_dir():
                 return {"index": str(Path(d) / "index")}
         return {"src": cfg.src}
@@ -234,8 +246,9 @@ def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
             if idx:
                 p = Path(idx) if Path(idx).is_absolute() else Path(d) / idx
                 return {"index": str(p)}
-    raise ValueError("regeneration needs faces: pass --index PATH or --src DIR (none found in the data "
-                     f"directories' run.json: {', '.join(cfg.data_dirs)})")
+    raise ValueError("regeneration and the statistics model need faces: pass --index PATH or --src DIR (none found "
+                     f"in the data directories' run.json: {', '.join(cfg.data_dirs)}); without them, only "
+                     "--max-rounds 1 --statistics-n 0 runs")
 
 
 def _regen_size(cfg: LoopConfig) -> int:
@@ -263,14 +276,16 @@ def _fmt(x) -> str:
 def rounds_table(rounds: Sequence[Mapping]) -> str:
     """Markdown table of completed rounds (eval metrics overall and per generator)."""
     gens = sorted({g for r in rounds for g in (r["eval"].get("per_generator") or {})})
-    head = ["round", "pool", "train", "val", "best epoch", "val AUC", "eval AUC", "eval AP", "eval EER"] + \
-           [f"{g} AUC" for g in gens] + ["condition", "wall s"]
+    fused = any(r.get("val_fused") for r in rounds)  # the rounds' detectors are fusions with the statistics model
+    head = ["round", "pool", "train", "val", "best epoch", "val AUC"] + (["fused val AUC"] if fused else []) + \
+           ["eval AUC", "eval AP", "eval EER"] + [f"{g} AUC" for g in gens] + ["condition", "wall s"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rounds:
         per = r["eval"].get("per_generator") or {}
         cells = [str(r["round"]), str(len(r["pool"])), str(r["n_train"]), str(r["n_val"]), str(r["best_epoch"] + 1),
-                 _fmt(r["val"].get("auc")), _fmt(r["eval"].get("auc")), _fmt(r["eval"].get("ap")),
-                 _fmt(r["eval"].get("eer"))] + [_fmt(per.get(g, {}).get("auc")) for g in gens] + \
+                 _fmt(r["val"].get("auc"))] + ([_fmt((r.get("val_fused") or {}).get("auc"))] if fused else []) + \
+                [_fmt(r["eval"].get("auc")), _fmt(r["eval"].get("ap")), _fmt(r["eval"].get("eer"))] + \
+                [_fmt(per.get(g, {}).get("auc")) for g in gens] + \
                 ["met" if r["condition_met"] else "not met", f"{r['wall_s']:.0f}"]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -282,6 +297,76 @@ def _write_eval_scores(path: Path, samples: Sequence[Sample], scores: np.ndarray
         w.writerow(["path", "label", "generator", "score"])
         for s, sc in zip(samples, scores):
             w.writerow([s.path, s.label, s.meta.get("generator", ""), "" if not np.isfinite(sc) else f"{sc:.6f}"])
+
+
+# ------------------------------------------------------------------------------ statistics model
+
+def _statistics_faces(cfg: LoopConfig, state: Mapping, faces, progress: bool):
+    """The face source as a pool without the run's validation identities (no face of the
+    statistics model's training may show up in the validation the fusion is calibrated on)."""
+    from synth.index import build_index, load_index
+    from synth.pool import FacePool, as_pool
+
+    if faces is None:
+        source = _regen_source(cfg, state["pool"])
+        if "src" in source:  # index it once; regeneration reuses it (_regen_source)
+            build_index(source["src"], Path(cfg.out_dir) / STATISTICS_DIR / "index", workers=cfg.gen_workers,
+                        progress=progress)
+            source = {"index": str(Path(cfg.out_dir) / STATISTICS_DIR / "index")}
+        faces = load_index(source["index"])
+    pool = as_pool(faces)
+    val = set(state["val_identities"])
+    keep = [k for k, key in enumerate(pool.keys) if key not in val]
+    if not keep:
+        raise ValueError("statistics: every face of the face source is a validation identity of the run")
+    return FacePool(keys=[pool.keys[k] for k in keep], landmarks=pool.landmarks[keep], loader=pool.loader,
+                    root=pool.root)
+
+
+def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None], progress: bool, faces=None):
+    """The run's patch-statistics model, ``RUN/statistics/patch_stats.pt``, fitted on first call."""
+    from detector.checkpoint import load_checkpoint, save_checkpoint
+    from detector.fit_statistics import fit_statistics_online
+
+    path = Path(cfg.out_dir) / STATISTICS_DIR / "patch_stats.pt"
+    if path.is_file():
+        return load_checkpoint(path)[0].eval()
+    pool = _statistics_faces(cfg, state, faces, progress)
+    seed = cfg.seed + STATISTICS_SEED_OFFSET
+    say(f"statistics model: rendering {cfg.statistics_n} (real, fake) pairs in memory from {len(pool)} faces "
+        f"(recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it "
+        f"({cfg.statistics_steps} steps)")
+    model, report = fit_statistics_online(pool, cfg.statistics_n, recipe=cfg.recipe, size=_regen_size(cfg), seed=seed,
+                                          steps=cfg.statistics_steps, workers=cfg.gen_workers, progress=progress)
+    report = {**report, "n_faces_source": len(pool), "seed": seed}
+    save_checkpoint(path, model, extra={"statistics": report})  # creates RUN/statistics
+    write_json_atomic(path.parent / "report.json", report)
+    say(f"statistics model: {report['n_faces']} faces ({report['n_skipped']} pairs skipped: no usable fake) in "
+        f"{report['features_s']:.0f} s, fitted in {report['fit_s']:.0f} s (loss {report['fit_loss_first']:.3f} -> "
+        f"{report['fit_loss_last']:.3f})")
+    return model
+
+
+def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConfig) -> tuple[object, dict]:
+    """The round's detector: the fusion of ``cnn`` and ``stats``, its scale set on the validation
+    split (no label used), and validation AUCs of the statistics model and the fusion."""
+    import torch
+
+    from detector.fit_statistics import extract_statistics, fuse_members, set_fusion_scale, to_logits
+    from detector.metrics import binary_metrics
+
+    features = extract_statistics(stats, val, workers=cfg.workers)
+    with torch.no_grad():
+        stats_logits = stats.classify(torch.from_numpy(features)).double().numpy()
+    fusion = fuse_members(cnn, stats)
+    fused = set_fusion_scale(fusion, np.stack([to_logits(np.asarray(cnn_val_scores)), stats_logits], 1))
+    labels = np.array([s.label for s in val])
+
+    def auc(scores):
+        ok = np.isfinite(scores)
+        return float(binary_metrics(labels[ok], scores[ok])["auc"]) if len(np.unique(labels[ok])) == 2 else math.nan
+
+    return fusion, {"statistics_auc": auc(stats_logits), "auc": auc(fused)}
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -298,7 +383,8 @@ class _Logger:
 
 def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
              resume: bool = False, generate_fn: Callable | None = None, log: Callable[[str], None] = print,
-             progress: bool = True, sources: Mapping[str, str] | None = None, **settings) -> dict:
+             progress: bool = True, sources: Mapping[str, str] | None = None, statistics_faces=None,
+             **settings) -> dict:
     """Run (or resume) the augment-until loop; see the module docstring.
 
     ``settings`` are the :class:`LoopConfig` fields (model_name, model_kwargs, condition,
@@ -306,6 +392,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     ``generate_fn(out=, n=, recipe=, index= | src=, size=, seed=, workers=, weights=, progress=)``
     defaults to ``synth.generate.generate``. ``sources`` (setting -> where its value came from, e.g.
     a config file or an option) annotates ``RUN/config.yaml`` (:func:`detector.config.write_run_config`).
+    ``statistics_faces`` (a ``synth.pool.FacePool`` or ``synth.index.Index``) replaces the face source
+    of the statistics model's pairs (default: the regeneration source).
 
     Returns ``{"status": "condition_met" | "max_rounds", "condition_met": bool, "rounds": [...],
     "table": markdown, "out_dir": str}``. Bad settings or a conflicting resume -> ValueError.
@@ -356,7 +444,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     for d in state["pool"] + [cfg.eval_dir]:
         if not Path(d).exists():
             raise ValueError(f"{d}: dataset path does not exist")
-    if cfg.max_rounds > 1:
+    if cfg.max_rounds > 1 or (cfg.statistics_n and statistics_faces is None):
         _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
     if cfg.pairing == "paired" and not state["rounds"] and not len(pair_indices(read_datasets(state["pool"]))):
         # before state.json exists, so the same --out can be used again with --pairing independent
@@ -376,6 +464,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
 
     if state["rounds"]:
         model, _ = load_checkpoint(Path(state["rounds"][-1]["checkpoint"]), map_location=cfg.device)
+        if cfg.statistics_n:  # the round's checkpoint is the fusion; training continues on its CNN
+            model = model.members[0]
         model.train()
         say(f"resuming after round {len(state['rounds'])} from {state['rounds'][-1]['checkpoint']}")
     else:
@@ -406,6 +496,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
 
     if state["pending_regen"]:
         regenerate()
+    stats = None
 
     while len(state["rounds"]) < cfg.max_rounds:
         r = len(state["rounds"]) + 1
@@ -421,6 +512,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             train, val, dropped = split_by_identities(pool, set(state["val_identities"]))
         say(f"round {r}/{cfg.max_rounds}: pool {len(pool)} images from {len(state['pool'])} dir(s); "
             f"train {len(train)}, val {len(val)}, dropped {dropped} (identity overlap)")
+        if cfg.statistics_n and stats is None:
+            stats = _statistics_model(cfg, state, say, progress, statistics_faces)
         paired = cfg.pairing == "paired"
         train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
                                full_size=cfg.size if cfg.mode == "full" else None,
@@ -433,15 +526,21 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
                           amplify_until=cfg.amplify_until, precision=cfg.precision,
                           extra={"round": r})
+        detector, val_fused = model, None
+        if stats is not None:
+            detector, val_fused = _fuse_round(model, stats, val, res["val_scores"], cfg)
+            say(f"round {r}: fused with the statistics model: val AUC {_fmt(val_fused['auc'])} (CNN "
+                f"{_fmt(res['best_val_auc'])}, statistics {_fmt(val_fused['statistics_auc'])})")
         quality = None
         val_reals = [s for s in val if s.label == 0][:cfg.quality_reals]
         if val_reals:
             from detector.quality import quality_check
 
-            quality = quality_check(model, val_reals, full_size=score_side, workers=cfg.workers, device=cfg.device)
+            quality = quality_check(detector, val_reals, full_size=score_side, workers=cfg.workers,
+                                    device=cfg.device)
             say(f"round {r}: global-quality check on {quality['n']} validation reals (AUC processed vs as is, "
                 "0.5 = blind): " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality["auc"].items()))
-        eval_metrics, eval_scores = evaluate(model, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
+        eval_metrics, eval_scores = evaluate(detector, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)
         if eval_metrics["n_skipped"]:
             say(f"round {r}: warning: {eval_metrics['n_skipped']} unreadable evaluation image(s) left out")
@@ -450,6 +549,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             "".join(f", {g} {_fmt(m.get('auc'))}" for g, m in (eval_metrics.get("per_generator") or {}).items()) +
             f"; condition {'met' if met else 'not met'}")
 
+        # the CNN's misses steer regeneration: the regenerated fakes train the CNN, not the statistics model
         val_fake = [(s, sc) for s, sc in zip(val, res["val_scores"] if res["val_scores"] is not None else [])
                     if s.label == 1]
         weights = miss_rate_weights([s.meta.get("keys", []) for s, _ in val_fake], [sc for _, sc in val_fake],
@@ -461,10 +561,9 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             "weights " + ", ".join(f"{k}={v['weight']:.2f} (miss {v['miss']:.2f}, n {v['n']})"
                                    for k, v in weights["keys"].items()))
 
-        save_checkpoint(rdir / "checkpoint.pt", model, extra={"round": r, "epoch": res["best_epoch"],
-                                                              "val": res["val_metrics"], "eval": eval_metrics,
-                                                              "mode": cfg.mode, "patch": cfg.patch,
-                                                              "size": score_side})
+        save_checkpoint(rdir / "checkpoint.pt", detector,
+                        extra={"round": r, "epoch": res["best_epoch"], "val": res["val_metrics"], "val_fused": val_fused,
+                               "eval": eval_metrics, "mode": cfg.mode, "patch": cfg.patch, "size": score_side})
         _write_eval_scores(rdir / "eval_scores.csv", eval_samples, eval_scores)
         plot_roc(roc_curves(eval_samples, eval_scores, eval_metrics.get("per_generator") or {}), rdir / "roc.png",
                  title=f"round {r}: evaluation ROC")
@@ -472,7 +571,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
 
         record = {"round": r, "pool": list(state["pool"]), "n_train": len(train), "n_val": len(val),
                   "n_dropped": dropped, "best_epoch": res["best_epoch"], "val": res["val_metrics"],
-                  "val_quality": quality,
+                  "val_fused": val_fused, "val_quality": quality,
                   "eval": eval_metrics, "condition": format_condition(cond), "condition_met": met,
                   "weights": weights["weights"], "checkpoint": str(rdir / "checkpoint.pt"),
                   "wall_s": round(time.time() - t0, 1)}

@@ -43,7 +43,7 @@ def _fast_yaml(data, ev, **extra):
     """A config file for a tiny, fast run (the settings tests/test_loop.py trains with)."""
     cfg = {"data": [str(data)], "eval": str(ev), "model": "freq_attention", "model_kwargs": TINY, "patch": 32,
            "batch-size": 8, "workers": 0, "epochs_per_round": 1, "augment-until": "auc>1", "max_rounds": 1,
-           "max_steps_per_epoch": 3, "quality_reals": 4, "size": 64, "regen_n": 8, **extra}
+           "max_steps_per_epoch": 3, "quality_reals": 4, "size": 64, "regen_n": 8, "statistics_n": 0, **extra}
     return yaml.safe_dump(cfg, sort_keys=False)
 
 

@@ -362,7 +362,8 @@ def test_train_loop_evaluates_on_a_deepfakebench_json(toy, tmp_path):
     tiny = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
     summary = run_loop([toy], ev / "faceforge.json", tmp_path / "run", condition="auc>1", max_rounds=1,
                        model_name="freq_attention", model_kwargs=tiny, patch=32, batch_size=8, workers=0,
-                       epochs_per_round=1, max_steps_per_epoch=2, quality_reals=0, val_fraction=0.3, progress=False,
+                       epochs_per_round=1, max_steps_per_epoch=2, quality_reals=0, val_fraction=0.3, statistics_n=0,
+                       progress=False,
                        log=lambda m: None)
     assert summary["status"] == "max_rounds"
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 
 TINY = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
 FAST = dict(model_name="freq_attention", model_kwargs=TINY, patch=32, batch_size=8, workers=0, epochs_per_round=1,
-            regen_n=8, weight_min_count=2, lr=3e-3)
+            regen_n=8, weight_min_count=2, lr=3e-3, statistics_n=0)
 
 
 # ------------------------------------------------------------------------------------ condition
@@ -226,6 +226,55 @@ def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_
     assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
 
 
+def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm):
+    from synth.pool import FacePool
+
+    data, ev = toy_dirs
+    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
+    gen = FakeGenerate()
+    run = tmp_path / "run"
+    lines = []
+    kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
+              **{**FAST, "statistics_n": 6, "statistics_steps": 20})
+    run_loop([data], ev, run, generate_fn=gen, log=lines.append, max_rounds=1, **kw)
+    stats_path = run / "statistics" / "patch_stats.pt"
+    stats, stats_meta = load_checkpoint(stats_path)
+    report = json.loads((run / "statistics" / "report.json").read_text())
+    assert report["n_items"] == 6 and report["n_faces"] == 12 and report["n_faces_source"] == 2
+    assert stats_meta["extra"]["statistics"] == report
+    ck = torch.load(run / "round-01" / "checkpoint.pt", weights_only=True)
+    assert ck["model_name"] == "score_fusion"
+    assert [m["name"] for m in ck["model_kwargs"]["members"]] == ["freq_attention", "patch_stats"]
+    fused, meta = load_checkpoint(run / "round-01" / "checkpoint.pt")
+    # the statistics member is the fitted model; the fusion's scale was set (not the defaults 0 and 1)
+    assert torch.equal(fused.members[1].mlp[0].weight, stats.mlp[0].weight)
+    assert not torch.equal(fused.logit_std, torch.ones(2))
+    assert 0.0 <= meta["extra"]["val_fused"]["auc"] <= 1.0 and "statistics_auc" in meta["extra"]["val_fused"]
+    assert any("fused with the statistics model" in m for m in lines)
+    # eval and predict read the fusion like any checkpoint (mask from the CNN)
+    with torch.no_grad():
+        out = fused(torch.randn(2, 3, 64, 64))
+    assert out["logit"].shape == (2,) and out["mask"] is not None
+
+    # more rounds: training continues on the fusion's CNN, the statistics model is not fitted again
+    stamp = stats_path.stat().st_mtime_ns
+    summary = run_loop([data], ev, run, resume=True, generate_fn=gen, log=lines.append, max_rounds=2, **kw)
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and stats_path.stat().st_mtime_ns == stamp
+    assert "fused val AUC" in summary["table"]
+    second, _ = load_checkpoint(run / "round-02" / "checkpoint.pt")
+    assert torch.equal(second.members[1].mlp[0].weight, stats.mlp[0].weight)
+    flat = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
+    assert not torch.equal(flat(second.members[0]), flat(fused.members[0]))  # round 2 trained the CNN on
+
+
+def test_loop_statistics_need_faces(toy_dirs, tmp_path):
+    data, ev = toy_dirs
+    with pytest.raises(ValueError, match="--statistics-n 0"):
+        run_loop([data], ev, tmp_path / "run", max_rounds=1, progress=False, log=lambda m: None,
+                 **{**FAST, "statistics_n": 10})
+    assert not (tmp_path / "run" / "round-01").exists()
+
+
 def _round_inputs(data):
     """A tiny model and its train (patch, augmented) / validation (full) datasets from toy data."""
     train, val = identity_split(read_dataset(data), 0.2, seed=0)
@@ -316,7 +365,7 @@ def test_cli_train_eval_and_exit_codes(toy_dirs, tmp_path, capsys):
     run = tmp_path / "run"
     base = ["train", "--data", str(data), "--eval", str(ev), "--out", str(run), "--model", "freq_attention",
             "--model-kwargs", json.dumps(TINY), "--patch", "32", "--batch-size", "8", "--workers", "0",
-            "--epochs-per-round", "1", "--no-progress"]
+            "--epochs-per-round", "1", "--statistics-n", "0", "--no-progress"]
     assert main(base + ["--augment-until", "auc>1", "--max-rounds", "1"]) == 1  # condition not met
     assert "condition not met" in capsys.readouterr().out
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 1  # finished: nothing to do

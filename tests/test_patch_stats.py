@@ -210,3 +210,80 @@ def test_detector_fuse_rejects_bad_options(toy_dirs, tmp_path, capsys, monkeypat
     assert main(["fuse", "--ckpt", str(ckpt), "--data", str(toy_dirs[0]), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+# ------------------------------------------------------------------ statistics of fakes rendered in memory
+
+@pytest.fixture(scope="module")
+def two_faces(astro, astro_lm):
+    """A pool of two faces (the astronaut under two names), enough for self-blends and swaps."""
+    from synth.pool import FacePool
+
+    return FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
+
+
+def test_online_statistics_are_those_of_the_rendered_real_and_fake(two_faces):
+    from detector.fit_statistics import online_statistics
+    from synth import OnlineFakes
+
+    fakes = OnlineFakes(two_faces, recipe="mixed", size=64, seed=3, length=3)
+    features, labels, skipped = online_statistics(fakes, batch_size=2)
+    assert features.shape == (6, 576) and features.dtype == np.float32 and skipped == 0
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1]
+    for i in range(3):
+        item = fakes[i]
+        pair = torch.from_numpy(np.stack([item["real"], item["fake"]])).permute(0, 3, 1, 2).float() / 255
+        np.testing.assert_allclose(features[2 * i: 2 * i + 2], patch_statistics(pair).numpy(), atol=1e-6)
+    assert not np.allclose(features[0], features[1])  # the fake is not its real
+
+
+def test_online_statistics_skip_and_count_items_without_a_usable_fake(two_faces):
+    from detector.fit_statistics import online_statistics
+    from synth import OnlineFakes
+    from synth.render import DegenerateSample
+
+    class SecondFails:
+        def __init__(self):
+            self.fakes = OnlineFakes(two_faces, recipe="mixed", size=64, seed=3, length=3)
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise DegenerateSample("no usable fake")
+            return self.fakes[i]
+
+    features, labels, skipped = online_statistics(SecondFails(), batch_size=2)
+    full, _, _ = online_statistics(SecondFails().fakes, batch_size=2)
+    assert skipped == 1 and labels.tolist() == [0, 1, 0, 1]
+    np.testing.assert_array_equal(features, full[[0, 1, 4, 5]])
+
+
+def test_fit_statistics_online_fits_and_reports(two_faces):
+    from detector.fit_statistics import fit_statistics_online
+
+    model, report = fit_statistics_online(two_faces, 4, size=64, seed=1, steps=20)
+    assert not model.training and model.feature_std.min() > 0
+    assert report["n_items"] == 4 and report["n_faces"] == 8 and report["n_skipped"] == 0
+    assert {"fit_loss_first", "fit_loss_last", "features_s", "fit_s"} <= set(report)
+    again, _ = fit_statistics_online(two_faces, 4, size=64, seed=1, steps=20)
+    x = torch.randn(3, 576)
+    with torch.no_grad():
+        assert torch.equal(model.classify(x), again.classify(x))  # replays exactly
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        fit_statistics_online(two_faces, 0)
+
+
+def test_set_fusion_scale_uses_finite_rows_and_returns_fused_logits():
+    from detector.fit_statistics import set_fusion_scale
+
+    f = create_model("score_fusion", members=[{"name": "patch_stats"}, {"name": "patch_stats"}])
+    logits = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [np.nan, 0.0]])
+    fused = set_fusion_scale(f, logits)
+    np.testing.assert_allclose(f.logit_mean.numpy(), [2.0, 3.0])
+    np.testing.assert_allclose(f.logit_std.numpy(), [np.std([0, 2, 4])] * 2, rtol=1e-6)
+    np.testing.assert_allclose(fused[:3], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+    assert np.isnan(fused[3])
+    with pytest.raises(ValueError, match=r"logits: expected \(N, 2\)"):
+        set_fusion_scale(f, np.zeros((4, 3)))
