@@ -22,6 +22,8 @@ from torch import nn
 from detector.atomic import atomic_write
 from detector.models import create_model
 
+DEFAULT_CHECKPOINT = "weights/default.pt"  # inside the package: the detector that ships (README, "Detector")
+
 CHECKPOINT_VERSION = 2
 # constructor defaults that changed since a checkpoint version: a checkpoint of that version
 # that did not pass the argument was built with the old value (v1: freq_input defaulted to DCT)
@@ -35,6 +37,25 @@ def _json_roundtrip(value, name: str):
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{name}: must be JSON-serialisable ({e})") from e
+
+
+def default_checkpoint() -> Path:
+    """Path of the checkpoint shipped in the package (``detector/weights/default.pt``), which
+    ``detector eval`` / ``detector predict`` and :class:`~detector.predict.Predictor` use when no
+    checkpoint is given. How it was trained and what it scores is in the README.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the installation does not hold it (e.g. a wheel built without package data).
+    """
+    from importlib.resources import files
+
+    path = Path(str(files("detector").joinpath(DEFAULT_CHECKPOINT)))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the shipped detector checkpoint is missing from this installation; "
+                                "pass a checkpoint (--ckpt) or reinstall the package")
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict | None = None) -> Path:

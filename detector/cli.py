@@ -227,7 +227,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="detector checkpoint (.pt)")
+    p.add_argument("--ckpt", help="detector checkpoint (.pt); default: the one shipped with the package")
     p.add_argument("--data", required=True, metavar="DIR", help="dataset to evaluate (any supported layout, "
                    "including a DeepfakeBench dataset .json or a folder holding one)")
     p.add_argument("--root", metavar="DIR", help="DeepfakeBench JSON: folder its relative frame paths start from "
@@ -271,7 +271,7 @@ def _check_classes(data, samples, skipped: list[dict]) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from detector.checkpoint import load_checkpoint
+    from detector.checkpoint import default_checkpoint, load_checkpoint
     from detector.data import FaceDataset
     from detector.metrics import format_metrics, video_scores
     from detector.plots import plot_roc, roc_curves
@@ -285,14 +285,15 @@ def run_eval(args: argparse.Namespace) -> int:
                     if getattr(args, k) is not None}  # DeepfakeBench JSON only
     samples, skipped = check_samples(read_dataset(args.data, **json_options))  # missing files named, before any work
     _check_classes(args.data, samples, skipped)
-    model, meta = load_checkpoint(args.ckpt, map_location=device)
+    ckpt = args.ckpt or default_checkpoint()
+    model, meta = load_checkpoint(ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
     metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device,
                                not (args.no_progress or args.quiet))
     unscored = [i for i in np.flatnonzero(~np.isfinite(scores)) if ds.load(i) is not None]
     if unscored:  # the image loaded, the model gave NaN or inf: no score at all, not a skipped file
-        raise ValueError(f"{args.ckpt}: the model's fake probability is not finite for {len(unscored)} image(s), "
+        raise ValueError(f"{ckpt}: the model's fake probability is not finite for {len(unscored)} image(s), "
                          f"e.g. {samples[unscored[0]].path}: its weights or input_norm are broken")
     late = [{"path": samples[i].path, "reason": load_problem(samples[i])} for i in np.flatnonzero(~np.isfinite(scores))]
     skipped += late
@@ -308,7 +309,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"ckpt": str(args.ckpt), "data": str(args.data), **json_options, **metrics, "skipped": skipped}
+        record = {"ckpt": str(ckpt), "data": str(args.data), **json_options, **metrics, "skipped": skipped}
         out.write_text(json.dumps(_json_safe(record), indent=1, allow_nan=False))  # valid JSON: NaN -> null
         curves = roc_curves(samples, scores, metrics.get("per_generator") or {})
         if "video" in metrics:  # per-video mean frame scores, as metrics["video"]
@@ -334,7 +335,8 @@ def _arg(convert, check):
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``detector predict`` options to ``parser``."""
-    parser.add_argument("--ckpt", required=True, help="checkpoint file (.pt) of a trained detector")
+    parser.add_argument("--ckpt", help="checkpoint file (.pt) of a trained detector; default: the one shipped with "
+                                       "the package (README, 'Detector')")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="image files, videos (" + " ".join(sorted(VIDEO_EXTS)) + ") or folders (searched recursively)")
     parser.add_argument("--crop-scale", type=_arg(float, check_crop_scale), default=1.3,

@@ -58,8 +58,9 @@ class Predictor:
 
     Parameters
     ----------
-    model : str | PathLike | torch.nn.Module
-        Checkpoint path (loaded with :func:`detector.checkpoint.load_checkpoint`) or a
+    model : str | PathLike | torch.nn.Module, optional
+        Checkpoint path (loaded with :func:`detector.checkpoint.load_checkpoint`; default: the
+        checkpoint shipped with the package, :func:`detector.checkpoint.default_checkpoint`) or a
         model with an ``input_norm = {"mean": [3], "std": [3]}`` attribute (0..1 scale)
         whose forward returns ``{"logit": (B,), "mask": (B,1,h,w) logits or None, ...}``.
     crop_scale : float in [1.2, 2.0]
@@ -77,7 +78,7 @@ class Predictor:
         Faces per forward pass.
     """
 
-    def __init__(self, model, crop_scale: float = 1.3, size: int | None = None, device: str = "cpu",
+    def __init__(self, model=None, crop_scale: float = 1.3, size: int | None = None, device: str = "cpu",
                  threshold: float = 0.5, video_threshold: float = 0.5, batch_size: int = 32,
                  min_face_confidence: float = 0.5):
         self.crop_scale = check_crop_scale(crop_scale)
@@ -87,6 +88,10 @@ class Predictor:
         self.batch_size = check_batch_size(batch_size)
         self.device = check_device(device)
         self.meta = {}
+        if model is None:
+            from detector.checkpoint import default_checkpoint
+
+            model = default_checkpoint()
         if isinstance(model, (str, os.PathLike)):
             from detector.checkpoint import load_checkpoint
 

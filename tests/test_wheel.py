@@ -47,6 +47,7 @@ def installed(tmp_path_factory) -> Path:
     assert shipped == sorted(p.name for p in (REPO / "recipes").glob("*.yaml"))
     assert not any(n.startswith(("tests/", "recipes/")) for n in names)
     assert {"synth/py.typed", "detector/py.typed"} <= set(names)  # typing markers (package data, setup.py)
+    assert "detector/weights/default.pt" in names  # the shipped detector
     target = tmp / "site"
     _run(pip + ["install", "--no-deps", "--no-index", "-q", "--target", target, wheel], cwd=tmp)
     return target
