@@ -23,7 +23,7 @@ from detector.data import FaceDataset, collate, size_grouped_batches
 from detector.models.fusion import ScoreFusion
 from detector.models.patch_stats import PatchStatsClassifier
 from detector.readers import Sample
-from detector.statistics import patch_statistics
+from detector.statistics import STATISTICS, patch_statistics
 from detector.train import loader_workers, score_dataset
 
 __all__ = ["extract_statistics", "online_statistics", "fit_patch_stats", "fit_statistics_online", "fuse_members",
@@ -111,7 +111,7 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
             if features is not None:
                 chunks.append(features)
             bar.update(bad + (len(features) // 2 if features is not None else 0))
-    features = np.concatenate(chunks) if chunks else np.zeros((0, 9 * grid * grid), np.float32)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, len(STATISTICS) * grid * grid), np.float32)
     return features, np.tile(np.array([0, 1], np.int64), len(features) // 2), skipped
 
 

@@ -1,10 +1,15 @@
 """The augment-until loop: train ► validate ► evaluate ► stop? ► reweight recipe ► generate more.
 
+Before round 1 (``statistics_n`` > 0): fit the patch-statistics model on fresh (real, fake) pairs
+rendered in memory, validation identities left out (``RUN/statistics``).
+
 Round r (directory ``RUN/round-XX``):
 
 1. train ``epochs_per_round`` epochs on the current pool (identity-disjoint train/val split of all
    pool directories; the best epoch is picked by validation AUC, never by the evaluation set);
-2. evaluate the best weights on the evaluation set (overall, per generator);
+   with the statistics model, the round's detector is the score fusion of both, scaled on the
+   validation split;
+2. evaluate the round's detector on the evaluation set (overall, per generator);
 3. append to ``RUN/metrics.jsonl``; write ``checkpoint.pt``, ``roc.png``, ``loss.png``,
    ``weights.json``, ``eval_scores.csv``;
 4. stop when the condition holds; otherwise measure, per plan choice key, how many validation
