@@ -294,7 +294,7 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
         ok = torch.isfinite(val_features).all(1)
         val_logits = stats.classify(val_features[ok]).numpy()
     y_val = np.array([s.label for s in val])[ok.numpy()]
-    fusion = fuse_members(cnn.to(device), stats)
+    fusion = fuse_members(cnn, stats).to(device)  # copies: the caller's cnn stays where it was
     rng = np.random.default_rng(seed)
     cal = [reals[k] for k in rng.permutation(len(reals))[:calibration]] + \
           [fakes[k] for k in rng.permutation(len(fakes))[:calibration]]

@@ -428,7 +428,6 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             raise ValueError("data_dirs: need at least one training data directory")
         state = {"config": new_cfg, "config_sources": dict(sources or {}), "pool": list(cfg.data_dirs),
                  "rounds": [], "val_identities": None, "pending_regen": None, "status": "running"}
-    out.mkdir(parents=True, exist_ok=True)
     say = _Logger(out / "loop.log", log)
 
     def save_state():
@@ -456,6 +455,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         raise ValueError(f"{', '.join(state['pool'])}: paired batches need synth fakes next to their own reals "
                          "(a `synth generate` output); this data has no (real, fake) pair: use "
                          "`--pairing independent`")
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no folder behind
     save_state()
     from detector.config import write_run_config
 
