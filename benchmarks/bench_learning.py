@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--amplify-until", type=float, default=LOOP.amplify_until,
                    help="fraction of the steps where it reaches 1 (default: the loop's)")
     p.add_argument("--precision", default=LOOP.precision, help="fp32, bf16 or auto (default: the loop's)")
+    p.add_argument("--twins", type=int, default=LOOP.twins, help="quality twins per batch (default: the loop's)")
+    p.add_argument("--twin-weight", type=float, default=LOOP.twin_weight)
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
@@ -97,7 +99,8 @@ def main(argv=None) -> int:
     res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,
                       DetectorLoss(**json.loads(a.loss_kwargs)), "cpu", lambda m: print(m, file=sys.stderr),
                       seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
-                      amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision)
+                      amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision,
+                      twins=0 if fit else a.twins, twin_weight=a.twin_weight)
     result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],
               "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
               "losses": loss_curve(f"{a.out}/train_log.jsonl")}

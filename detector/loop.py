@@ -41,12 +41,19 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from detector.atomic import write_json_atomic
+
 # the stop condition lives in detector.condition; its names stay importable from here
-from detector.condition import (HIGHER_IS_BETTER, OPS, condition_holds, format_condition,  # noqa: F401
-                                parse_condition)
+from detector.condition import HIGHER_IS_BETTER, OPS, condition_holds, format_condition, parse_condition  # noqa: F401
 from detector.data import FaceDataset
-from detector.readers import (Sample, group_identities, identity_split, pair_indices, read_dataset, read_datasets,
-                              split_by_identities)
+from detector.readers import (
+    Sample,
+    group_identities,
+    identity_split,
+    pair_indices,
+    read_dataset,
+    read_datasets,
+    split_by_identities,
+)
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
@@ -150,6 +157,14 @@ class LoopConfig:
     # native bf16 steps are much cheaper and learn as well as float32 (see BENCHMARKS.md, "Train →
     # evaluate → regenerate", session 12)
     precision: str = "auto"
+    # quality twins (paired only, like amplify; ignored with pairing "independent"): the first `twins`
+    # pairs of each batch are copied once more under one random global operation (blur, sharpen,
+    # resampling, JPEG; detector.train.quality_twins) and their scores pulled to their originals' with
+    # weight `twin_weight`: global quality should carry no label,
+    # and the data alone does not teach that (the CNN called blurred reals real and sharpened ones fake;
+    # see BENCHMARKS.md, "Train → evaluate → regenerate", session 15)
+    twins: int = 2
+    twin_weight: float = 1.0
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -171,7 +186,8 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
-                 "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000}
+                 "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
+                 "twins": 0, "twin_weight": 1.0}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -224,6 +240,9 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
         raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
     resolve_precision(cfg.precision, cfg.device)
+    if not (0 <= cfg.twins <= cfg.batch_size // 2 and cfg.twin_weight >= 0):
+        raise ValueError(f"twins, twin_weight: expected 0 <= twins <= batch_size / 2 and twin_weight >= 0, "
+                         f"got {cfg.twins}, {cfg.twin_weight}")
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
     if cfg.statistics_n < 0 or cfg.statistics_steps < 1:
@@ -530,6 +549,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                           batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
                           amplify_until=cfg.amplify_until, precision=cfg.precision,
+                          twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight,
                           extra={"round": r})
         detector, val_fused = model, None
         if stats is not None:

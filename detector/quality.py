@@ -43,6 +43,68 @@ QUALITY_OPS: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# Ranges of the global operations a training twin draws from (see :func:`draw_global_op`). They
+# bracket the check's fixed settings above, so invariance is learnt over a range, not at one point.
+TWIN_RANGES: Mapping[str, tuple[float, float]] = {
+    "blur": (0.6, 2.0),       # Gaussian sigma, px
+    "sharpen": (0.3, 1.5),    # unsharp-mask amount, sigma 1 px
+    "downup": (0.35, 0.85),   # down-then-up scale factor
+    "jpeg": (30.0, 90.0),     # JPEG quality
+}
+
+
+def _blur(im: np.ndarray, sigma: float) -> np.ndarray:
+    return gaussian_blur(im, ksize=2 * int(np.ceil(2.5 * sigma)) + 1, sigma=sigma)  # 5 to 11 px
+
+
+def _sharpen(im: np.ndarray, amount: float) -> np.ndarray:
+    return sharpen(im, amount=amount, sigma=1.0)
+
+
+def _downup(im: np.ndarray, scale: float) -> np.ndarray:
+    return downup(im, scale=scale, interpolation="linear")
+
+
+def _jpeg(im: np.ndarray, quality: float) -> np.ndarray:
+    return jpeg(im, quality=int(round(quality)))
+
+
+_TWIN_OPS: Mapping[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "blur": _blur, "sharpen": _sharpen, "downup": _downup, "jpeg": _jpeg,
+}
+
+
+def draw_global_op(rng: np.random.Generator) -> tuple[str, float]:
+    """Draw one global operation and its strength: ``(name, value)`` with ``name`` uniform over
+    :data:`TWIN_RANGES` and ``value`` uniform in its range."""
+    name = list(TWIN_RANGES)[int(rng.integers(len(TWIN_RANGES)))]
+    lo, hi = TWIN_RANGES[name]
+    return name, float(rng.uniform(lo, hi))
+
+
+def apply_global_op(image: np.ndarray, name: str, value: float) -> np.ndarray:
+    """Apply a drawn global operation to the whole image.
+
+    Parameters
+    ----------
+    image : uint8 array, shape (H, W, 3), RGB.
+    name, value : as returned by :func:`draw_global_op`.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, shape (H, W, 3).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not in :data:`TWIN_RANGES`.
+    """
+    if name not in _TWIN_OPS:
+        raise ValueError(f"global op: unknown {name!r}; expected one of {list(_TWIN_OPS)}")
+    return _TWIN_OPS[name](image, value)
+
+
 def paired_auc(before: np.ndarray, after: np.ndarray) -> float:
     """AUC of ``after`` (positives) against ``before`` (negatives); NaN-free inputs, ties count 1/2."""
     from sklearn.metrics import roc_auc_score

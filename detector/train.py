@@ -264,6 +264,52 @@ def amplify_pairs(image: torch.Tensor, factor: torch.Tensor | float, lo: torch.T
     return out
 
 
+def quality_twins(image: torch.Tensor, n_pairs: int, rng: np.random.Generator, mean: np.ndarray,
+                  std: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Globally processed copies of the first ``n_pairs`` pairs of a paired batch.
+
+    Each chosen pair draws one global operation (:func:`detector.quality.draw_global_op`: blur,
+    sharpen, down-up resampling or JPEG over the whole image), applied to its real and its fake alike.
+    Training the twins' scores to equal their originals' (:func:`twin_consistency`) tells the model
+    that global image quality carries no label, which the data alone does not: any correlation
+    between the recipes' fakes and sharpness survives augmentation that treats both classes alike.
+
+    Parameters
+    ----------
+    image : float tensor (2P, 3, H, W), normalised with ``mean``/``std``; reals ``[0, P)``, their
+        fakes ``[P, 2P)`` in the same order (:class:`detector.data.PairedBatchSampler`).
+    n_pairs : pairs to copy, ``0 <= n_pairs <= P``.
+    mean, std : the dataset's per-channel normalisation, 3 values each (any shape).
+
+    Returns
+    -------
+    twins : float tensor (2 n, 3, H, W), the processed reals then the processed fakes, normalised.
+    source : long tensor (2 n,), the index in ``image`` each twin was made from.
+    """
+    from detector.quality import apply_global_op, draw_global_op
+
+    pairs = image.shape[0] // 2
+    if not 0 <= n_pairs <= pairs:
+        raise ValueError(f"twins: expected 0 <= twins <= {pairs} pairs in the batch, got {n_pairs}")
+    source = torch.tensor(list(range(n_pairs)) + [pairs + i for i in range(n_pairs)], dtype=torch.long)
+    m = torch.as_tensor(mean, dtype=image.dtype).reshape(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=image.dtype).reshape(-1, 1, 1)
+    u8 = ((image[source] * s + m).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    ops = [draw_global_op(rng) for _ in range(n_pairs)] * 2  # the real and the fake of a pair share one op
+    done = np.stack([apply_global_op(np.ascontiguousarray(im), *op) for im, op in zip(u8, ops)])
+    twins = torch.from_numpy(done).permute(0, 3, 1, 2).to(image.dtype) / 255
+    return (twins - m) / s, source
+
+
+def twin_consistency(twin_logit: torch.Tensor, source_logit: torch.Tensor) -> torch.Tensor:
+    """KL divergence of the twins' fake probabilities from their originals' (held fixed), mean over
+    twins: zero when global processing leaves every score unchanged. The original is the target, so
+    the gradient moves the processed copy's score, not the score the label loss is training."""
+    p = torch.sigmoid(source_logit.detach())
+    entropy = -(p * torch.log(p.clamp_min(1e-7)) + (1 - p) * torch.log((1 - p).clamp_min(1e-7)))
+    return (torch.nn.functional.binary_cross_entropy_with_logits(twin_logit, p, reduction="none") - entropy).mean()
+
+
 def amplify_factor(start: float, step: int, steps: int, until: float) -> float:
     """Forgery amplification at ``step`` of ``steps``: ``start`` decaying linearly to 1 at ``until`` x steps."""
     if start <= 1.0 or until <= 0:
@@ -278,7 +324,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
                 resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
                 batch_scale: tuple[float, float] | None = None, paired: bool = False,
-                amplify: float = 1.0, amplify_until: float = 0.5, precision: str = "fp32") -> dict:
+                amplify: float = 1.0, amplify_until: float = 0.5, precision: str = "fp32", twins: int = 0,
+                twin_weight: float = 1.0) -> dict:
     """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
@@ -305,6 +352,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     precision : ``"fp32"``, or ``"bf16"``: the training forward pass under bfloat16 autocast (weights,
         optimiser and loss stay float32); about 1.7x faster steps on CPUs with native bf16. Validation
         always runs in float32.
+    twins, twin_weight : paired only: the first ``twins`` pairs of every batch are copied once more,
+        globally processed (:func:`quality_twins`), and ``twin_weight`` x :func:`twin_consistency`
+        (logged as ``twin``) is added to the loss; the twins take no other loss. 0 = off.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
@@ -339,6 +389,11 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     else:
         sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
     steps = min(len(sampler), max_steps_per_epoch or len(sampler))
+    if twins and not paired:
+        raise ValueError("twins: quality twins need paired batches (paired=True)")
+    if not (0 <= twins <= batch_size // 2 and twin_weight >= 0):
+        raise ValueError(f"twins, twin_weight: expected 0 <= twins <= {batch_size // 2} and twin_weight >= 0, "
+                         f"got {twins}, {twin_weight}")
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
     averaged = WeightEMA(model, ema) if ema else None
@@ -381,6 +436,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
             losses, skipped = [], 0
             scale_rng = np.random.default_rng([seed, epoch, rank])  # per epoch: resumable, reproducible
             amp_rng = np.random.default_rng([seed, epoch, rank, 1])
+            twin_rng = np.random.default_rng([seed, epoch, rank, 2])
             bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
                        leave=False)
             for k, batch in enumerate(bar):
@@ -395,13 +451,26 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                     # each pair draws its own strength in [1, factor], so real-scale fakes stay in every batch
                     u = torch.from_numpy(amp_rng.random(image.shape[0] // 2))
                     image = amplify_pairs(image, 1.0 + (factor - 1.0) * u, pix_lo, pix_hi)
+                n = image.shape[0]
+                n_twins = min(twins, n // 2) if twins and not batch["skipped"] else 0
+                if n_twins:
+                    twin_image, source = quality_twins(image, n_twins, twin_rng, train_ds.mean, train_ds.std)
+                    image, mask = torch.cat([image, twin_image]), torch.cat([mask, mask[source]])
                 if batch_scale is not None:
                     image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
                 with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out = net(channels_last(image.to(device)))
-                out = {k: v.float() if torch.is_tensor(v) else v for k, v in out.items()}
-                loss, parts = loss_fn(out, label.to(device), mask.to(device),
+                    out_all = net(channels_last(image.to(device)))
+                out_all = {k: v.float() if torch.is_tensor(v) else v for k, v in out_all.items()}
+                # the twins (rows n:) enter only the consistency term
+                out = {k: v[:n] if torch.is_tensor(v) and v.ndim and v.shape[0] == image.shape[0] else v
+                       for k, v in out_all.items()}
+                loss, parts = loss_fn(out, label.to(device), mask[:n].to(device),
                                       batch["mask_valid"].to(device))
+                if n_twins:
+                    logit = out_all["logit"].reshape(-1)
+                    twin_term = twin_consistency(logit[n:], logit[source.to(device)])
+                    loss = loss + twin_weight * twin_term
+                    parts["twin"] = twin_term.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip:

@@ -516,3 +516,28 @@ def test_atomic_write_creates_files_like_open_and_cleans_up_on_error(tmp_path):
         atomic_write(tmp_path / "state.json", boom)
     assert json.loads((tmp_path / "state.json").read_text()) == {"a": 1}  # the previous version stays
     assert sorted(f.name for f in tmp_path.iterdir()) == ["private.json", "state.json"]
+
+
+def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs, tmp_path):
+    # with twins, every training forward holds the batch plus 2 x twins processed copies, and the
+    # consistency term is logged per step; without paired batches the option is refused
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
+    torch.manual_seed(0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+    vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+    sizes = []
+    hook = model.register_forward_pre_hook(lambda mod, args: sizes.append(args[0].shape[0]) if mod.training else None)
+    train_round(model, tds, vds, 1, tmp_path / "t", lr=3e-3, batch_size=8, workers=0, progress=False,
+                log=lambda m: None, max_steps_per_epoch=2, paired=True, twins=2, twin_weight=0.5)
+    hook.remove()
+    assert sizes == [12, 12]
+    steps = [json.loads(line) for line in open(tmp_path / "t" / "train_log.jsonl")]
+    twin = [s["twin"] for s in steps if s["kind"] == "step"]
+    assert len(twin) == 2 and all(np.isfinite(t) and t >= 0 for t in twin)
+    with pytest.raises(ValueError, match="twins: quality twins need paired batches"):
+        train_round(model, tds, vds, 1, tmp_path / "u", batch_size=8, workers=0, progress=False,
+                    log=lambda m: None, twins=2)
+    with pytest.raises(ValueError, match="twins, twin_weight"):
+        train_round(model, tds, vds, 1, tmp_path / "v", batch_size=8, workers=0, progress=False,
+                    log=lambda m: None, paired=True, twins=5)

@@ -168,3 +168,48 @@ def test_amplify_factor_decays_linearly_to_one():
     assert [amplify_factor(4.0, s, 100, 0.5) for s in (0, 25, 50, 99)] == [4.0, 2.5, 1.0, 1.0]
     assert amplify_factor(4.0, 50, 100, 1.0) == 2.5
     assert amplify_factor(1.0, 0, 100, 1.0) == 1.0
+
+
+def test_quality_twins_share_one_op_per_pair_and_replay():
+    from detector.train import quality_twins
+
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.random((3, 3, 48, 48), dtype=np.float32))
+    batch = torch.cat([real, real])  # each "fake" equal to its real: a pair's twins must match too
+    mean, std = np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32)
+    batch = (batch - 0.5) / 0.25
+    twins, source = quality_twins(batch, 2, np.random.default_rng(7), mean, std)
+    assert twins.shape == (4, 3, 48, 48) and source.tolist() == [0, 1, 3, 4]
+    assert torch.equal(twins[:2], twins[2:])  # real and fake of a pair: the same operation
+    assert (twins - batch[source]).abs().mean() > 0.01  # processed
+    again, _ = quality_twins(batch, 2, np.random.default_rng(7), mean, std)
+    assert torch.equal(twins, again)
+    with pytest.raises(ValueError, match="twins: expected 0 <= twins <= 3"):
+        quality_twins(batch, 4, np.random.default_rng(7), mean, std)
+
+
+def test_global_ops_draw_every_kind_within_range_and_reject_unknown_names():
+    from detector.quality import TWIN_RANGES, apply_global_op, draw_global_op
+
+    rng = np.random.default_rng(1)
+    drawn = [draw_global_op(rng) for _ in range(200)]
+    assert {name for name, _ in drawn} == set(TWIN_RANGES)
+    assert all(TWIN_RANGES[n][0] <= v <= TWIN_RANGES[n][1] for n, v in drawn)
+    im = (np.random.default_rng(2).random((40, 40, 3)) * 255).astype(np.uint8)
+    for name, (lo, hi) in TWIN_RANGES.items():
+        out = apply_global_op(im, name, (lo + hi) / 2)
+        assert out.shape == im.shape and out.dtype == np.uint8 and not np.array_equal(out, im)
+    with pytest.raises(ValueError, match="global op: unknown 'gamma'"):
+        apply_global_op(im, "gamma", 1.0)
+
+
+def test_twin_consistency_is_zero_for_equal_scores_and_moves_only_the_twin():
+    from detector.train import twin_consistency
+
+    src = torch.tensor([2.0, -1.0, 0.3], requires_grad=True)
+    assert float(twin_consistency(src.detach().clone(), src)) == pytest.approx(0.0, abs=1e-6)
+    twin = torch.tensor([0.0, 1.0, 0.3], requires_grad=True)
+    loss = twin_consistency(twin, src)
+    assert float(loss.detach()) > 0.1
+    loss.backward()
+    assert src.grad is None and twin.grad.abs().sum() > 0

@@ -34,7 +34,6 @@ from detector.models.backbones import create_backbone
 from detector.models.blocks import AttentionFusion, UNetDecoder, mlp_head, patch_similarity
 from detector.models.registry import DEFAULT_BACKBONE, IMAGENET_NORM, register_model
 
-
 # Fixed frequency transforms of the RGB input: name -> (builder(alpha), output channels).
 FREQ_TRANSFORMS: dict[str, tuple[Callable[[float], nn.Module], int]] = {
     "dct": (lambda alpha: DCTHighPass(alpha), 3),
