@@ -160,10 +160,10 @@ class LoopConfig:
     # quality twins (paired only, like amplify; ignored with pairing "independent"): the first `twins`
     # pairs of each batch are copied once more under one random global operation (blur, sharpen,
     # resampling, JPEG; detector.train.quality_twins) and their scores pulled to their originals' with
-    # weight `twin_weight`: global quality should carry no label,
-    # and the data alone does not teach that (the CNN called blurred reals real and sharpened ones fake;
-    # see BENCHMARKS.md, "Train → evaluate → regenerate", session 15)
-    twins: int = 2
+    # weight `twin_weight`. Off by default: 2 pairs made the CNN less dependent on global quality but
+    # transferred worse to other generators' swaps in two of three seeds (see BENCHMARKS.md, "Train →
+    # evaluate → regenerate", session 15)
+    twins: int = 0
     twin_weight: float = 1.0
     seed: int = 0
     val_fraction: float = 0.1
