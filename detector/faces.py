@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from synth._checks import check_image
-from synth.log import native_stderr_to_log
+from synth.log import mediapipe_output_to_log
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,8 @@ def _box_detector(min_confidence: float):
     """Per-process mediapipe full-range face detector (bundled in the wheel, no download).
 
     Built and run once on a blank image with MediaPipe's native start-up lines (XNNPACK,
-    absl) sent to the log (:func:`synth.log.native_stderr_to_log`), not to the terminal."""
-    os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
-    with native_stderr_to_log(log):
+    absl) sent to the log (:func:`synth.log.mediapipe_output_to_log`), not to the terminal."""
+    with mediapipe_output_to_log(log):
         import mediapipe as mp
 
         detector = mp.solutions.face_detection.FaceDetection(model_selection=1,

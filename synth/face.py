@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from ._checks import check_image
-from .log import native_stderr_to_log
+from .log import mediapipe_output_to_log, native_stderr_to_log
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,12 @@ class LandmarkDetector:
             raise ValueError(f"pad: expected 0..2, got {pad}")
         if int(max_side) < 64:
             raise ValueError(f"max_side: expected >= 64, got {max_side}")
-        os.environ.setdefault("GLOG_minloglevel", "2")  # silence MediaPipe's C++ INFO logging
         self.max_num_faces = int(max_num_faces)
         self.pad = float(pad)
         self.max_side = int(max_side)
         # MediaPipe's native start-up lines (XNNPACK, absl) go to the log, not the terminal: while
         # the graph is built and until the first face is found (the last of them comes then)
-        with native_stderr_to_log(log):
+        with mediapipe_output_to_log(log):
             import mediapipe as mp  # heavy import (~1 s): only when a detector is built
 
             self._mesh = mp.solutions.face_mesh.FaceMesh(

@@ -29,6 +29,16 @@ VERBOSITY_LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 
 
 @contextlib.contextmanager
+def mediapipe_output_to_log(logger: logging.Logger) -> Iterator[None]:
+    """Build MediaPipe objects inside this block: its C++ INFO logging is switched off
+    (``GLOG_minloglevel`` 2 unless the user set it; read when its native library loads) and its
+    remaining native start-up lines go to ``logger`` (:func:`native_stderr_to_log`)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    with native_stderr_to_log(logger):
+        yield
+
+
+@contextlib.contextmanager
 def native_stderr_to_log(logger: logging.Logger) -> Iterator[None]:
     """Catch what is written to file descriptor 2 (native code included) inside the block and
     log it line by line after it: lines matching :data:`NATIVE_NOISE` at DEBUG, others at WARNING.

@@ -60,3 +60,15 @@ def test_synth_index_with_two_workers_prints_no_mediapipe_lines(tmp_path):
     assert "2 ok" in proc.stdout
     lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert not [line for line in lines if not line.startswith("index:")], proc.stderr  # progress bars only
+
+
+def test_mediapipe_output_to_log_sets_glog_level_unless_the_user_did(monkeypatch):
+    from synth.log import mediapipe_output_to_log
+
+    log = logging.getLogger("synth.test")
+    monkeypatch.delenv("GLOG_minloglevel", raising=False)
+    with mediapipe_output_to_log(log):
+        assert os.environ["GLOG_minloglevel"] == "2"
+    monkeypatch.setenv("GLOG_minloglevel", "0")
+    with mediapipe_output_to_log(log):
+        assert os.environ["GLOG_minloglevel"] == "0"
