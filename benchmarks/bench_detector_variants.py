@@ -77,7 +77,7 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
     from detector.data import FaceDataset, identity_split, read_dataset, read_datasets
     from detector.losses import DetectorLoss
     from detector.models import create_model
-    from detector.train import evaluate, train_round
+    from detector.train import TrainSettings, evaluate, train_round
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -96,9 +96,10 @@ def run_variant(name: str, data: list[str], eval_dir: str, out: str, epochs: int
     eval_mode = "resize" if v["mode"] == "resize" else "full"
     val_ds = FaceDataset(val, mode=eval_mode, size=resize, norm=norm, full_size=full)
     t0 = time.time()
-    summary = train_round(model, train_ds, val_ds, epochs, run, lr=v["lr"], batch_size=batch, workers=0,
-                          loss_fn=DetectorLoss(**v["loss"]), seed=seed, max_steps_per_epoch=steps, progress=False,
-                          ema=v.get("ema", 0.0), batch_scale=v.get("batch_scale"),
+    settings = TrainSettings(epochs=epochs, lr=v["lr"], batch_size=batch, workers=0, seed=seed,
+                             max_steps_per_epoch=steps, progress=False, ema=v.get("ema", 0.0),
+                             batch_scale=v.get("batch_scale"))
+    summary = train_round(model, train_ds, val_ds, run, settings, loss_fn=DetectorLoss(**v["loss"]),
                           log=lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
     train_s = time.time() - t0
     ev_ds = FaceDataset(read_dataset(eval_dir), mode=eval_mode, size=resize, norm=norm, full_size=full)

@@ -37,7 +37,7 @@ from detector.loop import LoopConfig
 from detector.losses import DetectorLoss
 from detector.models import create_model
 from detector.quality import quality_check
-from detector.train import evaluate, train_round
+from detector.train import TrainSettings, evaluate, train_round
 
 LOOP_LOSS_KWARGS = LoopConfig.__dataclass_fields__["loss_kwargs"].default_factory()
 LOOP = LoopConfig(data_dirs=[], eval_dir="", out_dir="")
@@ -96,11 +96,12 @@ def main(argv=None) -> int:
                            paired_augment=True)
     val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
     scale = None if fit or a.batch_scale == "none" else tuple(float(v) for v in a.batch_scale.split(","))
-    res = train_round(model, train_ds, val_ds, a.epochs, a.out, a.lr, a.batch, 0,
-                      DetectorLoss(**json.loads(a.loss_kwargs)), "cpu", lambda m: print(m, file=sys.stderr),
-                      seed=a.seed, progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
-                      amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision,
-                      twins=0 if fit else a.twins, twin_weight=a.twin_weight)
+    settings = TrainSettings(epochs=a.epochs, lr=a.lr, batch_size=a.batch, workers=0, device="cpu", seed=a.seed,
+                             progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
+                             amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision,
+                             twins=0 if fit else a.twins, twin_weight=a.twin_weight)
+    res = train_round(model, train_ds, val_ds, a.out, settings, loss_fn=DetectorLoss(**json.loads(a.loss_kwargs)),
+                      log=lambda m: print(m, file=sys.stderr))
     result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],
               "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
               "losses": loss_curve(f"{a.out}/train_log.jsonl")}

@@ -36,7 +36,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -54,6 +54,9 @@ from detector.readers import (
     read_datasets,
     split_by_identities,
 )
+
+if TYPE_CHECKING:
+    from detector.train import TrainSettings
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
@@ -251,6 +254,19 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     if cfg.index and cfg.src:
         raise ValueError(f"index, src: give one face source for regeneration, not both ({cfg.index!r}, {cfg.src!r})")
     return cond
+
+
+def _round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool) -> TrainSettings:
+    """Round ``r``'s :class:`detector.train.TrainSettings`: the peak rate decays by ``lr_decay`` per round,
+    each round draws from its own seed, and quality twins need paired batches (off without them)."""
+    from detector.train import TrainSettings
+
+    return TrainSettings(epochs=cfg.epochs_per_round, lr=cfg.lr * cfg.lr_decay ** (r - 1), batch_size=cfg.batch_size,
+                         workers=cfg.workers, device=cfg.device, seed=cfg.seed + 1000 * r, progress=progress,
+                         max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
+                         batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
+                         amplify_until=cfg.amplify_until, precision=cfg.precision,
+                         twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight)
 
 
 def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
@@ -543,14 +559,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                                full_size=cfg.size if cfg.mode == "full" else None,
                                seed=cfg.seed + 1000 * r, paired_augment=paired)
         val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=score_side)
-        res = train_round(model, train_ds, val_ds, cfg.epochs_per_round, rdir, cfg.lr * cfg.lr_decay ** (r - 1),
-                          cfg.batch_size, cfg.workers,
-                          loss_fn, cfg.device, say, seed=cfg.seed + 1000 * r, progress=progress,
-                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
-                          batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
-                          amplify_until=cfg.amplify_until, precision=cfg.precision,
-                          twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight,
-                          extra={"round": r})
+        res = train_round(model, train_ds, val_ds, rdir, _round_settings(cfg, r, paired, progress), loss_fn=loss_fn,
+                          log=say, extra={"round": r})
         detector, val_fused = model, None
         if stats is not None:
             detector, val_fused = _fuse_round(model, stats, val, res["val_scores"], cfg)

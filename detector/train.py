@@ -18,6 +18,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -317,52 +318,157 @@ def amplify_factor(start: float, step: int, steps: int, until: float) -> float:
     return 1.0 + (start - 1.0) * max(0.0, 1.0 - step / (until * steps))
 
 
-def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, epochs: int,
-                out_dir: str | Path, lr: float = 3e-4, batch_size: int = 32, workers: int = 2,
-                loss_fn: Callable | None = None, device: str = "cpu", log: Callable[[str], None] = print, *,
-                weight_decay: float = 0.05, seed: int = 0, val_batch_size: int = 16, progress: bool = True,
-                max_steps_per_epoch: int | None = None, best_name: str = "best.pt", extra: dict | None = None,
-                resume: bool = True, grad_clip: float = 5.0, ema: float = 0.0,
-                batch_scale: tuple[float, float] | None = None, paired: bool = False,
-                amplify: float = 1.0, amplify_until: float = 0.5, precision: str = "fp32", twins: int = 0,
-                twin_weight: float = 1.0) -> dict:
-    """Train ``model`` for ``epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one round trains (:func:`train_round`): schedule, batches, curriculum and numerics.
+
+    Every range is checked on construction (``ValueError`` naming the field); ``batch_scale`` is
+    stored normalised to a tuple of floats. Frozen: derive variants with :func:`dataclasses.replace`.
+
+    Parameters
+    ----------
+    epochs : int, >= 1
+        Epochs in the round; AdamW's rate follows one cosine from ``lr`` down to ``lr / 100`` over
+        ``epochs`` x the steps per epoch.
+    lr : float, > 0
+        Peak learning rate.
+    batch_size : int, >= 2 (even when ``paired``)
+        Training batch size; batches are balanced real/fake by :class:`BalancedBatchSampler`
+        (``ceil(len / batch_size)`` batches per epoch, or ``max_steps_per_epoch``), or with
+        ``paired=True`` made of whole (real, own fake) pairs by :class:`PairedBatchSampler`.
+    workers : int, >= 0
+        DataLoader worker processes for training and validation (0 = in this process).
+    device : str
+        Torch device the model trains on (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+    weight_decay : float, >= 0
+        AdamW's decoupled weight decay.
+    seed : int, >= 0
+        Seeds the batch sampler and the per-epoch draws of ``batch_scale``, ``amplify`` and ``twins``.
+    val_batch_size : int, >= 1
+        Batch size for validation (faces grouped by native size).
+    progress : bool
+        Show tqdm progress bars (rank 0 only).
+    max_steps_per_epoch : int >= 0 or None
+        Cap on the training steps per epoch; None or 0 = a full pass over the sampler's batches.
+    best_name : str
+        File name of the best weights (checkpoint format) in ``out_dir``.
+    resume : bool
+        Continue from ``out_dir/last.pt`` when present (it must hold the same epochs/steps schedule).
+    grad_clip : float, >= 0
+        Clip the gradient norm to this value before every step; 0 = no clipping.
+    ema : float, in [0, 1)
+        When > 0, validate, select and keep an exponential moving average of the weights (decay
+        ``ema`` per step, BatchNorm statistics averaged too) instead of the raw weights; 0 = off.
+    batch_scale : (lo, hi) with 0 < lo <= hi <= 1, or None
+        Each training batch (image and mask) is downscaled to a side drawn per batch from the
+        multiples of 32 in ``[lo, hi]`` x its side, so blend traces are seen at several scales (fakes
+        met in practice were often made at a higher resolution than the crop they are judged at).
+        Validation stays at the dataset's side. None = off.
+    paired : bool
+        Batches of whole (real, own fake) pairs (:class:`PairedBatchSampler`; the training dataset
+        should then use ``paired_augment=True``) instead of independently drawn balanced batches.
+    amplify : float, >= 1
+        A curriculum for paired batches: each fake's difference from its own real is multiplied by a
+        factor drawn per pair uniformly in ``[1, a]``, where ``a`` starts at ``amplify`` and decays
+        linearly to 1 at ``amplify_until`` x the round's steps (:func:`amplify_pairs`); 1 = off.
+        Ignored without ``paired``.
+    amplify_until : float, in (0, 1]
+        Fraction of the round's steps at which the amplification reaches 1.
+    precision : str, ``"fp32"``, ``"bf16"`` or ``"auto"``
+        ``"bf16"``: the training forward pass under bfloat16 autocast (weights, optimiser and loss
+        stay float32); about 1.7x faster steps on CPUs with native bf16. ``"auto"``: bf16 where
+        ``device`` runs it natively (:func:`resolve_precision`), else fp32. Validation always runs in
+        float32. Stored as given.
+    twins : int, 0 <= twins <= batch_size // 2; > 0 only with ``paired``
+        The first ``twins`` pairs of every batch are copied once more, globally processed
+        (:func:`quality_twins`), and ``twin_weight`` x :func:`twin_consistency` (logged as ``twin``)
+        is added to the loss; the twins take no other loss. 0 = off.
+    twin_weight : float, >= 0
+        Weight of the twins' consistency term.
+    """
+
+    epochs: int
+    lr: float = 3e-4
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "cpu"
+    weight_decay: float = 0.05
+    seed: int = 0
+    val_batch_size: int = 16
+    progress: bool = True
+    max_steps_per_epoch: int | None = None
+    best_name: str = "best.pt"
+    resume: bool = True
+    grad_clip: float = 5.0
+    ema: float = 0.0
+    batch_scale: tuple[float, float] | None = None
+    paired: bool = False
+    amplify: float = 1.0
+    amplify_until: float = 0.5
+    precision: str = "fp32"
+    twins: int = 0
+    twin_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size: expected >= 2 (a batch holds both classes), got {self.batch_size}")
+        if self.paired and self.batch_size % 2:
+            raise ValueError(f"batch_size: expected an even size for paired batches, got {self.batch_size}")
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, got {self.workers}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
+        if self.seed < 0:
+            raise ValueError(f"seed: expected >= 0, got {self.seed}")
+        if self.val_batch_size < 1:
+            raise ValueError(f"val_batch_size: expected >= 1, got {self.val_batch_size}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 0:
+            raise ValueError(f"max_steps_per_epoch: expected None or >= 0 (None, 0 = a full pass), "
+                             f"got {self.max_steps_per_epoch}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip: expected >= 0 (0 = off), got {self.grad_clip}")
+        if self.twins and not self.paired:
+            raise ValueError("twins: quality twins need paired batches (paired=True)")
+        if not (0 <= self.twins <= self.batch_size // 2 and self.twin_weight >= 0):
+            raise ValueError(f"twins, twin_weight: expected 0 <= twins <= {self.batch_size // 2} and twin_weight >= 0, "
+                             f"got {self.twins}, {self.twin_weight}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema: expected a decay in [0, 1), got {self.ema}")
+        object.__setattr__(self, "batch_scale", check_batch_scale(self.batch_scale))
+        resolve_precision(self.precision, self.device)
+        if not self.amplify >= 1.0:
+            raise ValueError(f"amplify: expected >= 1 (1 = off), got {self.amplify}")
+        if not 0.0 < self.amplify_until <= 1.0:
+            raise ValueError(f"amplify_until: expected in (0, 1], got {self.amplify_until}")
+
+
+def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDataset | None, out_dir: str | Path,
+                settings: TrainSettings, *, loss_fn: Callable | None = None, log: Callable[[str], None] = print,
+                extra: dict | None = None) -> dict:
+    """Train ``model`` for ``settings.epochs`` epochs on ``train_ds``, validating on ``val_ds`` after each.
 
     Parameters
     ----------
     model : built by ``detector.models.create_model`` (its ``input_norm`` should match the datasets').
-    train_ds : a :class:`FaceDataset` (usually ``augment=True``); batches are balanced real/fake by
-        :class:`BalancedBatchSampler` (``ceil(len / batch_size)`` batches per epoch, or
-        ``max_steps_per_epoch``), or with ``paired=True`` made of whole (real, own fake) pairs by
-        :class:`PairedBatchSampler` (the dataset should then use ``paired_augment=True``).
+    train_ds : a :class:`FaceDataset` (usually ``augment=True``; ``paired_augment=True`` with
+        ``settings.paired``).
     val_ds : a :class:`FaceDataset` in mode ``full`` (whole faces) or None (then the last epoch wins).
+    out_dir : receives ``settings.best_name`` (best weights, checkpoint format), ``last.pt``,
+        ``train_log.jsonl``.
+    settings : a :class:`TrainSettings` (checked on construction): schedule, batches, curriculum, precision.
     loss_fn : ``loss_fn(out, label, mask, mask_valid) -> (total, parts)``; default ``DetectorLoss()``.
-    out_dir : receives ``best_name`` (best weights, checkpoint format), ``last.pt``, ``train_log.jsonl``.
-    resume : continue from ``out_dir/last.pt`` when present (same epochs/batches schedule).
-    ema : when > 0, validate, select and keep an exponential moving average of the weights
-        (decay ``ema`` per step, BatchNorm statistics averaged too) instead of the raw weights.
-    batch_scale : ``(lo, hi)`` with ``0 < lo <= hi <= 1``: each training batch (image and mask) is
-        downscaled to a side drawn per batch from the multiples of 32 in ``[lo, hi]`` x its side, so
-        blend traces are seen at several scales (fakes met in practice were often made at a higher
-        resolution than the crop they are judged at). Validation stays at the dataset's side.
-    amplify, amplify_until : a curriculum for paired batches: each fake's difference from its own
-        real is multiplied by a factor drawn per pair uniformly in ``[1, a]``, where ``a`` starts at
-        ``amplify`` and decays linearly to 1 at ``amplify_until`` x the round's steps
-        (:func:`amplify_pairs`); 1 = off.
-    precision : ``"fp32"``, or ``"bf16"``: the training forward pass under bfloat16 autocast (weights,
-        optimiser and loss stay float32); about 1.7x faster steps on CPUs with native bf16. Validation
-        always runs in float32.
-    twins, twin_weight : paired only: the first ``twins`` pairs of every batch are copied once more,
-        globally processed (:func:`quality_twins`), and ``twin_weight`` x :func:`twin_consistency`
-        (logged as ``twin``) is added to the loss; the twins take no other loss. 0 = off.
+    log : called with each progress message (rank 0 only).
+    extra : stored in the best checkpoint's metadata, next to ``epoch`` and ``val``.
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
     NaN for unreadable), ``history`` (per-epoch dicts), ``best_path``, ``world_size``, ``wall_s``.
     On return the model holds the best epoch's weights.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs: expected >= 1, got {epochs}")
     if loss_fn is None:
         from detector.losses import DetectorLoss
 
@@ -376,69 +482,65 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     say = log if main else (lambda _msg: None)
     t_start = time.time()
 
-    channels_last(model.to(device))
+    channels_last(model.to(settings.device))
     # broadcast_buffers=False: models keep size-dependent non-persistent buffers (e.g. a DCT mask rebuilt
     # for rank 0's validation sizes) that must not be broadcast; BN statistics stay per rank and every
     # rank ends with rank 0's best weights. find_unused_parameters: the mask/similarity heads get no
     # gradient in batches whose masks are all invalid.
     net = (torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, broadcast_buffers=False)
            if world > 1 else model)
-    if paired:
-        sampler = PairedBatchSampler(pair_indices(train_ds.samples), batch_size, seed=seed, num_replicas=world,
-                                     rank=rank)
+    if settings.paired:
+        sampler = PairedBatchSampler(pair_indices(train_ds.samples), settings.batch_size, seed=settings.seed,
+                                     num_replicas=world, rank=rank)
     else:
-        sampler = BalancedBatchSampler(train_ds.labels, batch_size, seed=seed, num_replicas=world, rank=rank)
-    steps = min(len(sampler), max_steps_per_epoch or len(sampler))
-    if twins and not paired:
-        raise ValueError("twins: quality twins need paired batches (paired=True)")
-    if not (0 <= twins <= batch_size // 2 and twin_weight >= 0):
-        raise ValueError(f"twins, twin_weight: expected 0 <= twins <= {batch_size // 2} and twin_weight >= 0, "
-                         f"got {twins}, {twin_weight}")
-    if not 0.0 <= ema < 1.0:
-        raise ValueError(f"ema: expected a decay in [0, 1), got {ema}")
-    averaged = WeightEMA(model, ema) if ema else None
-    batch_scale = check_batch_scale(batch_scale)
-    use_bf16 = resolve_precision(precision, device) == "bf16"
+        sampler = BalancedBatchSampler(train_ds.labels, settings.batch_size, seed=settings.seed, num_replicas=world,
+                                       rank=rank)
+    steps = min(len(sampler), settings.max_steps_per_epoch or len(sampler))
+    averaged = WeightEMA(model, settings.ema) if settings.ema else None
+    use_bf16 = resolve_precision(settings.precision, settings.device) == "bf16"
     # pixel values 0 and 1 in the datasets' normalisation (the amplified fakes stay valid images)
     pix_lo = torch.from_numpy(-train_ds.mean / train_ds.std)[None]
     pix_hi = torch.from_numpy((1.0 - train_ds.mean) / train_ds.std)[None]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps), eta_min=lr * 0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, settings.epochs * steps),
+                                                       eta_min=settings.lr * 0.01)
 
     state = {"epoch": -1, "best_epoch": -1, "best_key": -math.inf, "history": [], "val_scores": None,
              "val_metrics": None, "step": 0}
-    last_path, best_path = out_dir / LAST_STATE, out_dir / best_name
-    if resume and last_path.is_file():
+    last_path, best_path = out_dir / LAST_STATE, out_dir / settings.best_name
+    if settings.resume and last_path.is_file():
         ck = torch.load(last_path, map_location="cpu", weights_only=True)
-        if ck["epochs"] != epochs or ck["steps"] != steps:
+        if ck["epochs"] != settings.epochs or ck["steps"] != steps:
             raise ValueError(f"{last_path}: saved for epochs={ck['epochs']}, steps={ck['steps']}; "
-                             f"this round asks for epochs={epochs}, steps={steps} (delete it to restart the round)")
+                             f"this round asks for epochs={settings.epochs}, steps={steps} "
+                             "(delete it to restart the round)")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         if averaged is not None:
             if ck.get("ema") is None:
-                raise ValueError(f"{last_path}: saved without ema; this round asks for ema={ema} (delete it to restart)")
+                raise ValueError(f"{last_path}: saved without ema; this round asks for ema={settings.ema} "
+                                 "(delete it to restart)")
             averaged.load_state_dict(ck["ema"])
         state = json.loads(ck["state"])
         state["best_key"] = -math.inf if state["best_key"] is None else state["best_key"]
         state["val_scores"] = ck["val_scores"].numpy() if ck.get("val_scores") is not None else None
-        say(f"resuming round from {last_path} after epoch {state['epoch'] + 1}/{epochs}")
+        say(f"resuming round from {last_path} after epoch {state['epoch'] + 1}/{settings.epochs}")
 
     jlog = _JsonlLog(out_dir / TRAIN_LOG if main else None)
     try:
-        for epoch in range(state["epoch"] + 1, epochs):
+        for epoch in range(state["epoch"] + 1, settings.epochs):
             t0 = time.time()
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(workers))
+            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(settings.workers))
             net.train()
             losses, skipped = [], 0
-            scale_rng = np.random.default_rng([seed, epoch, rank])  # per epoch: resumable, reproducible
-            amp_rng = np.random.default_rng([seed, epoch, rank, 1])
-            twin_rng = np.random.default_rng([seed, epoch, rank, 2])
-            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main),
-                       leave=False)
+            scale_rng = np.random.default_rng([settings.seed, epoch, rank])  # per epoch: resumable, reproducible
+            amp_rng = np.random.default_rng([settings.seed, epoch, rank, 1])
+            twin_rng = np.random.default_rng([settings.seed, epoch, rank, 2])
+            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}",
+                       disable=not (settings.progress and main), leave=False)
             for k, batch in enumerate(bar):
                 if k >= steps:
                     break
@@ -446,35 +548,36 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 if "image" not in batch:
                     continue
                 image, mask, label = batch["image"], batch["mask"], batch["label"]
-                factor = amplify_factor(amplify, epoch * steps + k, epochs * steps, amplify_until)
-                if paired and factor != 1.0 and not batch["skipped"]:
+                factor = amplify_factor(settings.amplify, epoch * steps + k, settings.epochs * steps,
+                                        settings.amplify_until)
+                if settings.paired and factor != 1.0 and not batch["skipped"]:
                     # each pair draws its own strength in [1, factor], so real-scale fakes stay in every batch
                     u = torch.from_numpy(amp_rng.random(image.shape[0] // 2))
                     image = amplify_pairs(image, 1.0 + (factor - 1.0) * u, pix_lo, pix_hi)
                 n = image.shape[0]
-                n_twins = min(twins, n // 2) if twins and not batch["skipped"] else 0
+                n_twins = min(settings.twins, n // 2) if settings.twins and not batch["skipped"] else 0
                 if n_twins:
                     twin_image, source = quality_twins(image, n_twins, twin_rng, train_ds.mean, train_ds.std)
                     image, mask = torch.cat([image, twin_image]), torch.cat([mask, mask[source]])
-                if batch_scale is not None:
-                    image, mask = rescale_batch(image, mask, batch_scale, scale_rng)
-                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=use_bf16):
-                    out_all = net(channels_last(image.to(device)))
+                if settings.batch_scale is not None:
+                    image, mask = rescale_batch(image, mask, settings.batch_scale, scale_rng)
+                with torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16, enabled=use_bf16):
+                    out_all = net(channels_last(image.to(settings.device)))
                 out_all = {k: v.float() if torch.is_tensor(v) else v for k, v in out_all.items()}
                 # the twins (rows n:) enter only the consistency term
                 out = {k: v[:n] if torch.is_tensor(v) and v.ndim and v.shape[0] == image.shape[0] else v
                        for k, v in out_all.items()}
-                loss, parts = loss_fn(out, label.to(device), mask[:n].to(device),
-                                      batch["mask_valid"].to(device))
+                loss, parts = loss_fn(out, label.to(settings.device), mask[:n].to(settings.device),
+                                      batch["mask_valid"].to(settings.device))
                 if n_twins:
                     logit = out_all["logit"].reshape(-1)
-                    twin_term = twin_consistency(logit[n:], logit[source.to(device)])
-                    loss = loss + twin_weight * twin_term
+                    twin_term = twin_consistency(logit[n:], logit[source.to(settings.device)])
+                    loss = loss + settings.twin_weight * twin_term
                     parts["twin"] = twin_term.detach()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                if settings.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
                 opt.step()
                 sched.step()
                 if averaged is not None:
@@ -492,7 +595,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 no_val = val_ds is None or not len(val_ds)
                 scored = averaged.averaged() if averaged is not None else model  # the weights judged and kept
                 if not no_val:
-                    metrics, scores = evaluate(scored, val_ds, val_batch_size, workers, device, progress, "validate")
+                    metrics, scores = evaluate(scored, val_ds, settings.val_batch_size, settings.workers,
+                                               settings.device, settings.progress, "validate")
                 else:
                     metrics, scores = {"auc": math.nan, "warning": "no validation set"}, None
                 rec.update({"val_auc": metrics.get("auc"), "val": metrics})
@@ -509,12 +613,13 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 atomic_torch_save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "ema": averaged.state_dict() if averaged is not None else None,
-                    "epochs": epochs, "steps": steps,
+                    "epochs": settings.epochs, "steps": steps,
                     "state": json.dumps({k: v for k, v in state.items() if k != "val_scores"} |
                                         {"best_key": None if state["best_key"] == -math.inf else state["best_key"]}),
                     "val_scores": torch.from_numpy(vs) if vs is not None else None,
                 }, last_path)
-                say(f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f}, val AUC {rec['val_auc']:.4f}"
+                say(f"epoch {epoch + 1}/{settings.epochs}: train loss {rec['train_loss']:.4f}, "
+                    f"val AUC {rec['val_auc']:.4f}"
                     f"{' (best)' if improved else ''}, {rec['time_s']:.0f} s")
             else:
                 state["epoch"] = epoch

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     from detector.data import FaceDataset, identity_split, read_dataset
     from detector.models import create_model
-    from detector.train import train_round
+    from detector.train import TrainSettings, train_round
 
     data, out, marks = sys.argv[1:4]
     rank = int(os.environ["RANK"])
@@ -30,8 +30,8 @@ SCRIPT = textwrap.dedent("""
                                                        for g in opt.param_groups for p in g["params"])))
     model = create_model("freq_attention", backbone="test_resnet", embed_dim=16, decoder_dim=8, head_hidden=16)
     res = train_round(model, FaceDataset(train, "patch", patch=32, augment=True, norm=model.input_norm),
-                      FaceDataset(val, "full", norm=model.input_norm), 2, out, lr=3e-3, batch_size=8, workers=0,
-                      progress=False)
+                      FaceDataset(val, "full", norm=model.input_norm), out,
+                      TrainSettings(epochs=2, lr=3e-3, batch_size=8, workers=0, progress=False))
     flat = torch.cat([p.detach().flatten() for p in model.parameters()]).double()
     with open(os.path.join(marks, f"rank{rank}.json"), "w") as fh:
         json.dump({"world": res["world_size"], "best_epoch": res["best_epoch"], "sum": float(flat.sum()),

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from detector.cli import main
 from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
 from detector.loop import condition_holds, miss_rate_weights, parse_condition, rounds_table, run_loop
 from detector.models import create_model
-from detector.train import rescale_batch, train_round
+from detector.train import TrainSettings, rescale_batch, train_round
 
 torch.set_num_threads(1)
 
@@ -283,24 +284,59 @@ def _round_inputs(data):
             FaceDataset(val, "full", norm=model.input_norm), val)
 
 
+@pytest.mark.parametrize("name, value, message", [
+    ("epochs", 0, "epochs: expected >= 1, got 0"),
+    ("lr", 0.0, "lr: expected > 0, got 0.0"),
+    ("lr", math.nan, "lr: expected > 0, got nan"),
+    ("batch_size", 1, "batch_size: expected >= 2"),
+    ("batch_size", 7, "batch_size: expected an even size for paired batches, got 7"),
+    ("workers", -1, "workers: expected >= 0, got -1"),
+    ("weight_decay", -0.1, "weight_decay: expected >= 0"),
+    ("seed", -1, "seed: expected >= 0, got -1"),
+    ("val_batch_size", 0, "val_batch_size: expected >= 1, got 0"),
+    ("max_steps_per_epoch", -1, "max_steps_per_epoch: expected None or >= 0"),
+    ("grad_clip", -1.0, "grad_clip: expected >= 0"),
+    ("paired", False, r"twins: quality twins need paired batches \(paired=True\)"),
+    ("twins", 5, r"twins, twin_weight: expected 0 <= twins <= 4 and twin_weight >= 0, got 5, 1.0"),
+    ("twin_weight", -1.0, "twins, twin_weight: expected"),
+    ("ema", 1.0, r"ema: expected a decay in \[0, 1\), got 1.0"),
+    ("batch_scale", (0.5, 1.5), "batch_scale: expected"),
+    ("batch_scale", "x", "batch_scale: expected"),
+    ("precision", "fp16", "precision: expected one of"),
+    ("amplify", 0.5, "amplify: expected >= 1"),
+    ("amplify_until", 0.0, r"amplify_until: expected in \(0, 1\], got 0.0"),
+    ("amplify_until", 1.5, "amplify_until: expected"),
+])
+def test_train_settings_reject_a_bad_value_naming_the_field(name, value, message):
+    base = TrainSettings(epochs=1, batch_size=8, paired=True, twins=1, batch_scale=[0.5, 1])
+    assert base.batch_scale == (0.5, 1.0) and isinstance(base.batch_scale, tuple)  # stored normalised
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(base, **{name: value})  # replace() builds a new instance: checked again
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(base, name, value)
+    # 0 steps per epoch = a full pass, as with --max-steps-per-epoch 0
+    assert dataclasses.replace(base, max_steps_per_epoch=0).max_steps_per_epoch == 0
+
+
 def test_train_round_resumes_from_last_state(toy_dirs, tmp_path):
     model, tds, vds, val = _round_inputs(toy_dirs[0])
-    res = train_round(model, tds, vds, 2, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None)
+    settings = TrainSettings(epochs=2, lr=3e-3, batch_size=8, workers=0, progress=False)
+    res = train_round(model, tds, vds, tmp_path, settings, log=lambda m: None)
     assert res["history"][res["best_epoch"]]["val_auc"] == max(h["val_auc"] for h in res["history"])
     assert res["val_scores"].shape == (len(val),)
     msgs = []
-    res2 = train_round(create_model("freq_attention", **TINY), tds, vds, 2, tmp_path, lr=3e-3, batch_size=8,
-                       workers=0, progress=False, log=msgs.append)
+    res2 = train_round(create_model("freq_attention", **TINY), tds, vds, tmp_path, settings, log=msgs.append)
     assert any("resuming" in m for m in msgs) and res2["best_epoch"] == res["best_epoch"]
     assert np.array_equal(res2["val_scores"], res["val_scores"])
     with pytest.raises(ValueError, match="epochs=2"):
-        train_round(model, tds, vds, 3, tmp_path, batch_size=8, workers=0, progress=False, log=msgs.append)
+        train_round(model, tds, vds, tmp_path, TrainSettings(epochs=3, batch_size=8, workers=0, progress=False),
+                    log=msgs.append)
 
 
 def test_train_round_validates_and_keeps_the_ema_weights(toy_dirs, tmp_path):
     model, tds, vds, _ = _round_inputs(toy_dirs[0])
-    train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False, log=lambda m: None,
-                max_steps_per_epoch=3, ema=0.5)
+    train_round(model, tds, vds, tmp_path, TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False,
+                                                         max_steps_per_epoch=3, ema=0.5), log=lambda m: None)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     best = torch.load(tmp_path / "best.pt", weights_only=True)["state_dict"]
     assert last["ema"]["n"] == 3
@@ -308,7 +344,7 @@ def test_train_round_validates_and_keeps_the_ema_weights(toy_dirs, tmp_path):
     assert any(not torch.equal(last["model"][k], v) for k, v in best.items() if v.is_floating_point())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())  # the model ends with it
     with pytest.raises(ValueError, match="ema"):
-        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False, ema=1.0)
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, ema=1.0)
 
 
 def test_rescale_batch_draws_multiples_of_32_and_keeps_masks_in_range():
@@ -335,14 +371,14 @@ def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(to
     vds = FaceDataset(val, "full", norm=model.input_norm)
     seen = []
     hook = model.register_forward_pre_hook(lambda mod, args: seen.append((mod.training, args[0].shape[-1])))
-    train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False,
-                log=lambda m: None, max_steps_per_epoch=12, batch_scale=(0.5, 1.0))
+    train_round(model, tds, vds, tmp_path, TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False,
+                                                         max_steps_per_epoch=12, batch_scale=(0.5, 1.0)),
+                log=lambda m: None)
     hook.remove()
     assert {s for t, s in seen if t} == {32, 64}
     assert {s for t, s in seen if not t} == {64}
     with pytest.raises(ValueError, match="batch_scale"):
-        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
-                    batch_scale=(0.0, 1.0))
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, batch_scale=(0.0, 1.0))
     with pytest.raises(ValueError, match="batch_scale"):
         run_loop([toy_dirs[0]], toy_dirs[1], tmp_path / "y", index="/faces/index", **{**FAST, "batch_scale": (1.0, 0.5)})
     with pytest.raises(SystemExit):
@@ -446,8 +482,9 @@ def test_train_round_amplify_strengthens_the_fakes_only(toy_dirs, tmp_path):
         seen = []
         hook = model.register_forward_pre_hook(
             lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
-        train_round(model, tds, vds, 1, tmp_path / f"a{amplify}", lr=3e-3, batch_size=8, workers=0, progress=False,
-                    log=lambda m: None, max_steps_per_epoch=4, paired=True, amplify=amplify, amplify_until=1.0)
+        settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=4,
+                                 paired=True, amplify=amplify, amplify_until=1.0)
+        train_round(model, tds, vds, tmp_path / f"a{amplify}", settings, log=lambda m: None)
         hook.remove()
         return seen[0]
 
@@ -467,15 +504,15 @@ def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weig
     dtypes = []
     hook = model.rgb.register_forward_hook(
         lambda mod, args, out: dtypes.append(out[-1].dtype) if mod.training else None)
-    res = train_round(model, tds, vds, 1, tmp_path, lr=3e-3, batch_size=8, workers=0, progress=False,
-                      log=lambda m: None, max_steps_per_epoch=2, paired=True, precision="bf16")
+    res = train_round(model, tds, vds, tmp_path,
+                      TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
+                                    paired=True, precision="bf16"), log=lambda m: None)
     hook.remove()
     assert dtypes and set(dtypes) == {torch.bfloat16}  # training forward in bf16 ...
     assert all(p.dtype == torch.float32 for p in model.parameters())  # ... weights stay float32
     assert np.isfinite(res["best_val_auc"])
     with pytest.raises(ValueError, match="precision: expected one of"):
-        train_round(model, tds, vds, 1, tmp_path / "x", batch_size=8, workers=0, progress=False,
-                    log=lambda m: None, precision="fp16")
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, precision="fp16")
 
 
 def test_resolve_precision(monkeypatch):
@@ -528,16 +565,15 @@ def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs
     vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
     sizes = []
     hook = model.register_forward_pre_hook(lambda mod, args: sizes.append(args[0].shape[0]) if mod.training else None)
-    train_round(model, tds, vds, 1, tmp_path / "t", lr=3e-3, batch_size=8, workers=0, progress=False,
-                log=lambda m: None, max_steps_per_epoch=2, paired=True, twins=2, twin_weight=0.5)
+    train_round(model, tds, vds, tmp_path / "t",
+                TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
+                              paired=True, twins=2, twin_weight=0.5), log=lambda m: None)
     hook.remove()
     assert sizes == [12, 12]
     steps = [json.loads(line) for line in open(tmp_path / "t" / "train_log.jsonl")]
     twin = [s["twin"] for s in steps if s["kind"] == "step"]
     assert len(twin) == 2 and all(np.isfinite(t) and t >= 0 for t in twin)
     with pytest.raises(ValueError, match="twins: quality twins need paired batches"):
-        train_round(model, tds, vds, 1, tmp_path / "u", batch_size=8, workers=0, progress=False,
-                    log=lambda m: None, twins=2)
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, twins=2)
     with pytest.raises(ValueError, match="twins, twin_weight"):
-        train_round(model, tds, vds, 1, tmp_path / "v", batch_size=8, workers=0, progress=False,
-                    log=lambda m: None, paired=True, twins=5)
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, paired=True, twins=5)
