@@ -255,3 +255,26 @@ def test_frequency_input_stays_float32_under_bf16_autocast():
         out = fi(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref)
+
+
+def test_frequency_input_image_norm_ignores_the_photo_s_overall_high_frequency_level():
+    from detector.models.freq_attention import FrequencyInput
+
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    plain, normed = FrequencyInput("srm"), FrequencyInput("srm", norm="image")
+    out = normed(x)
+    rms = out.square().mean(dim=(2, 3)).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), atol=1e-3, rtol=0)
+    # the SRM filters sum to zero: a contrast change about the mean scales every residual alike,
+    # which the raw stream sees and the normalised one does not
+    stretched = 0.3 * (x - x.mean()) + x.mean()
+    assert not torch.allclose(plain(stretched), plain(x), atol=1e-3)
+    torch.testing.assert_close(normed(stretched), out, atol=5e-3, rtol=0)  # zero padding: borders differ a little
+    # a local change stays visible
+    local = x.clone()
+    local[:, :, 10:20, 10:20] = 0.3 * local[:, :, 10:20, 10:20]
+    assert (normed(local) - out).abs()[:, :, 12:18, 12:18].mean() > 0.1
+    with pytest.raises(ValueError, match=r"freq_norm: expected one of \['none', 'image'\], got 'rms'"):
+        FrequencyInput("srm", norm="rms")
+    with pytest.raises(ValueError, match="freq_norm"):
+        create_model("freq_attention", backbone="test_resnet", freq_norm="x")

@@ -40,19 +40,27 @@ FREQ_TRANSFORMS: dict[str, tuple[Callable[[float], nn.Module], int]] = {
     "srm": (lambda alpha: SRMConv(3), 9),
 }
 FREQ_INPUTS = ("dct", "srm", "dct+srm")
+FREQ_NORMS = ("none", "image")
+_RMS_FLOOR = 1e-3
 
 
 class FrequencyInput(nn.Module):
     """The frequency stream's input: the named fixed transforms of x, concatenated on channels.
 
     ``kind`` is ``"dct"`` (DCT high-pass, 3 channels), ``"srm"`` (SRM residuals, 9) or
-    ``"dct+srm"`` (12). No trainable parameters.
+    ``"dct+srm"`` (12). ``norm``: ``"none"``, or ``"image"``: each channel divided by its root mean
+    square over the image, so the stream sees where high frequencies are stronger or weaker than in
+    the rest of the face, not how sharp the photo is as a whole (a global blur, sharpening or
+    resampling scales every residual of an image nearly alike). No trainable parameters.
     """
 
-    def __init__(self, kind: str = "dct", alpha: float = 0.33):
+    def __init__(self, kind: str = "dct", alpha: float = 0.33, norm: str = "none"):
         super().__init__()
         if kind not in FREQ_INPUTS:
             raise ValueError(f"freq_input: expected one of {list(FREQ_INPUTS)}, got {kind!r}")
+        if norm not in FREQ_NORMS:
+            raise ValueError(f"freq_norm: expected one of {list(FREQ_NORMS)}, got {norm!r}")
+        self.norm = norm
         names = kind.split("+")
         self.transforms = nn.ModuleList(FREQ_TRANSFORMS[n][0](alpha) for n in names)
         self.out_channels = sum(FREQ_TRANSFORMS[n][1] for n in names)
@@ -62,9 +70,11 @@ class FrequencyInput(nn.Module):
         # values, and bfloat16's 8-bit mantissa would round away residuals of a grey level or two
         with torch.autocast(x.device.type, enabled=False):
             x = x.float()
-            if len(self.transforms) == 1:
-                return self.transforms[0](x)
-            return torch.cat([t(x) for t in self.transforms], dim=1)
+            out = self.transforms[0](x) if len(self.transforms) == 1 else torch.cat([t(x) for t in self.transforms], 1)
+            if self.norm == "image":
+                # the floor keeps a flat (residual-free) image finite; natural faces' residuals are far above it
+                out = out * torch.rsqrt(out.square().mean(dim=(2, 3), keepdim=True) + _RMS_FLOOR ** 2)
+            return out
 
 
 class FreqAttentionDetector(nn.Module):
@@ -80,6 +90,7 @@ class FreqAttentionDetector(nn.Module):
         pretrained: bool = False,
         alpha: float = 0.33,
         freq_input: str = "srm",
+        freq_norm: str = "none",
         grid: int = 5,
         fusion_depths: Sequence[int] = (1, 2, 3),
         embed_dim: int = 128,
@@ -97,7 +108,7 @@ class FreqAttentionDetector(nn.Module):
             raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
         self.grid = grid
         self.head_pooled = bool(head_pooled)
-        self.freq_input = FrequencyInput(freq_input, alpha)
+        self.freq_input = FrequencyInput(freq_input, alpha, freq_norm)
         # pretrained is passed through; timm only fetches weights when it is True.
         self.rgb = create_backbone(backbone, 3, depths, pretrained)
         self.freq = create_backbone(backbone, self.freq_input.out_channels, depths, pretrained)
