@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from detector.atomic import atomic_write
 from detector.models import create_model
+from synth.io import atomic_write
 
 DEFAULT_CHECKPOINT = "weights/default.pt"  # inside the package: the detector that ships (README, "Detector")
 
@@ -85,7 +85,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, extra: dict | Non
 
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to a temp file in the same folder, then ``os.replace``: a crash never
-    leaves a half-written file under ``path`` (:func:`detector.atomic.atomic_write`)."""
+    leaves a half-written file under ``path`` (:func:`synth.io.atomic_write`)."""
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 

@@ -43,8 +43,8 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from detector.atomic import atomic_write
 from detector.loop import LoopConfig
+from synth.io import atomic_write
 from synth.recipe import checked_yaml_node, cut_text, read_yaml_file
 
 CONFIG_YAML = "config.yaml"

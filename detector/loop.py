@@ -40,8 +40,6 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from detector.atomic import write_json_atomic
-
 # the stop condition lives in detector.condition; its names stay importable from here
 from detector.condition import HIGHER_IS_BETTER, OPS, condition_holds, format_condition, parse_condition  # noqa: F401
 from detector.data import FaceDataset
@@ -54,6 +52,7 @@ from detector.readers import (
     read_datasets,
     split_by_identities,
 )
+from synth.io import write_json_atomic
 
 if TYPE_CHECKING:
     from detector.train import TrainSettings

@@ -42,7 +42,8 @@ import shutil
 import warnings
 from pathlib import Path
 
-from synth.writer import SHARD_SIZE, sample_id, scan_manifest, write_json_atomic
+from synth.io import write_json_atomic
+from synth.writer import SHARD_SIZE, sample_id, scan_manifest
 
 log = logging.getLogger(__name__)
 

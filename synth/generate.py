@@ -41,6 +41,7 @@ from synth import writer
 from synth.backends import BACKENDS, NO_SPACE_ERRNOS, is_no_space
 from synth.facestore import FaceStore
 from synth.index import build_index, load_index
+from synth.io import write_json_atomic
 from synth.pool import FacePool
 from synth.recipe import Recipe, load_recipe
 from synth.runstate import (
@@ -243,11 +244,11 @@ def _generate_locked(out: Path, n: int, rec: Recipe, src, index, size: int, seed
     report = build_report(state, definition, index_skipped, made, wall, gen_wall, backend, workers)
     if no_space is not None:
         with contextlib.suppress(OSError):  # the disk may have no room for the report either
-            writer.write_json_atomic(report_path, {**report, "stopped": f"no space left on device ({no_space})"})
+            write_json_atomic(report_path, {**report, "stopped": f"no space left on device ({no_space})"})
         where = f" writing {no_space.filename}" if no_space.filename else ""
         raise OSError(no_space.errno, f"no space left on device{where}: {state.next_i} of {n} samples done and "
                                       f"kept; free some space and rerun the same command to continue") from no_space
-    writer.write_json_atomic(report_path, report)
+    write_json_atomic(report_path, report)
     if not report["complete"]:
         raise Interrupted(f"interrupted: {state.next_i} done, rerun the same command to continue")
     writer.sweep_tmp(out)

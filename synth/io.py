@@ -19,10 +19,12 @@ and a killed job leaves at most a stray ``.*.tmp`` file.
 from __future__ import annotations
 
 import io
+import json
 import os
 import uuid
 import warnings
 from pathlib import Path
+from typing import IO, Any, Callable
 
 import cv2
 import numpy as np
@@ -30,7 +32,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ._checks import check_image
 
-__all__ = ["ImageReadError", "read_image", "write_image_atomic", "write_png_atomic", "write_bytes_atomic", "IMAGE_EXTENSIONS", "MIN_SIDE"]
+__all__ = ["ImageReadError", "read_image", "write_image_atomic", "write_png_atomic", "write_bytes_atomic", "atomic_write",
+           "write_json_atomic", "IMAGE_EXTENSIONS", "MIN_SIDE"]
 
 #: File extensions (lower case, with the dot) treated as images by the index job.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -176,14 +179,21 @@ def read_image(path, max_pixels: int = 40_000_000) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def _tmp_name(path: Path) -> Path:
+    """A unique temporary name next to ``path``, hidden, ending in ``.tmp`` (what sweeps look for)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
 def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename (never half-written).
 
-    fsync: flush the file to disk before the rename. The parent directory must exist.
+    The file is created as ``open`` creates it (mode 0666 less the umask). fsync: flush the file
+    to disk before the rename. The parent directory must exist.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp = _tmp_name(path)
+    # os.write on the descriptor, no Python file object: this is the generator's per-image path
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         try:
             view = memoryview(data)
@@ -202,6 +212,35 @@ def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write(path, write: Callable[[IO], Any], binary: bool = False, fsync: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path`` (opened ``"wb"`` when ``binary``,
+    else ``"w"``), then rename it to ``path``: for content produced by a streaming writer such as
+    ``torch.save``. Same guarantees as :func:`write_bytes_atomic`; returns the path."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as fh:
+            write(fh)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (and a final newline) to ``path`` atomically and durably
+    (:func:`write_bytes_atomic` with ``fsync``)."""
+    return write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), fsync=True)
 
 
 def write_image_atomic(path, image: np.ndarray, ext: str | None = None, params=None, fsync: bool = True) -> Path:

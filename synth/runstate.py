@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from synth import writer
+from synth.io import write_json_atomic
 from synth.pool import FacePool
 
 __all__ = ["run_definition", "index_hash", "check_run_json", "check_not_inside_src", "check_out", "manifest_size",
@@ -59,7 +60,7 @@ def check_run_json(out: Path, definition: dict) -> None:
     """Write OUT/run.json, or refuse if it defines a different run."""
     path = out / "run.json"
     if not path.exists():
-        writer.write_json_atomic(path, definition)
+        write_json_atomic(path, definition)
         return
     try:
         previous = json.loads(path.read_text())

@@ -31,8 +31,7 @@ from synth.png import encode_png
 
 __all__ = ["KINDS", "SHARD_SIZE", "sample_id", "sample_paths", "encode_image", "write_sample", "sync_outputs",
            "dumps_line", "ManifestState", "scan_manifest", "iter_manifest", "record_index", "record_files",
-           "append_lines",
-           "write_json_atomic", "sweep_tmp"]
+           "append_lines", "sweep_tmp"]
 
 #: The three images of a sample, in the order they are written.
 KINDS = ("real", "fake", "mask")
@@ -232,12 +231,6 @@ def append_lines(f, lines) -> None:
     f.write("".join(lines).encode())
     f.flush()
     os.fsync(f.fileno())
-
-
-def write_json_atomic(path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically and durably
-    (:func:`synth.io.write_bytes_atomic` with ``fsync``)."""
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), fsync=True)
 
 
 def sweep_tmp(out) -> int:

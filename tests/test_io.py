@@ -1,11 +1,21 @@
+import json
+import os
 import pickle
+import stat
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from synth.io import ImageReadError, read_image, write_image_atomic, write_png_atomic
+from synth.io import (
+    ImageReadError,
+    atomic_write,
+    read_image,
+    write_image_atomic,
+    write_json_atomic,
+    write_png_atomic,
+)
 
 
 def _expect_error(path, fragment, **kw):
@@ -165,3 +175,27 @@ def test_error_pickles_for_worker_processes(tmp_path):
     err = ImageReadError(tmp_path / "x.jpg", "broken")
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, ImageReadError) and str(back) == str(err) and back.reason == "broken"
+
+
+def test_atomic_write_creates_files_like_open_and_cleans_up_on_error(tmp_path):
+    # run state, weights, config and checkpoints: readable like any file the user writes (umask
+    # applies), never half-written, no temporary file left behind
+    old = os.umask(0o022)
+    try:
+        p = write_json_atomic(tmp_path / "state.json", {"a": 1})
+        assert json.loads(p.read_text()) == {"a": 1}
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644
+        os.umask(0o077)
+        q = write_json_atomic(tmp_path / "private.json", {})
+        assert stat.S_IMODE(q.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+    def boom(fh):
+        fh.write("partial")
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        atomic_write(tmp_path / "state.json", boom)
+    assert json.loads((tmp_path / "state.json").read_text()) == {"a": 1}  # the previous version stays
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["private.json", "state.json"]

@@ -1,8 +1,6 @@
 import dataclasses
 import json
 import math
-import os
-import stat
 
 import numpy as np
 import pytest
@@ -527,32 +525,6 @@ def test_resolve_precision(monkeypatch):
     assert resolve_precision("auto", "cpu") == ("bf16" if torch.backends.mkldnn.is_available() else "fp32")
     with pytest.raises(ValueError, match="precision: expected one of"):
         resolve_precision("half", "cpu")
-
-
-def test_atomic_write_creates_files_like_open_and_cleans_up_on_error(tmp_path):
-    # run state, weights, config and checkpoints: readable like any file the user writes (umask
-    # applies), never half-written, no temporary file left behind
-    from detector.atomic import atomic_write, write_json_atomic
-
-    old = os.umask(0o022)
-    try:
-        p = write_json_atomic(tmp_path / "state.json", {"a": 1})
-        assert json.loads(p.read_text()) == {"a": 1}
-        assert stat.S_IMODE(p.stat().st_mode) == 0o644
-        os.umask(0o077)
-        q = write_json_atomic(tmp_path / "private.json", {})
-        assert stat.S_IMODE(q.stat().st_mode) == 0o600
-    finally:
-        os.umask(old)
-
-    def boom(fh):
-        fh.write("partial")
-        raise RuntimeError("disk gone")
-
-    with pytest.raises(RuntimeError, match="disk gone"):
-        atomic_write(tmp_path / "state.json", boom)
-    assert json.loads((tmp_path / "state.json").read_text()) == {"a": 1}  # the previous version stays
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["private.json", "state.json"]
 
 
 def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs, tmp_path):
