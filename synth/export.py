@@ -28,7 +28,7 @@ DeepfakeBench, one JSON; nothing is written outside ``OUT``, which must be new o
     A torchvision ``ImageFolder`` tree per split, ``OUT/train/{real,fake}/ID.png`` and
     ``OUT/val/{real,fake}/ID.png`` (ImageFolder numbers classes alphabetically: fake 0, real 1).
 
-Both split the run by identity with :func:`detector.data.identity_split`, the split the training
+Both split the run by identity with :func:`synth.samples.identity_split`, the split the training
 loop uses: no face (target or source of a swap) is on both sides; a swap whose two faces land on
 different sides is left out (counted). Failed (skipped) samples of the run are not exported.
 """
@@ -43,6 +43,7 @@ import warnings
 from pathlib import Path
 
 from synth.io import write_json_atomic
+from synth.samples import identity_split, read_synth_dir
 from synth.writer import SHARD_SIZE, sample_id, scan_manifest
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,6 @@ def _check_files(run: Path, samples) -> None:
 
 
 def _split(samples, val_fraction: float, seed: int):
-    from detector.data import identity_split
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train, val = identity_split(samples, val_fraction=val_fraction, seed=seed)
@@ -157,7 +156,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, format: str, *, n
 
     Parameters
     ----------
-    run : the run folder (its ``manifest.jsonl`` is read with :func:`detector.data.read_synth_dir`:
+    run : the run folder (its ``manifest.jsonl`` is read with :func:`synth.samples.read_synth_dir`:
         ok samples only, a half-written last line ignored).
     out : a new or empty folder; everything is written inside it. If the export fails, what it
         wrote is removed again (and ``out`` itself if it created it).
@@ -172,8 +171,6 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, format: str, *, n
     ``n_dropped`` (swaps straddling the split), ``n_failed`` (the run's failed samples, skipped).
     Bad arguments or input raise ``ValueError`` before anything is written.
     """
-    from detector.data import read_synth_dir
-
     run, out = Path(run), Path(out)
     if format not in FORMATS:
         raise ValueError(f"format: expected one of {FORMATS}, got {format!r}")

@@ -368,3 +368,14 @@ def test_train_loop_evaluates_on_a_deepfakebench_json(toy, tmp_path):
     assert summary["status"] == "max_rounds"
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert line["eval"]["video"]["n"] == line["eval"]["n"] > 0
+
+
+def test_synth_does_not_import_the_detector():
+    # layering: the generator (and its export) must work where only synth is wanted
+    import subprocess
+    import sys
+
+    code = ("import sys, synth, synth.export, synth.samples, synth.generate; "
+            "bad = sorted(m for m in sys.modules if m == 'detector' or m.startswith('detector.')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
