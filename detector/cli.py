@@ -31,14 +31,9 @@ from detector.checks import (
     check_size,
 )
 from detector.video import VIDEO_EXTS
+from synth.exit_codes import EXIT_INTERRUPTED, EXIT_NOT_MET, EXIT_OK, EXIT_USAGE
 from synth.io import IMAGE_EXTENSIONS, read_image
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
-
-# Exit codes of every command (the only definition; see the module docstring).
-EXIT_OK = 0  # train: condition met; eval, fuse: done; predict: every scored input is real
-EXIT_NOT_MET = 1  # train: --max-rounds reached without meeting the condition; predict: a fake was found
-EXIT_USAGE = 2  # usage or input error (predict: also when no input could be scored)
-EXIT_INTERRUPTED = 130  # Ctrl-C (train: rerun with --resume)
 
 PREDICT_DESCRIPTION = "Score images and videos with a trained detector (``detector predict``)."
 

@@ -11,9 +11,9 @@ import errno
 import sys
 from pathlib import Path
 
+from synth.exit_codes import EXIT_INTERRUPTED, EXIT_NO_SPACE, EXIT_USAGE
 from synth.log import add_verbosity_arguments, cli_logging, verbosity
 
-EXIT_OK, EXIT_USAGE, EXIT_NO_SPACE, EXIT_INTERRUPTED = 0, 2, 3, 130
 _EPILOG = ("exit codes: 0 done; 2 bad argument or input; 3 no space left on device (what is done is kept: "
            "free space and rerun the same command); 130 interrupted (rerun the same command to continue)")
 
