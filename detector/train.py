@@ -188,6 +188,10 @@ class WeightEMA:
     ``update(model)`` after each optimiser step (the first call copies); ``averaged()`` returns a
     copy of the model holding the average. Only ``state_dict`` entries are averaged, so
     non-persistent, input-size-dependent buffers (e.g. a DCT mask) are left alone.
+
+    Not ``torch.optim.swa_utils.AveragedModel`` / timm's ``ModelEmaV3``: with buffers averaged they
+    walk ``module.buffers()``, which includes those non-persistent buffers (their shape follows the
+    last input size), and integer buffers (``num_batches_tracked``) must be copied, not averaged.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float):
