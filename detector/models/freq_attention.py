@@ -6,7 +6,8 @@ After Chen et al., "Local Relation Learning for Face Forgery Detection" (AAAI 20
    :mod:`~detector.models.backbones` net such as ``plainnet``): one on the RGB
    input, one on a fixed high-pass image of it (``freq_input``: SRM residuals ``"srm"``,
    the default, measured best in ``benchmarks/bench_detector_variants.py``; DCT high-pass
-   ``"dct"``, the paper's; or both ``"dct+srm"``).
+   ``"dct"``, the paper's; or both ``"dct+srm"``), optionally divided by its per-image RMS
+   (``freq_norm="image"``: blind to the photo's overall high-frequency level).
 2. At each of the ``fusion_depths`` (feature indices; default 1, 2, 3 = strides 4, 8,
    16, so a 256-px face keeps a 16x16 map for the 5x5 relation) an :class:`~detector.models.blocks.AttentionFusion` block weights each
    stream by its own sigmoid map and sums them. As in the paper the two streams go on
