@@ -28,3 +28,12 @@ def test_synth_imports_its_public_names_on_first_use():
             "print('synth.make' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True"]
+
+
+@pytest.mark.parametrize("package", ["synth", "detector"])
+def test_python_m_runs_the_command(package):
+    out = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", package, "no-such-command"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2  # argparse's usage error, as the console script
