@@ -43,10 +43,28 @@ def _dct_matrix_cached(n: int, dtype: torch.dtype, device: torch.device) -> torc
 
 
 def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Orthonormal DCT-II matrix ``D`` (n, n): ``X = D @ x`` for a length-n signal x.
+    """Orthonormal DCT-II matrix ``D``: ``X = D @ x`` for a length-n signal x.
 
-    ``D @ D.T`` is the identity, so ``D.T`` is the inverse (DCT-III). Row k holds
-    frequency k. Cached per (n, dtype, device); the cached tensor must not be modified.
+    Parameters
+    ----------
+    n : int
+        Signal length, a Python int >= 1.
+    dtype : torch.dtype, optional
+        Default ``torch.float32``.  Computed in float64, then converted.
+    device : torch.device or str, optional
+        Default ``"cpu"``.
+
+    Returns
+    -------
+    D : torch.Tensor, (n, n)
+        Row k holds frequency k.  ``D @ D.T`` is the identity, so ``D.T`` is the inverse
+        (DCT-III).  Cached per (n, dtype, device): the returned tensor is shared and must not
+        be modified.
+
+    Raises
+    ------
+    ValueError
+        ``n`` is not an int >= 1.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
@@ -54,14 +72,47 @@ def dct_matrix(n: int, dtype: torch.dtype = torch.float32, device: torch.device 
 
 
 def dct2(x: torch.Tensor) -> torch.Tensor:
-    """2-D orthonormal DCT-II over the last two dims: ``D_H @ x @ D_W.T`` (works for H != W)."""
+    """2-D orthonormal DCT-II over the last two dims: ``D_H @ x @ D_W.T`` (H != W allowed).
+
+    Parameters
+    ----------
+    x : torch.Tensor, float (B, C, H, W)
+        Any floating dtype, any value range, any device.
+
+    Returns
+    -------
+    coeffs : torch.Tensor, (B, C, H, W)
+        Same dtype and device as ``x``; ``coeffs[..., u, v]`` is vertical frequency u,
+        horizontal frequency v.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not a ``torch.Tensor``, not 4-D, or not of a floating dtype.
+    """
     _check_bchw(x)
     h, w = x.shape[-2:]
     return dct_matrix(h, x.dtype, x.device) @ x @ dct_matrix(w, x.dtype, x.device).T
 
 
 def idct2(coeffs: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dct2`: ``D_H.T @ X @ D_W``."""
+    """Inverse of :func:`dct2`: ``D_H.T @ X @ D_W``.
+
+    Parameters
+    ----------
+    coeffs : torch.Tensor, float (B, C, H, W)
+        DCT coefficients; any floating dtype, any device.
+
+    Returns
+    -------
+    x : torch.Tensor, (B, C, H, W)
+        Same dtype and device as ``coeffs``.
+
+    Raises
+    ------
+    ValueError
+        ``coeffs`` is not a ``torch.Tensor``, not 4-D, or not of a floating dtype.
+    """
     _check_bchw(coeffs, "coeffs")
     h, w = coeffs.shape[-2:]
     return dct_matrix(h, coeffs.dtype, coeffs.device).T @ coeffs @ dct_matrix(w, coeffs.dtype, coeffs.device)
@@ -69,11 +120,35 @@ def idct2(coeffs: torch.Tensor) -> torch.Tensor:
 
 def highpass_mask(h: int, w: int, alpha: float = 0.33, dtype: torch.dtype = torch.float32,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W) 0/1 mask over DCT coefficients: 0 where ``u/H + v/W < alpha``, else 1.
+    """0/1 mask over DCT coefficients: 0 where ``u/H + v/W < alpha``, else 1.
 
-    u is the vertical and v the horizontal frequency index. For a square N x N image the
-    rule reads ``u + v < alpha * N`` (the paper's form); normalising each axis by its own
-    length keeps the same fraction of the spectrum removed when H != W.
+    Parameters
+    ----------
+    h, w : int
+        Height H and width W of the coefficient grid (not validated).
+    alpha : float, optional
+        Cut-off, in [0, 2].  Default 0.33.  0 keeps every coefficient; 2 removes all.
+    dtype : torch.dtype, optional
+        Default ``torch.float32``.
+    device : torch.device or str, optional
+        Default ``"cpu"``.
+
+    Returns
+    -------
+    mask : torch.Tensor, (H, W)
+        Values 0.0 and 1.0; ``u`` is the row (vertical frequency) index and ``v`` the column
+        (horizontal frequency) index.
+
+    Raises
+    ------
+    ValueError
+        ``alpha`` outside [0, 2] (or NaN).
+
+    Notes
+    -----
+    For a square N x N image the rule reads ``u + v < alpha * N`` (the paper's form);
+    normalising each axis by its own length keeps the same fraction of the spectrum removed
+    when H != W.
     """
     if not 0.0 <= alpha <= 2.0:
         raise ValueError(f"alpha: expected a value in [0, 2], got {alpha!r}")
@@ -83,7 +158,24 @@ def highpass_mask(h: int, w: int, alpha: float = 0.33, dtype: torch.dtype = torc
 
 
 def to_luminance(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) RGB -> (B, 1, H, W) BT.601 luma (any value range, linear map)."""
+    """RGB to BT.601 luma: ``0.299 R + 0.587 G + 0.114 B``.
+
+    Parameters
+    ----------
+    x : torch.Tensor, float (B, 3, H, W)
+        RGB; any value range (the map is linear), any floating dtype and device.
+
+    Returns
+    -------
+    y : torch.Tensor, (B, 1, H, W)
+        Same dtype and device as ``x``, same value range.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not a ``torch.Tensor``, not 4-D, not of a floating dtype, or has other than
+        3 channels.
+    """
     _check_bchw(x)
     if x.shape[1] != 3:
         raise ValueError(f"x: luminance needs 3 channels (RGB), got {x.shape[1]}")
@@ -111,11 +203,33 @@ def _apply_highpass(x: torch.Tensor, dh: torch.Tensor, dw: torch.Tensor, low: to
 def dct_highpass(x: torch.Tensor, alpha: float = 0.33, grayscale: bool = False) -> torch.Tensor:
     """High-pass filter in the DCT domain: ``idct2(mask * dct2(x))``.
 
-    x: float (B, C, H, W), any range. Coefficients with ``u/H + v/W < alpha`` (see
-    :func:`highpass_mask`; ``u + v < alpha*N`` for N x N) are zeroed, per channel.
-    With ``grayscale=True`` the input must be RGB and the output is the filtered
-    luminance, (B, 1, H, W). Same dtype and device as x. Computed as x minus its low-pass
-    part, which only needs the first ceil(alpha*H) x ceil(alpha*W) coefficients.
+    Parameters
+    ----------
+    x : torch.Tensor, float (B, C, H, W)
+        Any floating dtype, any value range, any device.
+    alpha : float, optional
+        Cut-off in [0, 2]: coefficients with ``u/H + v/W < alpha`` are zeroed, per channel
+        (see :func:`highpass_mask`; ``u + v < alpha * N`` for N x N).  Default 0.33.
+    grayscale : bool, optional
+        Filter the BT.601 luminance (:func:`to_luminance`; ``x`` must then have 3 RGB
+        channels) instead of every channel.  Default False.
+
+    Returns
+    -------
+    out : torch.Tensor, (B, C, H, W), or (B, 1, H, W) with ``grayscale``
+        Same dtype and device as ``x``.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not a ``torch.Tensor``, not 4-D, or not of a floating dtype; ``alpha``
+        outside [0, 2]; ``grayscale`` with other than 3 channels.
+
+    Notes
+    -----
+    Computed as ``x`` minus its low-pass part, which only needs the first
+    ``ceil(alpha * H)`` x ``ceil(alpha * W)`` coefficients (exact, since the DCT is
+    orthonormal).
     """
     _check_bchw(x)
     if grayscale:
@@ -187,14 +301,34 @@ def _haar_bank(channels: int, dtype: torch.dtype, device: torch.device) -> torch
 def swd(x: torch.Tensor, levels: int = 3) -> torch.Tensor:
     """Stationary (undecimated, a trous) 2-D Haar wavelet decomposition.
 
-    x: float (B, C, H, W). Level j (1-based) filters the previous approximation with the
-    2x2 Haar kernels dilated by 2**(j-1), with periodic (circular) boundaries, so every
-    sub-band keeps the full H x W size and the transform is shift-invariant.
+    Parameters
+    ----------
+    x : torch.Tensor, float (B, C, H, W)
+        Any floating dtype, any value range, any device.
+    levels : int, optional
+        Number of levels, a Python int >= 1.  Default 3.
 
-    Returns (B, C*(3*levels+1), H, W) with channel blocks ordered
-    ``[LH_1, HL_1, HH_1, LH_2, HL_2, HH_2, ..., LH_L, HL_L, HH_L, LL_L]``, each block C
-    channels in input order. LH = low-pass along H, high-pass along W. Coefficients are
-    scaled so that ``x == LL_L + sum(all detail bands)`` (see :func:`iswd`).
+    Returns
+    -------
+    coeffs : torch.Tensor, (B, C * (3 * levels + 1), H, W)
+        Same dtype and device as ``x``.  Channel blocks ordered ``[LH_1, HL_1, HH_1, LH_2,
+        HL_2, HH_2, ..., LH_L, HL_L, HH_L, LL_L]``, each block C channels in input order.
+        LH = low-pass along H, high-pass along W (responds to vertical edges); HL the
+        converse; HH diagonal detail; LL_L the final approximation.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not a ``torch.Tensor``, not 4-D, or not of a floating dtype.
+        Also: ``levels`` is not an int >= 1.
+
+    Notes
+    -----
+    Level j (1-based) filters the previous approximation with the 2x2 Haar kernels (1-D
+    pair low = [1/2, 1/2], high = [1/2, -1/2]) dilated by ``2**(j-1)``, with periodic
+    (circular) boundaries, so every sub-band keeps the full H x W size and the transform is
+    shift-invariant.  Coefficients are scaled so that ``x == LL_L + sum(all detail bands)``
+    (see :func:`iswd`).
     """
     _check_bchw(x)
     if not isinstance(levels, int) or levels < 1:
@@ -221,7 +355,28 @@ def _wrap_pad(x: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def iswd(coeffs: torch.Tensor, levels: int = 3) -> torch.Tensor:
-    """Inverse of :func:`swd`: (B, C*(3*levels+1), H, W) -> (B, C, H, W), exact up to rounding."""
+    """Inverse of :func:`swd`, exact up to rounding.
+
+    Parameters
+    ----------
+    coeffs : torch.Tensor, float (B, C * (3 * levels + 1), H, W)
+        As returned by :func:`swd`; any floating dtype and device.
+    levels : int, optional
+        The ``levels`` given to :func:`swd`.  Default 3.  Only used to split the channels
+        into ``3 * levels + 1`` blocks.
+
+    Returns
+    -------
+    x : torch.Tensor, (B, C, H, W)
+        The sum of the ``3 * levels + 1`` channel blocks; same dtype and device as
+        ``coeffs``.
+
+    Raises
+    ------
+    ValueError
+        ``coeffs`` is not a ``torch.Tensor``, not 4-D, or not of a floating dtype; its
+        channel count is not a multiple of ``3 * levels + 1``.
+    """
     _check_bchw(coeffs, "coeffs")
     n = 3 * levels + 1
     if coeffs.shape[1] % n:

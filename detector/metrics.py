@@ -46,9 +46,32 @@ def _one_class_warning(y: np.ndarray) -> str | None:
 
 
 def roc(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full ROC curve ``(fpr, tpr, thresholds)``; a point predicts fake when ``score >= threshold``.
+    """Full ROC curve; a point predicts fake when ``score >= threshold``.
 
-    The first point is (0, 0) with threshold ``+inf``. Needs both classes (else ``ValueError``).
+    Parameters
+    ----------
+    labels : array_like, (N,)
+        0 (real) or 1 (fake).
+    scores : array_like, (N,)
+        Finite real numbers, larger = more likely fake (converted to float64).
+
+    Returns
+    -------
+    fpr, tpr : numpy.ndarray, float64 (M,)
+        False and true positive rates in [0, 1], non-decreasing; ``M`` = number of distinct
+        scores + 1.  The first point is (0, 0).
+    thresholds : numpy.ndarray, float64 (M,)
+        Decreasing; the first is ``+inf``, the others are the distinct scores.
+
+    Raises
+    ------
+    ValueError
+        labels or scores not 1-D, of different lengths, a label other than 0 or 1, or a
+        non-finite score; only one class present (empty input included).
+
+    Notes
+    -----
+    ``sklearn.metrics.roc_curve(labels, scores, drop_intermediate=False)``.
     """
     y, s = _check(labels, scores)
     warning = _one_class_warning(y)
@@ -58,11 +81,29 @@ def roc(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def eer(labels, scores) -> tuple[float, float]:
-    """Equal error rate and its decision threshold ``(eer, threshold)``.
+    """Equal error rate and its decision threshold.
 
-    EER is where FPR equals FNR = 1 - TPR, linearly interpolated between neighbouring ROC points.
-    ``threshold`` is the score of the first ROC point at or past the crossing (predict fake when
-    ``score >= threshold``), i.e. a real, usable score value.
+    Parameters
+    ----------
+    labels : array_like, (N,)
+        0 (real) or 1 (fake).
+    scores : array_like, (N,)
+        Finite real numbers, larger = more likely fake (converted to float64).
+
+    Returns
+    -------
+    eer : float
+        The rate where FPR equals FNR = 1 - TPR, linearly interpolated between the
+        neighbouring points of :func:`roc`; in [0, 1].
+    threshold : float
+        The threshold of the first ROC point at or past the crossing (predict fake when
+        ``score >= threshold``), i.e. a real, usable score value.
+
+    Raises
+    ------
+    ValueError
+        labels or scores not 1-D, of different lengths, a label other than 0 or 1, or a
+        non-finite score; only one class present.
     """
     fpr, tpr, thr = roc(labels, scores)
     d = fpr - (1.0 - tpr)  # -1 at (0, 0), +1 at (1, 1), non-decreasing
@@ -77,8 +118,28 @@ def eer(labels, scores) -> tuple[float, float]:
 def tpr_at_fpr(labels, scores, target_fpr: float) -> float:
     """TPR at FPR = ``target_fpr``, linearly interpolated on the ROC curve.
 
-    Where the ROC is vertical exactly at ``target_fpr`` (several points with that FPR), the highest
-    TPR is taken: the best operating point that does not exceed the FPR budget.
+    Parameters
+    ----------
+    labels : array_like, (N,)
+        0 (real) or 1 (fake).
+    scores : array_like, (N,)
+        Finite real numbers, larger = more likely fake (converted to float64).
+    target_fpr : float
+        In [0, 1].
+
+    Returns
+    -------
+    tpr : float
+        In [0, 1].  Where the ROC is vertical exactly at ``target_fpr`` (several points with
+        that FPR), the highest TPR is taken: the best operating point that does not exceed
+        the FPR budget.
+
+    Raises
+    ------
+    ValueError
+        ``target_fpr`` outside [0, 1] (checked first);
+        labels or scores not 1-D, of different lengths, a label other than 0 or 1, or a
+        non-finite score; only one class present.
     """
     if not 0.0 <= target_fpr <= 1.0:
         raise ValueError(f"target_fpr must lie in [0, 1], got {target_fpr}")
@@ -91,8 +152,30 @@ def tpr_at_fpr(labels, scores, target_fpr: float) -> float:
 
 
 def binary_metrics(labels, scores) -> dict:
-    """Scalar metrics for one set: ``auc, ap, eer, eer_threshold, tpr@fpr0.1, tpr@fpr0.01,
-    n, n_real, n_fake`` (+ ``warning`` and NaN metrics when only one class is present)."""
+    """Scalar metrics for one set of labels and scores.
+
+    Parameters
+    ----------
+    labels : array_like, (N,)
+        0 (real) or 1 (fake).
+    scores : array_like, (N,)
+        Finite real numbers, larger = more likely fake (converted to float64).
+
+    Returns
+    -------
+    metrics : dict
+        ``"n"``, ``"n_real"``, ``"n_fake"`` (int); ``"auc"`` (ROC AUC), ``"ap"`` (average
+        precision), ``"eer"``, ``"eer_threshold"`` (:func:`eer`), ``"tpr@fpr0.1"``,
+        ``"tpr@fpr0.01"`` (:func:`tpr_at_fpr`), all float.  With only one class present
+        (empty input included) every metric is NaN and a ``"warning"`` string is added;
+        no exception.
+
+    Raises
+    ------
+    ValueError
+        labels or scores not 1-D, of different lengths, a label other than 0 or 1, or a
+        non-finite score.
+    """
     y, s = _check(labels, scores)
     out: dict = {"n": int(y.size), "n_real": int((y == 0).sum()), "n_fake": int((y == 1).sum())}
     warning = _one_class_warning(y)
@@ -110,9 +193,33 @@ def binary_metrics(labels, scores) -> dict:
 
 
 def video_scores(labels, scores, videos) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Aggregate frame scores per video id: ``(video_ids, video_labels, mean_scores)``.
+    """Aggregate frame scores per video.
 
-    A video whose frames carry different labels is an input error (``ValueError`` naming it).
+    Parameters
+    ----------
+    labels : array_like, (N,)
+        0 (real) or 1 (fake).
+    scores : array_like, (N,)
+        Finite real numbers, larger = more likely fake (converted to float64).
+    videos : array_like, (N,)
+        Video id of each frame; compared as strings (``astype(str)``).
+
+    Returns
+    -------
+    video_ids : numpy.ndarray, str (V,)
+        The distinct ids, sorted.
+    video_labels : numpy.ndarray, int64 (V,)
+        0 or 1, the label shared by the video's frames.
+    mean_scores : numpy.ndarray, float64 (V,)
+        Mean frame score per video.
+
+    Raises
+    ------
+    ValueError
+        labels or scores not 1-D, of different lengths, a label other than 0 or 1, or a
+        non-finite score;
+        ``videos`` not of the same shape as ``labels``; a video whose frames carry both
+        labels (the message names it).
     """
     y, s = _check(labels, scores)
     v = np.asarray(videos).astype(str)
@@ -163,10 +270,31 @@ _REQUIRED = object()
 
 
 def lookup(metrics: Mapping, name: str, generator: str | None = None, default=_REQUIRED) -> float:
-    """Read one scalar metric (``generator`` selects ``per_generator[generator]``).
+    """Read one scalar metric from a :func:`compute_metrics` result.
 
-    An unknown generator is a KeyError; so is a missing metric, unless ``default`` is given
-    (e.g. NaN: a stop condition on a metric the evaluation did not produce never holds).
+    Parameters
+    ----------
+    metrics : mapping
+        A :func:`compute_metrics` (or :func:`binary_metrics`) result.
+    name : str
+        Metric key, e.g. ``"auc"`` or ``"tpr@fpr0.01"``.
+    generator : str, optional
+        Read ``metrics["per_generator"][generator]`` instead of the overall metrics.  Default
+        None.
+    default : float, optional
+        Returned (as float) when the metric is missing, e.g. NaN: a stop condition on a
+        metric the evaluation did not produce never holds.  Default: none, a missing metric
+        is an error.
+
+    Returns
+    -------
+    value : float
+
+    Raises
+    ------
+    KeyError
+        ``generator`` is not in ``metrics["per_generator"]`` (or there is none); ``name`` is
+        missing and no ``default`` is given.
     """
     src = metrics
     if generator is not None:
@@ -182,7 +310,25 @@ def lookup(metrics: Mapping, name: str, generator: str | None = None, default=_R
 
 
 def format_metrics(metrics: Mapping) -> str:
-    """Short human-readable summary (one line overall, one per generator)."""
+    """Short human-readable summary of a :func:`compute_metrics` result.
+
+    Parameters
+    ----------
+    metrics : mapping
+        A :func:`compute_metrics` (or :func:`binary_metrics`) result; it and each of its
+        ``per_generator`` / ``video`` entries must hold ``"n_real"`` and ``"n_fake"``.
+
+    Returns
+    -------
+    text : str
+        One line overall, then the warning (if any), one line per generator and one for the
+        video level when present; metrics of :data:`METRIC_NAMES` printed with 4 decimals.
+
+    Raises
+    ------
+    KeyError
+        ``"n_real"`` or ``"n_fake"`` missing from a metrics block.
+    """
     def line(m: Mapping) -> str:
         return "  ".join(f"{k}={m[k]:.4f}" for k in METRIC_NAMES if k in m) + f"  (n_real={m['n_real']}, n_fake={m['n_fake']})"
 

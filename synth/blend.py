@@ -126,11 +126,39 @@ def _difference(source: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def alpha_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``round((1 - a) * target + a * source)`` per pixel, ``a`` = mask as float in [0, 1].
+    """Alpha-blend ``source`` into ``target`` with ``mask`` as the per-pixel opacity.
 
-    Computed in float32 as ``target + a * (source - target)`` (equal up to float32
-    round-off, ~1e-5, so only values within that of a .5 tie can round differently);
-    returns uint8 HxWx3.
+    Computes ``round((1 - a) * target + a * source)`` per pixel and channel, ``a`` being the
+    mask as float in [0, 1].
+
+    Parameters
+    ----------
+    source : numpy.ndarray, uint8 (H, W, 3), RGB
+        The face, already warped into the target's frame.  Any strides; not modified.
+    target : numpy.ndarray, uint8 (H, W, 3), RGB
+        Same H and W as ``source``.  Any strides; not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1)
+        Opacity of the source: uint8 0..255 (divided by 255), bool, or any float dtype with
+        values in [0, 1].  1 takes the source, 0 keeps the target.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.
+
+    Raises
+    ------
+    ValueError
+        ``source`` or ``target`` is not a numpy uint8 (H, W, 3) array with H, W >= 1, or
+        their H, W differ; ``mask`` is not a numpy array, its shape is not (H, W) or
+        (H, W, 1), its dtype is not uint8, bool or floating, or a float mask has a value
+        outside [0, 1] (NaN included).
+
+    Notes
+    -----
+    Computed in float32 as ``target + a * (source - target)`` and converted with OpenCV's
+    saturating, round-half-to-even conversion: equal to the formula above up to float32
+    round-off (~1e-5), so only values within that of a .5 tie can round differently.
     """
     source, target, a = _prepare(source, target, mask)
     diff = _difference(source, target)
@@ -583,9 +611,40 @@ def _pyramid_depth(h: int, w: int, levels: int) -> int:
 def pyramid_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *, levels: int = 5) -> np.ndarray:
     """Laplacian-pyramid blend (Burt & Adelson) with a Gaussian pyramid of the mask.
 
-    ``levels``: number of pyrDown steps, clamped so the coarsest level keeps >= 2 px per
-    side (any H, W, odd sizes included).  All-ones mask -> source, all-zeros -> target
-    (exact after rounding: float32 round-off is ~1e-5).  Returns uint8 HxWx3.
+    Parameters
+    ----------
+    source : numpy.ndarray, uint8 (H, W, 3), RGB
+        The face, already warped into the target's frame.  Any strides; not modified.
+    target : numpy.ndarray, uint8 (H, W, 3), RGB
+        Same H and W as ``source``.  Any strides; not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1)
+        uint8 0..255, bool, or float in [0, 1]; 1 takes the source, 0 keeps the target.
+    levels : int, optional
+        Number of ``cv2.pyrDown`` steps, an integer >= 1 (Python or numpy integer; a bool is
+        refused).  Default 5.  Clamped to the largest depth whose coarsest level keeps
+        >= 2 px per side (each step maps a side n to (n + 1) // 2), so any H, W works, odd
+        sizes included; with a side below 3 px no step fits and the result is
+        :func:`alpha_blend`'s.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.  An all-ones mask gives ``source`` and an all-zeros mask ``target``,
+        exactly after rounding (float32 round-off is ~1e-5).
+
+    Raises
+    ------
+    ValueError
+        ``levels`` is not an integer >= 1; the images or the mask are invalid as for
+        :func:`alpha_blend` (dtype, shape, float mask outside [0, 1]).
+
+    Notes
+    -----
+    The blend is linear, so it is computed as ``target`` plus the collapse of (Gaussian
+    pyramid of the mask) x (Laplacian pyramid of ``source - target``), equal to the usual
+    two-pyramid blend with half the filtering.  Float32 throughout (OpenCV's 5x5 Gaussian
+    ``pyrDown``/``pyrUp``, reflect-101 border), rounded half to even and saturated once at
+    the end.
     """
     source, target, m = _prepare(source, target, mask)
     depth = _pyramid_depth(*m.shape, _check_levels(levels))
@@ -609,15 +668,44 @@ def wavelet_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
                   levels: int = 5, wavelet: str = "haar") -> np.ndarray:
     """Blend 2-D wavelet coefficients level by level with the mask (pywavelets).
 
+    Parameters
+    ----------
+    source : numpy.ndarray, uint8 (H, W, 3), RGB
+        The face, already warped into the target's frame.  Any strides; not modified.
+    target : numpy.ndarray, uint8 (H, W, 3), RGB
+        Same H and W as ``source``.  Any strides; not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1)
+        uint8 0..255, bool, or float in [0, 1]; 1 takes the source, 0 keeps the target.
+    levels : int, optional
+        Decomposition levels, an integer >= 1 (Python or numpy integer; a bool is refused).
+        Default 5.  Clamped to ``pywt.dwt_max_level(min(H, W), filter length)``; when that
+        is 0 the result is :func:`alpha_blend`'s.
+    wavelet : str, optional
+        Any name in ``pywt.wavelist(kind="discrete")`` (:data:`WAVELETS` lists the ones the
+        recipe registry offers).  Default ``"haar"``.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.  An all-ones mask gives ``source`` and an all-zeros mask ``target``,
+        exactly after rounding.
+
+    Raises
+    ------
+    ValueError
+        ``levels`` is not an integer >= 1, ``wavelet`` is not a discrete pywavelets wavelet;
+        the images or the mask are invalid as for :func:`alpha_blend`.
+
+    Notes
+    -----
     Every band of the ``wavedec2`` (``mode="periodization"``, so coefficient grids halve
-    exactly) is mixed with the mask resampled (area interpolation) to that band's size;
-    ``waverec2`` and crop to HxW.  Computed as target + the transform of
-    (source - target), which is the same linear blend with half the transforms.
-    ``levels`` is clamped to ``pywt.dwt_max_level``; ``wavelet`` is any discrete
-    pywavelets name.  All-ones mask -> source, all-zeros -> target (exact after rounding).
-    ``"haar"`` on images whose sides are multiples of ``2**levels`` (the generator's
-    256 px crops) is computed in OpenCV (:func:`_haar_blend`, ~4x faster), equal to the
-    pywavelets path up to float32 round-off.
+    exactly) is multiplied by the mask resampled (area interpolation) to that band's size,
+    then ``waverec2`` and a crop to H x W.  Computed as ``target`` plus the transform of
+    ``source - target``, the same linear blend with half the transforms, in float32, rounded
+    half to even and saturated at the end.  ``"haar"`` on images whose sides are multiples
+    of ``2**levels`` (after clamping; e.g. the generator's 256 px crops) is computed in
+    OpenCV (:func:`_haar_blend`, ~4x faster), equal to the pywavelets path up to float32
+    round-off.
     """
     source, target, m = _prepare(source, target, mask)
     levels = _check_levels(levels)
@@ -690,7 +778,37 @@ BLENDS = {
 
 
 def blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, method: str, **options) -> np.ndarray:
-    """Blend with the method named ``method`` (a key of :data:`BLENDS`); uint8 HxWx3."""
+    """Blend ``source`` into ``target`` with the method named ``method``.
+
+    Parameters
+    ----------
+    source : numpy.ndarray, uint8 (H, W, 3), RGB
+        The face, already warped into the target's frame.
+    target : numpy.ndarray, uint8 (H, W, 3), RGB
+        Same H and W as ``source``.
+    mask : numpy.ndarray, (H, W) or (H, W, 1)
+        uint8 0..255, bool, or float in [0, 1]; 1 takes the source, 0 keeps the target.
+    method : {"alpha", "poisson", "pyramid", "wavelet"}
+        A key of :data:`BLENDS`: :func:`alpha_blend`, :func:`poisson_blend`,
+        :func:`pyramid_blend` or :func:`wavelet_blend`.
+    **options
+        Keyword arguments of that function: ``mode``, ``domain``, ``composite``
+        (``"poisson"``); ``levels`` (``"pyramid"``); ``levels``, ``wavelet``
+        (``"wavelet"``); none for ``"alpha"``.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.
+
+    Raises
+    ------
+    ValueError
+        ``method`` is not a key of :data:`BLENDS`, or the chosen function rejects its
+        arguments.
+    TypeError
+        An option the chosen function does not take.
+    """
     fn = BLENDS.get(method)
     if fn is None:
         raise ValueError(f"method: unknown blend {method!r}; known: {sorted(BLENDS)}")

@@ -68,10 +68,41 @@ def _gain(std_src: np.ndarray, std_ref: np.ndarray) -> np.ndarray:
 
 
 def linear_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
-    """Match per-channel RGB mean and standard deviation of ``image`` to ``reference``.
+    """Match the per-channel RGB mean and standard deviation of ``image`` to ``reference``.
 
-    ``out = (x - mean_img) * std_ref / std_img + mean_ref`` per channel (a flat channel
-    is only shifted), rounded and clipped to uint8.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        The image to recolour (the source face).  Not modified.
+    reference : numpy.ndarray, uint8 (H2, W2, 3), RGB
+        The image whose colours are matched (the target face); any size, only its
+        statistics are used.  Not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1), optional
+        Pixels of ``image`` the statistics are taken from: those where ``mask > 0.5``
+        (uint8 0..255: > 127; bool; float in [0, 1]).  Default None: every pixel.  The fitted
+        mapping is applied to the whole image.
+    ref_mask : numpy.ndarray, (H2, W2) or (H2, W2, 1), optional
+        Likewise for ``reference``.  Default None: every pixel.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of ``image``'s shape.
+
+    Raises
+    ------
+    ValueError
+        ``image`` or ``reference`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; a
+        mask is not a numpy array, does not match its image's H, W, has a dtype other than
+        uint8, bool or floating, has float values outside [0, 1], or selects no pixel (none
+        above 0.5).
+
+    Notes
+    -----
+    Per channel, ``out = (x - mean_img) * std_ref / std_img + mean_ref`` with the (population)
+    statistics of the selected pixels; a channel of ``image`` whose standard deviation is
+    below 1e-6 is only shifted.  Applied as one 256-entry lookup table per channel, rounded
+    half to even (``np.rint``) and clipped to 0..255.
     """
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     mean_s, std_s = _mean_std(image, m)
@@ -91,8 +122,39 @@ def _to_lab(rgb: np.ndarray) -> np.ndarray:
 def reinhard_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
     """Match per-channel mean and standard deviation in CIE L*a*b* (Reinhard et al. 2001).
 
-    OpenCV float Lab (L in 0..100, a/b about -128..127) of RGB scaled to [0, 1]; colours
-    that leave the RGB gamut are clipped.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        The image to recolour (the source face).  Not modified.
+    reference : numpy.ndarray, uint8 (H2, W2, 3), RGB
+        The image whose colours are matched (the target face); any size, only its
+        statistics are used.  Not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1), optional
+        Pixels of ``image`` the statistics are taken from: those where ``mask > 0.5``
+        (uint8 0..255: > 127; bool; float in [0, 1]).  Default None: every pixel.  The fitted
+        mapping is applied to the whole image.
+    ref_mask : numpy.ndarray, (H2, W2) or (H2, W2, 1), optional
+        Likewise for ``reference``.  Default None: every pixel.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of ``image``'s shape.
+
+    Raises
+    ------
+    ValueError
+        ``image`` or ``reference`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; a
+        mask is not a numpy array, does not match its image's H, W, has a dtype other than
+        uint8, bool or floating, has float values outside [0, 1], or selects no pixel (none
+        above 0.5).
+
+    Notes
+    -----
+    Works in OpenCV's float Lab (L in 0..100, a/b about -128..127) of the RGB values scaled
+    to [0, 1], with the formula of :func:`linear_transfer` per Lab channel (a flat channel,
+    std below 1e-6, is only shifted).  Colours that leave the RGB gamut are clipped by the
+    Lab -> RGB conversion; the result is scaled by 255, rounded half to even and saturated.
     """
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     lab = _to_lab(image)
@@ -135,12 +197,49 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
                  rng: np.random.Generator, n_iter: int = 10) -> np.ndarray:
     """Iterative distribution transfer (Pitie, Kokaram & Dahyot 2005), RGB in 0..255 units.
 
-    Each of ``n_iter`` iterations draws a random rotation from ``rng``, projects the colours
-    of both images on its 3 axes and moves every image pixel along each axis so that the
-    1-D distribution of the (masked) image pixels matches the reference's.  The 1-D maps
-    are quantile maps estimated from up to 4096 pixels of each image (drawn with ``rng``)
-    and applied as 256-bin piecewise-linear lookup tables (vectorised over all pixels);
-    projections outside the sampled range are translated like the nearest end.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        The image to recolour (the source face).  Not modified.
+    reference : numpy.ndarray, uint8 (H2, W2, 3), RGB
+        The image whose colours are matched (the target face); any size, only its
+        statistics are used.  Not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1), optional
+        Pixels of ``image`` the statistics are taken from: those where ``mask > 0.5``
+        (uint8 0..255: > 127; bool; float in [0, 1]).  Default None: every pixel.  The fitted
+        mapping is applied to the whole image.
+    ref_mask : numpy.ndarray, (H2, W2) or (H2, W2, 1), optional
+        Likewise for ``reference``.  Default None: every pixel.
+    rng : numpy.random.Generator
+        Keyword-only, required.  Draws the rotations and the pixel subsamples: the same
+        generator state gives the same output.
+    n_iter : int, optional
+        Number of iterations (random rotations), an integer >= 1 (Python or numpy integer;
+        a bool is refused).  Default 10.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of ``image``'s shape.
+
+    Raises
+    ------
+    ValueError
+        ``image`` or ``reference`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; a
+        mask is not a numpy array, does not match its image's H, W, has a dtype other than
+        uint8, bool or floating, has float values outside [0, 1], or selects no pixel (none
+        above 0.5).
+        Also: ``rng`` is not a ``numpy.random.Generator``; ``n_iter`` is not an integer >= 1.
+
+    Notes
+    -----
+    Each iteration draws a random (Haar-distributed) 3-D rotation from ``rng``, projects the
+    colours of both images on its 3 axes and moves every image pixel along each axis so that
+    the 1-D distribution of the (masked) image pixels matches the reference's.  The 1-D maps
+    are quantile maps estimated from up to 4096 selected pixels of each image (subsampled
+    without replacement with ``rng``) and applied as 256-bin piecewise-linear lookup tables
+    over the sampled image range; projections outside that range are translated like the
+    nearest end.  Float32 throughout, rounded half to even and saturated at the end.
     """
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     check_rng(rng)
@@ -210,9 +309,39 @@ def _match_lut(src_counts: np.ndarray, ref_counts: np.ndarray) -> np.ndarray:
 def histogram_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=None) -> np.ndarray:
     """Per-channel histogram (CDF) matching of ``image`` to ``reference``.
 
-    Without masks identical to ``skimage.exposure.match_histograms(image, reference,
-    channel_axis=-1)`` (which truncates matched values to uint8); with masks the CDFs
-    come from the masked pixels and the resulting per-channel maps recolour every pixel.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        The image to recolour (the source face).  Not modified.
+    reference : numpy.ndarray, uint8 (H2, W2, 3), RGB
+        The image whose colours are matched (the target face); any size, only its
+        statistics are used.  Not modified.
+    mask : numpy.ndarray, (H, W) or (H, W, 1), optional
+        Pixels of ``image`` the statistics are taken from: those where ``mask > 0.5``
+        (uint8 0..255: > 127; bool; float in [0, 1]).  Default None: every pixel.  The fitted
+        mapping is applied to the whole image.
+    ref_mask : numpy.ndarray, (H2, W2) or (H2, W2, 1), optional
+        Likewise for ``reference``.  Default None: every pixel.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of ``image``'s shape.
+
+    Raises
+    ------
+    ValueError
+        ``image`` or ``reference`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; a
+        mask is not a numpy array, does not match its image's H, W, has a dtype other than
+        uint8, bool or floating, has float values outside [0, 1], or selects no pixel (none
+        above 0.5).
+
+    Notes
+    -----
+    Without masks the result equals ``skimage.exposure.match_histograms(image, reference,
+    channel_axis=-1)``, including its truncation of matched values to uint8.  With masks the
+    CDFs come from the masked pixels and the resulting per-channel maps (256-entry lookup
+    tables) recolour every pixel.
     """
     m, rm = _check_inputs(image, reference, mask, ref_mask)
     lut = np.stack([_match_lut(_histogram(image, c, m), _histogram(reference, c, rm))
@@ -232,7 +361,34 @@ def transfer(image: np.ndarray, reference: np.ndarray, method: str, mask=None, r
              **options) -> np.ndarray:
     """Colour-transfer ``image`` towards ``reference`` with the method named ``method``.
 
-    ``options`` go to the method (``idt`` needs ``rng=`` and takes ``n_iter=``).
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        The image to recolour.
+    reference : numpy.ndarray, uint8 (H2, W2, 3), RGB
+        The image whose colours are matched; any size.
+    method : {"linear", "reinhard", "idt", "histogram"}
+        A key of :data:`METHODS`: :func:`linear_transfer`, :func:`reinhard_transfer`,
+        :func:`idt_transfer` or :func:`histogram_transfer`.
+    mask, ref_mask : numpy.ndarray, optional
+        Statistics masks of ``image`` (H, W) and ``reference`` (H2, W2): uint8 0..255, bool
+        or float in [0, 1]; pixels > 0.5 are used.  Default None: every pixel.
+    **options
+        Keyword arguments of the method: ``"idt"`` requires ``rng`` (a
+        ``numpy.random.Generator``) and takes ``n_iter``; the others take none.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of ``image``'s shape.
+
+    Raises
+    ------
+    ValueError
+        ``method`` is not a string key of :data:`METHODS`, or the method rejects its
+        arguments.
+    TypeError
+        An option the method does not take, or ``"idt"`` without ``rng``.
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method: unknown colour transfer {method!r}; known: {sorted(METHODS)}")

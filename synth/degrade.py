@@ -62,9 +62,29 @@ def _check_number(value, name: str, low=None, high=None, *, integer: bool = Fals
 # --------------------------------------------------------------------------- blurs
 
 def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.ndarray:
-    """Gaussian blur with a ``ksize`` x ``ksize`` kernel (ksize in 3, 5, 7, 9, 11).
+    """Gaussian blur with a ``ksize`` x ``ksize`` kernel.
 
-    ``sigma`` (pixels) 0 derives it from ksize as OpenCV does: 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    ksize : {3, 5, 7, 9, 11}, optional
+        Kernel side in pixels.  Default 5.
+    sigma : float, optional
+        Standard deviation in pixels, a finite real number >= 0.  Default 0, which derives
+        it from ``ksize`` as OpenCV does: ``0.3 * ((ksize - 1) * 0.5 - 1) + 0.8``.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array (OpenCV's uint8 filter, reflect-101 border).
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``ksize`` is not one of 3, 5, 7, 9, 11 (a bool is refused); ``sigma`` is
+        not a real number (a bool is refused), not finite, or < 0.
     """
     check_image(image)
     check_choice(ksize, "ksize", KSIZES)
@@ -73,7 +93,26 @@ def gaussian_blur(image: np.ndarray, ksize: int = 5, sigma: float = 0.0) -> np.n
 
 
 def mean_blur(image: np.ndarray, ksize: int = 5) -> np.ndarray:
-    """Box (mean) blur with a ``ksize`` x ``ksize`` kernel (ksize in 3, 5, 7, 9, 11)."""
+    """Box (mean) blur with a ``ksize`` x ``ksize`` kernel.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    ksize : {3, 5, 7, 9, 11}, optional
+        Kernel side in pixels.  Default 5.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array (``cv2.blur``, reflect-101 border).
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``ksize`` is not one of 3, 5, 7, 9, 11 (a bool is refused).
+    """
     check_image(image)
     check_choice(ksize, "ksize", KSIZES)
     return cv2.blur(image, (int(ksize), int(ksize)))
@@ -154,12 +193,42 @@ def _dual_up(src: np.ndarray, offset: float) -> np.ndarray:
 
 
 def dual_blur(image: np.ndarray, iterations: int = 2, offset: float = 1.0) -> np.ndarray:
-    """Kawase dual-filter blur (Bjorge, SIGGRAPH 2015): ``iterations`` downsample passes
-    (each halves the size) followed by as many upsample passes back to full size.
+    """Kawase dual-filter blur (Bjorge, SIGGRAPH 2015).
 
-    ``offset`` (>0) spreads the sampling taps (in half source pixels); the blur radius
-    roughly doubles with each iteration.  The image is edge-padded to a multiple of
-    ``2**iterations`` and cropped back, so any size works.
+    ``iterations`` downsample passes (each halves the size) followed by as many upsample
+    passes back to full size.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    iterations : int, optional
+        Number of down/up pass pairs, an integer in [1, 8] (a bool is refused).  Default 2.
+        The blur radius roughly doubles with each iteration.
+    offset : float, optional
+        Spread of the sampling taps in half source pixels, a finite real number in (0, 8].
+        Default 1.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array of the input's shape.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``iterations`` is not an integer in [1, 8]; ``offset`` is not a finite
+        real number in (0, 8] (a bool is refused).
+
+    Notes
+    -----
+    A downsample pass samples each output pixel's centre (weight 4) and the 4 diagonal
+    points at +-offset/2 source pixels (weight 1 each); an upsample pass averages 8 samples
+    at +-offset source pixels along the axes (weight 1) and +-offset/2 on the diagonals
+    (weight 2), all bilinear with clamp-to-edge sampling, as the GPU shader does.  The image
+    is edge-padded (replicated) to a multiple of ``2**iterations`` and cropped back, so any
+    size works.  Float32 throughout, rounded half to even and saturated once at the end.
     """
     check_image(image)
     _check_number(iterations, "iterations", 1, 8, integer=True)
@@ -178,9 +247,24 @@ def dual_blur(image: np.ndarray, iterations: int = 2, offset: float = 1.0) -> np
 
 
 def disc_kernel(radius: float) -> np.ndarray:
-    """Anti-aliased disc ("bokeh", circular aperture) kernel, float32, sums to 1.
+    """Anti-aliased disc ("bokeh", circular aperture) kernel.
 
-    Pixel weight = clip(radius + 0.5 - distance, 0, 1) (approximate pixel coverage).
+    Parameters
+    ----------
+    radius : float
+        Disc radius in pixels, a finite real number > 0 (a bool is refused).
+
+    Returns
+    -------
+    kernel : numpy.ndarray, float32 (2 n + 1, 2 n + 1)
+        ``n = max(1, floor(radius + 0.5))``.  Pixel weight ``clip(radius + 0.5 - d, 0, 1)``
+        (approximate pixel coverage), ``d`` the distance to the centre, normalised to sum
+        to 1.
+
+    Raises
+    ------
+    ValueError
+        ``radius`` is not a finite real number > 0.
     """
     _check_number(radius, "radius", 0.0, low_open=True)
     half = max(1, int(math.floor(radius + 0.5)))
@@ -190,7 +274,28 @@ def disc_kernel(radius: float) -> np.ndarray:
 
 
 def bokeh_blur(image: np.ndarray, radius: float = 3.0) -> np.ndarray:
-    """Lens (defocus) blur: convolution with an anti-aliased disc of ``radius`` pixels."""
+    """Lens (defocus) blur: convolution with an anti-aliased disc of ``radius`` pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    radius : float, optional
+        Disc radius in pixels (see :func:`disc_kernel`), a finite real number in (0, 64]
+        (a bool is refused).  Default 3.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.  Float32 ``cv2.filter2D`` (reflect-101 border), rounded half to even
+        and saturated once.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``radius`` is not a finite real number in (0, 64].
+    """
     check_image(image)
     _check_number(radius, "radius", 0.0, 64.0, low_open=True)
     # float32 filter2D: faster than the uint8 path and rounds once at the end.
@@ -198,11 +303,29 @@ def bokeh_blur(image: np.ndarray, radius: float = 3.0) -> np.ndarray:
 
 
 def motion_kernel(length: int, angle: float) -> np.ndarray:
-    """Linear motion-blur kernel, float32, sums to 1.
+    """Linear motion-blur kernel.
 
-    A box of ``length`` pixels centred on the kernel (for even lengths the two end
-    pixels get weight 1/2), rotated by ``angle`` degrees (counter-clockwise on screen,
-    0 = horizontal) with bilinear interpolation.  Kernel size: length, rounded up to odd.
+    A box of ``length`` pixels centred on the kernel (for even lengths the two end pixels get
+    weight 1/2), rotated by ``angle`` degrees (counter-clockwise on screen, 0 = horizontal)
+    with bilinear interpolation (no rotation when ``angle`` is a multiple of 180).
+
+    Parameters
+    ----------
+    length : int
+        Blur length in pixels, an integer >= 1 (a bool is refused).
+    angle : float
+        Direction in degrees, any finite real number.
+
+    Returns
+    -------
+    kernel : numpy.ndarray, float32 (k, k)
+        ``k`` = ``length`` rounded up to odd; normalised to sum to 1.
+
+    Raises
+    ------
+    ValueError
+        ``length`` is not an integer >= 1; ``angle`` is not a finite real number (a bool is
+        refused).
     """
     _check_number(length, "length", 1, integer=True)
     _check_number(angle, "angle")
@@ -220,7 +343,31 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
 
 
 def motion_blur(image: np.ndarray, length: int = 7, angle: float = 0.0) -> np.ndarray:
-    """Linear motion blur along ``angle`` degrees over ``length`` pixels (see :func:`motion_kernel`)."""
+    """Linear motion blur along ``angle`` degrees over ``length`` pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    length : int, optional
+        Blur length in pixels, an integer in [1, 128] (a bool is refused).  Default 7.
+    angle : float, optional
+        Direction in degrees, counter-clockwise on screen, 0 = horizontal; any finite real
+        number.  Default 0.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array: float32 ``cv2.filter2D`` with :func:`motion_kernel` (reflect-101
+        border), rounded half to even and saturated once.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``length`` is not an integer in [1, 128]; ``angle`` is not a finite real
+        number.
+    """
     check_image(image)
     _check_number(length, "length", 1, 128, integer=True)
     _check_number(angle, "angle")
@@ -231,13 +378,43 @@ def tilt_shift_blur(image: np.ndarray, band_center: float = 0.5, band_width: flo
                     max_sigma: float = 3.0, angle: float = 0.0) -> np.ndarray:
     """Tilt-shift (miniature) blur: a sharp band, Gaussian blur growing away from it.
 
-    The band is a strip of ``band_width`` (fraction of the image extent across the band)
-    centred at ``band_center`` (fraction along that direction: 0 = top for angle 0, left
-    for angle 90), and rotated by ``angle`` degrees counter-clockwise on screen (0 =
-    horizontal band, 90 = vertical band).  Outside the
-    band the blur sigma grows linearly with the distance to the band, reaching
-    ``max_sigma`` pixels at the farthest pixel.  Implemented by blending a few
-    progressively blurred copies (sigma steps <= 1.5 px) by that distance.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    band_center : float, optional
+        Position of the band's centre line as a fraction of the image extent along the band's
+        normal, in [0, 1]: 0 = top for ``angle`` 0, left for ``angle`` 90.  Default 0.5.
+    band_width : float, optional
+        Width of the sharp band as a fraction of that extent, in [0, 1].  Default 0.3.
+    max_sigma : float, optional
+        Gaussian sigma in pixels reached at the pixel farthest from the band, in [0, 32].
+        Default 3.0.
+    angle : float, optional
+        Rotation of the band in degrees, counter-clockwise on screen (0 = horizontal band,
+        90 = vertical band); any finite real number.  Default 0.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array; a copy of ``image`` when ``max_sigma`` is 0 or no pixel lies outside
+        the band.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        a parameter is not a finite real number (a bool is refused) or lies
+        outside its range above.
+
+    Notes
+    -----
+    Outside the band the sigma grows linearly with the distance to the band.  It is
+    implemented by blending ``n = min(6, max(1, ceil(max_sigma / 1.5)))`` progressively
+    blurred float32 copies (sigmas ``max_sigma * k / n``, kernel side
+    ``2 * ceil(3 sigma) + 1``) plus the sharp image, linearly by that distance; the sigma
+    steps are <= 1.5 px up to ``max_sigma`` = 9 and ``max_sigma / 6`` above.  Rounded half
+    to even and saturated once at the end.
     """
     check_image(image)
     _check_number(band_center, "band_center", 0.0, 1.0)
@@ -291,7 +468,29 @@ def _decode_jpeg(buf: np.ndarray) -> np.ndarray:
 
 
 def jpeg(image: np.ndarray, quality: int = 75) -> np.ndarray:
-    """JPEG round trip through OpenCV/libjpeg at ``quality`` 1..100 (4:2:0 chroma subsampling)."""
+    """JPEG round trip (encode, decode) through OpenCV/libjpeg.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    quality : int, optional
+        JPEG quality, an integer in [1, 100] (a bool is refused).  Default 75.  OpenCV's
+        default 4:2:0 chroma subsampling is used.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        The decoded image, a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``quality`` is not an integer in [1, 100].
+    RuntimeError
+        OpenCV failed to encode the image.
+    """
     check_image(image)
     _check_number(quality, "quality", 1, 100, integer=True)
     return _decode_jpeg(_encode_jpeg(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), quality))
@@ -324,10 +523,37 @@ def _search_quality(image: np.ndarray, ratio: float) -> tuple[int, float, np.nda
 
 
 def jpeg_quality_for_ratio(image: np.ndarray, ratio: float) -> tuple[int, float]:
-    """Integer JPEG quality whose compressed bytes / raw bytes (H*W*3) is closest to ``ratio``.
+    """Integer JPEG quality whose compressed size / raw size is closest to ``ratio``.
 
-    Returns ``(quality, achieved_ratio)``.  Ratios outside what quality 1..100 can reach
-    give quality 1 or 100.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    ratio : float
+        Target ratio compressed bytes / raw bytes (``H * W * 3``), a finite real number in
+        (0, 1] (a bool is refused).
+
+    Returns
+    -------
+    quality : int
+        In [1, 100].  Ratios outside what quality 1..100 reaches give 1 or 100.
+    achieved_ratio : float
+        The ratio reached at ``quality``.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``ratio`` is not a finite real number in (0, 1].
+    RuntimeError
+        OpenCV failed to encode the image.
+
+    Notes
+    -----
+    A binary search over qualities 1..100 (about 7 encodes) finds the smallest quality
+    reaching ``ratio``; of it and the quality below, the one whose ratio is closer wins (the
+    lower one on ties).  This relies on the size growing with quality, which it almost
+    always does.
     """
     check_image(image)
     _check_number(ratio, "ratio", 0.0, 1.0, low_open=True)
@@ -338,7 +564,27 @@ def jpeg_quality_for_ratio(image: np.ndarray, ratio: float) -> tuple[int, float]
 def jpeg_ratio(image: np.ndarray, ratio: float = 0.05) -> np.ndarray:
     """JPEG round trip at the quality whose compression ratio is closest to ``ratio``.
 
-    ``ratio`` = compressed bytes / raw bytes (H*W*3), in (0, 1]; 7 encodes per call.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    ratio : float, optional
+        Target ratio compressed bytes / raw bytes (``H * W * 3``), a finite real number in
+        (0, 1] (a bool is refused).  Default 0.05.  The quality is chosen as in
+        :func:`jpeg_quality_for_ratio` (about 7 encodes per call).
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        The decoded image, a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``ratio`` is not a finite real number in (0, 1].
+    RuntimeError
+        OpenCV failed to encode the image.
     """
     check_image(image)
     _check_number(ratio, "ratio", 0.0, 1.0, low_open=True)
@@ -349,10 +595,31 @@ def jpeg_ratio(image: np.ndarray, ratio: float = 0.05) -> np.ndarray:
 # --------------------------------------------------------------------------- resampling
 
 def downup(image: np.ndarray, scale: float = 0.5, interpolation: str = "linear") -> np.ndarray:
-    """Downscale by ``scale`` in (0, 1] and back up to the original size.
+    """Downscale by ``scale`` and resize back up to the original size.
 
-    ``interpolation`` (a key of :data:`INTERPOLATIONS`) is used both ways; "linear" and
-    "nearest" downscaling alias like a naive resizer does.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    scale : float, optional
+        Downscale factor, a finite real number in (0, 1] (a bool is refused).  Default 0.5.
+        The intermediate image is ``max(1, round(W * scale))`` x ``max(1, round(H * scale))``
+        (Python ``round``: half to even).
+    interpolation : {"nearest", "linear", "cubic", "area", "lanczos"}, optional
+        A key of :data:`INTERPOLATIONS`, used both ways.  Default ``"linear"``.  ``"linear"``
+        and ``"nearest"`` downscaling alias like a naive resizer does.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``scale`` is not a finite real number in (0, 1]; ``interpolation`` is not
+        a key of :data:`INTERPOLATIONS`.
     """
     check_image(image)
     _check_number(scale, "scale", 0.0, 1.0, low_open=True)
@@ -388,7 +655,34 @@ def gaussian_noise(image: np.ndarray, rng: np.random.Generator, mean: float = 0.
                    sigma: float = 5.0) -> np.ndarray:
     """Additive Gaussian noise, independent per pixel and channel, in 0..255 units.
 
-    Normal draws use an inverse-CDF table of 16-bit uniforms (see ``_standard_normal``).
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    rng : numpy.random.Generator
+        Source of all random draws: the same generator state gives the same output.
+    mean : float, optional
+        Mean of the noise in gray levels, any finite real number (a bool is refused).
+        Default 0.0.
+    sigma : float, optional
+        Standard deviation in gray levels, a finite real number >= 0.  Default 5.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        ``image + noise``, rounded half to even and saturated to 0..255; a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``rng`` is not a ``numpy.random.Generator``; ``mean`` is not a finite
+        real number; ``sigma`` is not a finite real number >= 0.
+
+    Notes
+    -----
+    Normal draws use an inverse-CDF table of 16-bit uniforms taken from the generator's raw
+    bits (see ``_standard_normal``): 65536 levels, tails cut at +-4.17 sigma.
     """
     check_image(image)
     check_rng(rng)
@@ -407,11 +701,35 @@ _POISSON_EXACT_BELOW = 16.0
 def poisson_noise(image: np.ndarray, rng: np.random.Generator, peak: float = 1000.0) -> np.ndarray:
     """Shot (Poisson) noise: a pixel of value v collects Poisson(v / 255 * peak) photons.
 
-    ``peak`` = photon count at white; lower peak = noisier (variance in grey levels is
-    255 * v / peak).  Means below 16 photons are drawn exactly with ``rng.poisson``; above,
-    the Gaussian N(lam, lam) approximation is used (several times faster; its quantiles differ
-    from Poisson's by about (z**2 - 1) / 6 photons, i.e. < 0.2 grey level at |z| < 2 for
-    the default peak of 1000).
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    rng : numpy.random.Generator
+        Source of all random draws: the same generator state gives the same output.
+    peak : float, optional
+        Photon count at white, a finite real number > 0 (a bool is refused).  Default
+        1000.0.  Lower peak = noisier: the variance in gray levels is ``255 * v / peak``.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        Photon counts scaled back by ``255 / peak``, rounded half to even and saturated to
+        0..255; a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``rng`` is not a ``numpy.random.Generator``; ``peak`` is not a finite real
+        number > 0.
+
+    Notes
+    -----
+    Means below 16 photons are drawn exactly with ``rng.poisson``; above, the Gaussian
+    N(lam, lam) approximation is used (several times faster; its quantiles differ from
+    Poisson's by about (z**2 - 1) / 6 photons, i.e. < 0.2 gray level at abs(z) < 2 for the
+    default peak of 1000).
     """
     check_image(image)
     check_rng(rng)
@@ -429,8 +747,38 @@ def poisson_noise(image: np.ndarray, rng: np.random.Generator, peak: float = 100
 
 def salt_pepper(image: np.ndarray, rng: np.random.Generator, amount: float = 0.01,
                 salt_ratio: float = 0.5) -> np.ndarray:
-    """Impulse noise: a fraction ``amount`` of pixels (all 3 channels) set to white
-    (probability ``salt_ratio``) or black."""
+    """Impulse (salt-and-pepper) noise on whole pixels.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    rng : numpy.random.Generator
+        Source of all random draws: the same generator state gives the same output.
+    amount : float, optional
+        Expected fraction of pixels hit, in [0, 1].  Default 0.01.
+    salt_ratio : float, optional
+        Fraction of the hit pixels set to white (the others are set to black), in [0, 1].
+        Default 0.5.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A copy of ``image`` with the hit pixels set to (255, 255, 255) or (0, 0, 0) (all 3
+        channels).
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1;
+        ``rng`` is not a ``numpy.random.Generator``; ``amount`` or ``salt_ratio``
+        is not a finite real number in [0, 1] (a bool is refused).
+
+    Notes
+    -----
+    One float32 uniform ``u`` in [0, 1) per pixel: ``u < amount * salt_ratio`` -> white,
+    ``amount * salt_ratio <= u < amount`` -> black.
+    """
     check_image(image)
     check_rng(rng)
     _check_number(amount, "amount", 0.0, 1.0)

@@ -112,7 +112,28 @@ MOUTH = LIPS
 
 
 def check_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
-    """Return landmarks as float32 (468, 2), or raise ``ValueError`` naming ``name``."""
+    """Validate landmarks and return them as float32.
+
+    Parameters
+    ----------
+    landmarks : array_like, (468, 2)
+        (x, y) pixel coordinates.  The dtype must be numeric (kind ``i``, ``u``, ``f``, ``c``
+        or ``m``: bool, object and string arrays are refused); all values finite after the
+        conversion to float32.
+    name : str, optional
+        Argument name used in the error message.  Default ``"landmarks"``.
+
+    Returns
+    -------
+    landmarks : numpy.ndarray, float32 (468, 2)
+        The input itself when it already is a float32 array (no copy), else a converted copy.
+
+    Raises
+    ------
+    ValueError
+        The shape is not (468, 2), the dtype is not numeric, or a value is NaN or inf (e.g. a
+        failed detection).
+    """
     lm = np.asarray(landmarks)
     if lm.shape != (N_LANDMARKS, 2):
         raise ValueError(f"{name}: expected shape ({N_LANDMARKS}, 2), got {lm.shape}")
@@ -125,7 +146,24 @@ def check_landmarks(landmarks, name: str = "landmarks") -> np.ndarray:
 
 
 def face_box(landmarks) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) of the landmarks (min/max over all points)."""
+    """Bounding box of the landmarks.
+
+    Parameters
+    ----------
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite.
+
+    Returns
+    -------
+    box : tuple of 4 float
+        ``(x0, y0, x1, y1)``: min and max of the x and y coordinates over all 468 points.
+
+    Raises
+    ------
+    ValueError
+        ``landmarks`` is not of shape (468, 2), not numeric or contains NaN or inf.
+    """
     lm = check_landmarks(landmarks)
     x0, y0 = lm.min(axis=0)
     x1, y1 = lm.max(axis=0)
@@ -133,7 +171,24 @@ def face_box(landmarks) -> tuple[float, float, float, float]:
 
 
 def face_size(landmarks) -> float:
-    """Face size in pixels: the longer side of the landmark box."""
+    """Face size in pixels: the longer side of the landmark box (:func:`face_box`).
+
+    Parameters
+    ----------
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite.
+
+    Returns
+    -------
+    size : float
+        ``max(x1 - x0, y1 - y0)``, >= 0.
+
+    Raises
+    ------
+    ValueError
+        ``landmarks`` is not of shape (468, 2), not numeric or contains NaN or inf.
+    """
     x0, y0, x1, y1 = face_box(landmarks)
     return float(max(x1 - x0, y1 - y0))
 
@@ -253,10 +308,19 @@ _DETECTORS: dict[int, LandmarkDetector] = {}  # per-process cache (pid -> detect
 
 
 def get_detector() -> LandmarkDetector:
-    """The per-process :class:`LandmarkDetector` (default settings), built on first use.
+    """The per-process :class:`LandmarkDetector`, built on first use.
 
-    Keyed by process id so that a forked worker never reuses its parent's MediaPipe graph;
-    closed at interpreter exit.
+    Returns
+    -------
+    detector : LandmarkDetector
+        With the default settings (``max_num_faces=4``, ``pad=0.25``, ``max_side=1024``,
+        ``min_detection_confidence=0.5``).
+
+    Notes
+    -----
+    The first call in a process imports mediapipe and builds its graph (about a second).
+    Detectors are cached by process id, so a forked worker never reuses its parent's
+    MediaPipe graph; each is closed at interpreter exit (``atexit``).
     """
     pid = os.getpid()
     det = _DETECTORS.get(pid)
@@ -277,8 +341,29 @@ def _check_pts(pts, name: str) -> np.ndarray:
 
 
 def similarity_transform(src_pts, dst_pts) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift) mapping ``src_pts`` onto
-    ``dst_pts`` (Umeyama 1991, no reflection); returns a (2, 3) float64 matrix."""
+    """Least-squares similarity (rotation, uniform scale, shift) mapping ``src_pts`` onto ``dst_pts``.
+
+    Umeyama (1991), without reflection: the rotation has determinant +1.
+
+    Parameters
+    ----------
+    src_pts : array_like, (N, 2)
+        Source (x, y) points, N >= 2, finite, not all identical.
+    dst_pts : array_like, (N, 2)
+        Destination points, same shape, finite.
+
+    Returns
+    -------
+    matrix : numpy.ndarray, float64 (2, 3)
+        ``[s R | t]``: a point p maps to ``matrix[:, :2] @ p + matrix[:, 2]`` (usable with
+        :func:`transform_points` and :func:`warp_image`).
+
+    Raises
+    ------
+    ValueError
+        A point array is not (N, 2) or contains NaN or inf; the shapes differ; N < 2; the
+        source points are all identical (variance <= 1e-12).
+    """
     src, dst = _check_pts(src_pts, "src_pts"), _check_pts(dst_pts, "dst_pts")
     if src.shape != dst.shape:
         raise ValueError(f"src_pts {src.shape} and dst_pts {dst.shape} must have the same shape")
@@ -303,7 +388,26 @@ def similarity_transform(src_pts, dst_pts) -> np.ndarray:
 
 
 def affine_transform(src_pts, dst_pts) -> np.ndarray:
-    """Least-squares affine map of ``src_pts`` onto ``dst_pts`` (>= 3 points); (2, 3) float64."""
+    """Least-squares affine map of ``src_pts`` onto ``dst_pts``.
+
+    Parameters
+    ----------
+    src_pts : array_like, (N, 2)
+        Source (x, y) points, N >= 3, finite, not collinear.
+    dst_pts : array_like, (N, 2)
+        Destination points, same shape, finite.
+
+    Returns
+    -------
+    matrix : numpy.ndarray, float64 (2, 3)
+        A point p maps to ``matrix[:, :2] @ p + matrix[:, 2]``.
+
+    Raises
+    ------
+    ValueError
+        A point array is not (N, 2) or contains NaN or inf; the shapes differ; N < 3; the
+        source points are collinear (least-squares rank < 3).
+    """
     src, dst = _check_pts(src_pts, "src_pts"), _check_pts(dst_pts, "dst_pts")
     if src.shape != dst.shape:
         raise ValueError(f"src_pts {src.shape} and dst_pts {dst.shape} must have the same shape")
@@ -326,7 +430,25 @@ def _check_matrix(matrix) -> np.ndarray:
 
 
 def transform_points(pts, matrix) -> np.ndarray:
-    """Apply a (2, 3) affine ``matrix`` to (N, 2) points; returns float32 (N, 2)."""
+    """Apply a (2, 3) affine matrix to points.
+
+    Parameters
+    ----------
+    pts : array_like, (N, 2)
+        (x, y) points, any real dtype (computed in float64; finiteness not checked).
+    matrix : array_like, (2, 3)
+        Affine matrix, finite: p maps to ``matrix[:, :2] @ p + matrix[:, 2]``.
+
+    Returns
+    -------
+    out : numpy.ndarray, float32 (N, 2)
+        The transformed points.
+
+    Raises
+    ------
+    ValueError
+        ``pts`` is not (N, 2); ``matrix`` is not (2, 3) or contains NaN or inf.
+    """
     p = np.asarray(pts, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2:
         raise ValueError(f"pts: expected shape (N, 2), got {p.shape}")
@@ -346,8 +468,35 @@ def _border(border: str) -> int:
 
 def warp_image(image: np.ndarray, matrix, size: tuple[int, int], border: str = "replicate",
                interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
-    """Warp ``image`` (HxW or HxWxC) by the (2, 3) ``matrix`` (source -> output pixels)
-    into an output of ``size`` = (width, height)."""
+    """Warp an image by an affine matrix.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, (H, W) or (H, W, C)
+        Any dtype ``cv2.warpAffine`` supports (e.g. uint8, float32).  Not modified.
+    matrix : array_like, (2, 3)
+        Affine matrix mapping source pixel coordinates to output pixel coordinates (the
+        forward map; OpenCV inverts it), finite.
+    size : tuple of int
+        ``(width, height)`` of the output (note the order), both >= 1.
+    border : {"replicate", "constant", "reflect"}, optional
+        Fill of the output pixels that map outside the image: edge replication, 0 (black),
+        or mirror without repeating the edge (reflect-101).  Default ``"replicate"``.
+    interpolation : int, optional
+        OpenCV interpolation flag, passed as is.  Default ``cv2.INTER_LINEAR``.
+
+    Returns
+    -------
+    out : numpy.ndarray, (height, width) or (height, width, C)
+        ``image``'s dtype; a (H, W, 1) input comes back as (height, width), as OpenCV
+        returns it.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a 2-D or 3-D numpy array; ``size`` is not two integers >= 1;
+        ``matrix`` is not (2, 3) or contains NaN or inf; unknown ``border``.
+    """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
         raise ValueError(f"image: expected an HxW or HxWxC array, got {getattr(image, 'shape', type(image))}")
     w, h = (int(v) for v in size)
@@ -357,16 +506,44 @@ def warp_image(image: np.ndarray, matrix, size: tuple[int, int], border: str = "
 
 
 def crop_face(image: np.ndarray, landmarks, scale: float = 1.3, size: int = 256, border: str = "replicate"):
-    """Square face crop.
+    """Square face crop centred on the landmark box.
 
-    The crop is centred on the landmark box, with side ``scale`` x the longer box side
-    (``scale`` in [1, 3]; 1.2-2.0 is typical), resized to ``size`` x ``size``. Parts
-    outside the image are filled by ``border`` ("replicate", "constant" black, "reflect").
-    Downscaling is anti-aliased (area resampling before the sub-pixel warp).
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite.
+    scale : float, optional
+        Side of the crop in units of the longer side of the landmark box (at least 1 px),
+        in [1, 3]; 1.2-2.0 is typical.  Default 1.3.
+    size : int, optional
+        Output side in pixels, in [8, 8192] (converted with ``int``).  Default 256.
+    border : {"replicate", "constant", "reflect"}, optional
+        Fill of the parts of the crop outside the image: edge replication, black, or
+        reflect-101.  Default ``"replicate"``.
 
-    Returns ``(crop uint8 size x size x 3, landmarks_in_crop float32 (468, 2), matrix)``
-    where ``matrix`` (2, 3) maps original pixel coordinates into the crop, so
-    ``transform_points(landmarks, matrix)`` equals the returned landmarks.
+    Returns
+    -------
+    crop : numpy.ndarray, uint8 (size, size, 3), RGB
+        The resampled crop (bilinear).
+    landmarks_in_crop : numpy.ndarray, float32 (468, 2)
+        ``transform_points(landmarks, matrix)``.
+    matrix : numpy.ndarray, float64 (2, 3)
+        Maps original pixel coordinates into the crop (scale and shift only).
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; invalid
+        ``landmarks``; ``scale`` outside [1, 3]; ``size`` outside [8, 8192]; unknown
+        ``border``.
+
+    Notes
+    -----
+    Downscaling by more than 4/3 (output scale < 0.75) is anti-aliased: an integer-aligned
+    region is first area-resampled, then the residual sub-pixel warp is applied.
     """
     check_image(image)
     lm = check_landmarks(landmarks)

@@ -148,12 +148,38 @@ def _decode_pil(data: bytes, path: Path) -> np.ndarray:
 
 
 def read_image(path, max_pixels: int = 40_000_000) -> np.ndarray:
-    """Read an image file as uint8 HxWx3 RGB.
+    """Read an image file as RGB.
 
-    Raises :class:`ImageReadError` (a ``ValueError`` whose message starts with the path)
-    when the file is missing or unreadable, is not an image, is corrupt or truncated, has a
-    side shorter than ``MIN_SIDE`` (32) pixels, or declares more than ``max_pixels`` pixels
-    in its header (checked before decoding). See the module docstring for conversions.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    max_pixels : int, optional
+        Largest accepted ``W * H`` as declared in the header, checked before any pixel is
+        decoded.  Default 40_000_000.  Not validated.
+
+    Returns
+    -------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        C-contiguous, H and W >= :data:`MIN_SIDE` (32), EXIF orientation applied.
+
+    Raises
+    ------
+    ImageReadError
+        A ``ValueError`` whose message starts with the path: the file is missing, a
+        directory, unreadable or empty; not a recognised image format; its header is corrupt;
+        it declares more than ``max_pixels`` pixels, or more than twice PIL's
+        ``Image.MAX_IMAGE_PIXELS`` (PIL's own guard, whatever ``max_pixels``); a side is
+        shorter than :data:`MIN_SIDE` pixels (in the header or after decoding); the data is
+        corrupt or truncated; the sample type or channel layout is unsupported.
+
+    Notes
+    -----
+    The conversions of the module docstring apply: 16-bit samples scaled to 8 bits, float
+    samples taken as [0, 1], grayscale replicated to RGB, alpha composited on white, palette
+    images expanded.  Pixels are decoded by OpenCV, with PIL as a fallback for what OpenCV
+    refuses (e.g. GIF).  The EXIF orientation is read for JPEG, MPO, TIFF and WebP files
+    only.
     """
     path = Path(path)
     try:
@@ -185,10 +211,34 @@ def _tmp_name(path: Path) -> Path:
 
 
 def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written).
+    """Write bytes to a file through a temporary file and a rename (never half-written).
 
-    The file is created as ``open`` creates it (mode 0666 less the umask). fsync: flush the file
-    to disk before the rename. The parent directory must exist.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its parent directory must exist.  An existing file is replaced.
+    data : bytes-like
+        Anything ``memoryview`` accepts (bytes, bytearray, a contiguous numpy array ...).
+    fsync : bool, optional
+        Flush the file to disk before the rename.  Default True.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        Creating, writing or renaming failed (e.g. ``FileNotFoundError`` for a missing parent
+        directory).  On any exception the temporary file is removed and the exception
+        re-raised.
+
+    Notes
+    -----
+    The temporary file ``.{name}.{pid}.{8 hex digits}.tmp`` is created next to ``path``
+    (``O_EXCL``, mode 0666 less the umask, as ``open`` creates files), written, optionally
+    fsynced, and moved into place with ``os.replace``.  The directory itself is not fsynced.
     """
     path = Path(path)
     tmp = _tmp_name(path)
@@ -215,9 +265,35 @@ def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
 
 
 def atomic_write(path, write: Callable[[IO], Any], binary: bool = False, fsync: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path`` (opened ``"wb"`` when ``binary``,
-    else ``"w"``), then rename it to ``path``: for content produced by a streaming writer such as
-    ``torch.save``. Same guarantees as :func:`write_bytes_atomic`; returns the path."""
+    """Write a file with a streaming writer, through a temporary file and a rename.
+
+    For content produced by a writer such as ``torch.save``.  Same temporary-file scheme as
+    :func:`write_bytes_atomic`, but ``fsync`` defaults to False here.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its parent directory must exist.  An existing file is replaced.
+    write : callable
+        Called once as ``write(file)`` with the temporary file open for writing; its return
+        value is ignored.
+    binary : bool, optional
+        Open the file ``"wb"`` (True) or ``"w"`` (False: text in the locale's default
+        encoding).  Default False.
+    fsync : bool, optional
+        Flush the file to disk before the rename.  Default False.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    Exception
+        Whatever ``write`` raises, or an ``OSError`` of creating, writing or renaming the
+        file; the temporary file is removed and the exception re-raised.
+    """
     path = Path(path)
     tmp = _tmp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -238,19 +314,70 @@ def atomic_write(path, write: Callable[[IO], Any], binary: bool = False, fsync: 
 
 
 def write_json_atomic(path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON (and a final newline) to ``path`` atomically and durably
-    (:func:`write_bytes_atomic` with ``fsync``)."""
+    """Write an object as indented JSON, atomically and durably.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its parent directory must exist.  An existing file is replaced.
+    obj : object
+        Anything ``json.dumps`` serialises.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``obj`` is not JSON-serialisable (raised by ``json.dumps`` before any file is
+        created).
+    OSError
+        As :func:`write_bytes_atomic`.
+
+    Notes
+    -----
+    ``json.dumps(obj, indent=2)`` plus a final newline, encoded as UTF-8 (ASCII-only, as
+    ``json.dumps`` escapes non-ASCII characters by default; NaN and infinities are written
+    as ``NaN`` / ``Infinity``), written with :func:`write_bytes_atomic` and ``fsync=True``.
+    """
     return write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode(), fsync=True)
 
 
 def write_image_atomic(path, image: np.ndarray, ext: str | None = None, params=None, fsync: bool = True) -> Path:
-    """Encode ``image`` and atomically write it to ``path``; return the path.
+    """Encode an image and write it to ``path`` atomically.
 
-    image: uint8 HxWx3 RGB, or uint8 HxW (grayscale, e.g. a mask).
-    ext: encoder extension such as ``".png"``/``".jpg"``/``".webp"``; default: the path's suffix.
-    params: OpenCV ``imwrite`` flags, e.g. ``[cv2.IMWRITE_JPEG_QUALITY, 95]``.
-    fsync: flush the file to disk before the rename (durable; set False for throw-away output).
-    The parent directory must exist.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its parent directory must exist.  An existing file is replaced.
+    image : numpy.ndarray, uint8 (H, W, 3) RGB, or uint8 (H, W)
+        Colour image, or grayscale (e.g. a mask).  Not modified.
+    ext : str, optional
+        Encoder extension such as ``".png"``, ``".jpg"`` or ``".webp"`` (the leading dot is
+        added if missing).  Default None: the suffix of ``path``.
+    params : sequence of int, optional
+        OpenCV ``imencode`` flags, e.g. ``[cv2.IMWRITE_JPEG_QUALITY, 95]``.  Default None.
+    fsync : bool, optional
+        Flush the file to disk before the rename (durable; False for throw-away output).
+        Default True.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        A 2-D ``image`` that is not uint8, any other ``image`` that is not a numpy uint8
+        (H, W, 3) array with H, W >= 1; no ``ext`` and no suffix on ``path``; OpenCV
+        reports that it could not encode the image.
+    cv2.error
+        OpenCV has no encoder for ``ext``.
+    OSError
+        As :func:`write_bytes_atomic`.
     """
     path = Path(path)
     if isinstance(image, np.ndarray) and image.ndim == 2:
@@ -271,10 +398,32 @@ def write_image_atomic(path, image: np.ndarray, ext: str | None = None, params=N
 
 
 def write_png_atomic(path, image: np.ndarray, compression: int | None = None, fsync: bool = True) -> Path:
-    """Atomically write ``image`` (uint8 HxWx3 RGB or HxW) as PNG.
+    """Write an image as PNG atomically.
 
-    compression: zlib level 0..9, or None for OpenCV's default (level 1 with its default
-    filter strategy: about 2x faster than an explicit level 1 for ~5% larger files).
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination (any suffix; the content is PNG); its parent directory must exist.
+    image : numpy.ndarray, uint8 (H, W, 3) RGB, or uint8 (H, W)
+        Not modified.
+    compression : int, optional
+        zlib level, 0..9 after ``int()``.  Default None: OpenCV's default (level 1 with its
+        default filter strategy: about 2x faster than an explicit level 1 for ~5% larger
+        files).
+    fsync : bool, optional
+        Flush the file to disk before the rename.  Default True.
+
+    Returns
+    -------
+    path : pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    ValueError
+        ``compression`` outside 0..9; ``image`` invalid as for :func:`write_image_atomic`.
+    OSError
+        As :func:`write_bytes_atomic`.
     """
     if compression is None:
         return write_image_atomic(path, image, ".png", None, fsync)

@@ -21,15 +21,48 @@ def _recipe(recipe: str | Recipe) -> Recipe:
 def make_fake(target: np.ndarray, source: np.ndarray | None = None, recipe: str | Recipe = "mixed",
               seed: int = 0, size: int = 256, target_landmarks: np.ndarray | None = None,
               source_landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Make one fake of ``target`` (uint8 HxWx3 RGB face photo).
+    """Make one fake of a target face photo.
 
-    With ``source`` (another face, uint8 RGB) swap recipes paste it onto the target; without
-    it every sample is a self-blend.  Landmarks are detected with mediapipe unless given
-    ((468, 2) float pixel coordinates).  Returns ``(real, fake, mask, plan)``: real and fake
-    uint8 size x size x 3, mask uint8 size x size (255 = pasted), plan the replayable dict.
-    Raises ``ValueError`` if no face is found in an image, and
-    :class:`synth.visibility.InvisibleFake` (a ``ValueError``) if the recipe's ``min_visible``
-    rule rejected every attempt.
+    Parameters
+    ----------
+    target : numpy.ndarray, uint8 (H, W, 3), RGB
+        The face photo to fake.  Not modified.
+    source : numpy.ndarray, uint8 (H2, W2, 3), RGB, optional
+        Another face.  With it a plan whose pairing is ``"swap"`` pastes it onto the target
+        (a ``"self"`` plan still self-blends the target); without it (default None) every
+        sample is a self-blend.
+    recipe : str, pathlib.Path or synth.recipe.Recipe, optional
+        Shipped recipe name, path to a YAML file, or a loaded recipe.  Default ``"mixed"``.
+    seed : int, optional
+        Global seed: with the recipe and the inputs it fixes the result (the fake is sample
+        0 of ``(recipe, seed)``).  Default 0.
+    size : int, optional
+        Side in pixels of the output crops (8..8192, checked by
+        :func:`synth.face.crop_face`).  Default 256.
+    target_landmarks, source_landmarks : array_like (468, 2), optional
+        Face-mesh landmarks of ``target`` / ``source``, (x, y) float pixel coordinates.
+        Default None: detected with MediaPipe (:func:`synth.face.get_detector`).
+        ``source_landmarks`` is ignored without ``source``.
+
+    Returns
+    -------
+    real : numpy.ndarray, uint8 (size, size, 3), RGB
+        The target's face crop after the recipe's target degradations and post-process.
+    fake : numpy.ndarray, uint8 (size, size, 3), RGB
+        The fake, post-processed like ``real``.
+    mask : numpy.ndarray, uint8 (size, size)
+        Blend weight 0..255, 255 = pasted.
+    plan : dict
+        The JSON-able plan; :func:`synth.render.render` replays it.
+
+    Raises
+    ------
+    ValueError
+        No face found in ``target`` or ``source``; invalid images or landmarks; an unknown
+        or invalid recipe (:class:`synth.recipe.RecipeError`); a plan that renders no usable
+        fake (:class:`synth.render.DegenerateSample`, e.g. a mask emptied by the occlusion),
+        including :class:`synth.visibility.InvisibleFake` when the recipe's ``min_visible``
+        rule rejected every attempt.
     """
     from synth.face import get_detector
 

@@ -56,12 +56,36 @@ _OUTLINE_POINTS = 96
 
 
 def convex_hull(pts: np.ndarray) -> np.ndarray:
-    """float32 (K, 2): the convex hull of the points ``pts`` (N, 2)."""
+    """Convex hull of a set of points.
+
+    Parameters
+    ----------
+    pts : array_like, (N, 2)
+        (x, y) points, N >= 1; converted to float32.
+
+    Returns
+    -------
+    hull : numpy.ndarray, float32 (K, 2)
+        The hull's vertices, in ``cv2.convexHull``'s order; a new array.
+    """
     return cv2.convexHull(np.ascontiguousarray(pts, dtype=np.float32)).reshape(-1, 2)
 
 
 def enlarge_polygon(poly: np.ndarray, factor: float) -> np.ndarray:
-    """float32 (K, 2): ``poly`` scaled by ``factor`` about the mean of its vertices."""
+    """Scale a polygon about the mean of its vertices.
+
+    Parameters
+    ----------
+    poly : numpy.ndarray, (K, 2)
+        (x, y) vertices, any real dtype.  Not modified.
+    factor : float
+        Linear scale factor: 1 keeps the polygon, > 1 enlarges, < 1 shrinks.  Not validated.
+
+    Returns
+    -------
+    out : numpy.ndarray, float32 (K, 2)
+        ``c + (poly - c) * factor``, ``c`` the mean of the vertices; a new array.
+    """
     c = poly.mean(axis=0)
     return (c + (poly - c) * factor).astype(np.float32)
 
@@ -113,7 +137,28 @@ REGIONS: dict[str, Callable[[np.ndarray], list[np.ndarray]]] = {
 
 
 def region_polygons(landmarks, region: str) -> list[np.ndarray]:
-    """Polygons of ``region`` (a key of ``REGIONS``) for ``landmarks`` (468, 2)."""
+    """Polygons of a face region.
+
+    Parameters
+    ----------
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite (converted to float32).
+    region : {"full", "inner", "lower", "eyes", "nose", "mouth"}
+        A key of :data:`REGIONS` (see the module docstring).
+
+    Returns
+    -------
+    polygons : list of numpy.ndarray, float32 (K, 2)
+        (x, y) vertices.  One polygon per region, two for ``"eyes"`` (the subject's left
+        eye, then the right eye).
+
+    Raises
+    ------
+    ValueError
+        ``landmarks`` is not of shape (468, 2), not numeric or not finite; ``region``
+        is not a key of :data:`REGIONS`.
+    """
     if region not in REGIONS:
         raise ValueError(f"region: expected one of {sorted(REGIONS)}, got {region!r}")
     return REGIONS[region](check_landmarks(landmarks))
@@ -130,10 +175,35 @@ def _check_shape(shape) -> tuple[int, int]:
 
 
 def polygon_mask(shape, polygons) -> np.ndarray:
-    """uint8 HxW mask, 255 inside any of ``polygons`` (each (K, 2) x, y), 0 outside.
+    """Binary mask of polygons: 255 inside, 0 outside.
 
-    Polygons are filled as given (sub-pixel vertices, no anti-aliasing, so values are
-    exactly {0, 255}); region functions already return convex hulls where appropriate.
+    Parameters
+    ----------
+    shape : sequence of int
+        (H, W) of the output; only the first two entries are read (``image.shape`` works),
+        each converted with ``int`` and >= 1.
+    polygons : iterable of array_like, each (K, 2)
+        (x, y) vertices in pixel coordinates (pixel centres at integers), all finite.
+        Polygons with fewer than 3 vertices are skipped.
+
+    Returns
+    -------
+    mask : numpy.ndarray, uint8 (H, W)
+        Values exactly {0, 255} (no anti-aliasing); a new array.
+
+    Raises
+    ------
+    ValueError
+        ``shape`` does not give two integers >= 1; a polygon is not of shape (K, 2) or
+        contains NaN or inf.
+
+    Notes
+    -----
+    Polygons are filled as given (region functions already return convex hulls where
+    appropriate), with vertices rounded to 1/16 px and clamped to
+    [-4 max(H, W), 5 max(H, W)] so the fixed-point coordinates cannot overflow.  All
+    polygons are filled by one ``cv2.fillPoly`` call, which uses the even-odd rule: where two
+    polygons overlap, or a polygon crosses itself, the overlap is left 0, not 255.
     """
     h, w = _check_shape(shape)
     mask = np.zeros((h, w), np.uint8)
@@ -191,20 +261,78 @@ def _resolve_ranges(ranges: dict) -> dict:
 
 
 def region_size(landmarks, region: str) -> float:
-    """Longer side of the bounding box of the largest polygon of ``region`` (pixels)."""
+    """Size of a face region in pixels.
+
+    Parameters
+    ----------
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite (converted to float32).
+    region : {"full", "inner", "lower", "eyes", "nose", "mouth"}
+        A key of :data:`REGIONS` (see the module docstring).
+
+    Returns
+    -------
+    size : float
+        The largest, over the region's polygons (:func:`region_polygons`), of the longer
+        side of the polygon's bounding box.
+
+    Raises
+    ------
+    ValueError
+        ``landmarks`` is not of shape (468, 2), not numeric or not finite; ``region``
+        is not a key of :data:`REGIONS`.
+    """
     return float(max(np.ptp(q, axis=0).max() for q in region_polygons(landmarks, region)))
 
 
 def sample_mask_params(rng: np.random.Generator, landmarks_or_face_size, region: str | None = None,
                        **ranges) -> dict:
-    """Draw deformation parameters for :func:`build_mask` (plain JSON-able dict).
+    """Draw random deformation parameters for :func:`build_mask`.
 
-    landmarks_or_face_size: landmarks (468, 2) or a size in pixels, used to turn the
-    fractional ranges (jitter, warp, morph) into pixels. With landmarks the reference size
-    is the face size (longer side of the landmark box), or, when ``region`` is given, the
-    size of that region (:func:`region_size`), so that small regions (eyes, mouth) are
-    deformed in proportion instead of being eroded away.
-    ranges: override :data:`DEFAULT_RANGES` entries with (low, high) or a fixed number.
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the draws, one each in the order of the returned keys.
+    landmarks_or_face_size : array_like (468, 2) or float
+        Reference size used to turn the fractional ranges (jitter, warp, morph) into
+        pixels: a 0-d value is the size itself (finite, > 0); landmarks give the face size
+        (:func:`synth.face.face_size`, the longer side of the landmark box) or, when
+        ``region`` is given, that region's size (:func:`region_size`), so that small regions
+        (eyes, mouth) are deformed in proportion instead of being eroded away.
+    region : str, optional
+        A key of :data:`REGIONS`; only used with landmarks.  Default None.
+    **ranges
+        Overrides of :data:`DEFAULT_RANGES` entries, each a fixed number (int or float, not
+        bool) or a ``(low, high)`` pair with ``limit_low <= low <= high <= limit_high``:
+
+        - ``jitter``: max vertex offset, fraction of the size; default (0, 0.03), limits
+          [0, 0.5].
+        - ``scale``: linear scale factor; default (0.85, 1.15), limits [0.1, 4].
+        - ``warp``: boundary displacement, fraction of the size; default (0, 0.02), limits
+          [0, 0.5].
+        - ``warp_grid``: lattice cells per side of the warp field; default (2, 5), limits
+          [1, 32] (the bounds are truncated to integers, both inclusive).
+        - ``morph``: erode (< 0) / dilate (> 0) radius, fraction of the size; default
+          (-0.02, 0.02), limits [-0.5, 0.5].
+        - ``feather``: Gaussian sigma in pixels; default (0, 8), limits [0, 256].
+
+    Returns
+    -------
+    params : dict
+        Plain JSON-able values: ``"jitter_px"`` (float px, 4 decimals), ``"jitter_seed"``
+        (int in [0, 2**31 - 2]), ``"scale"`` (float, 6 decimals), ``"warp_px"`` (float px,
+        4 decimals), ``"warp_grid"`` (int), ``"warp_seed"`` (int in [0, 2**31 - 2]),
+        ``"morph_px"`` (int px, rounded), ``"feather"`` (float px, 4 decimals).  Real
+        values are drawn with ``rng.uniform(low, high)``.
+
+    Raises
+    ------
+    ValueError
+        ``rng`` is not a ``numpy.random.Generator``; a 0-d size is not finite or <= 0;
+        invalid landmarks or region (see :func:`region_polygons`); an unknown range key, a
+        range that is neither a number nor a pair of numbers, or one outside its limits or
+        with low > high.
     """
     check_rng(rng)
     if np.ndim(landmarks_or_face_size) == 0:
@@ -271,10 +399,55 @@ def _warp_points(pts: np.ndarray, box, grid: int, amp: float, seed: int) -> np.n
 
 
 def build_mask(shape, landmarks, region: str, params: dict | None = None) -> np.ndarray:
-    """Deformed mask of ``region`` as uint8 HxW (0..255; exactly {0, 255} when feather is 0).
+    """Deformed mask of a face region.
 
-    shape: (H, W) of the image the landmarks belong to. params: from
-    :func:`sample_mask_params` (None = :data:`IDENTITY_PARAMS`). Deterministic.
+    Parameters
+    ----------
+    shape : sequence of int
+        (H, W) of the image the landmarks belong to, i.e. of the output; only the first two
+        entries are read (``image.shape`` works), each converted with ``int`` and >= 1.
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite (converted to float32).
+    region : {"full", "inner", "lower", "eyes", "nose", "mouth"}
+        A key of :data:`REGIONS` (see the module docstring).
+    params : dict, optional
+        Deformation parameters, as returned by :func:`sample_mask_params`; it must hold every
+        key of :data:`IDENTITY_PARAMS` (other keys are ignored).  ``jitter_px``, ``warp_px``
+        and ``feather`` must be finite and >= 0, ``scale`` finite and > 0, and
+        ``int(warp_grid)`` >= 1; the seeds and ``morph_px`` are converted with ``int``.
+        Default None: :data:`IDENTITY_PARAMS` (the plain region polygons, binary).
+
+    Returns
+    -------
+    mask : numpy.ndarray, uint8 (H, W)
+        0..255, exactly {0, 255} when ``feather`` < 0.3.  Deterministic: the same shape,
+        landmarks, region and params give a byte-identical mask.
+
+    Raises
+    ------
+    ValueError
+        ``shape`` does not give two integers >= 1; ``params`` is not a dict, misses a key or
+        has a value outside the ranges above; invalid ``landmarks`` or ``region`` (see
+        :func:`region_polygons`).
+
+    Notes
+    -----
+    The steps, in order (see the module docstring):
+
+    1. jitter (when ``jitter_px`` > 0): each vertex moves by a uniform offset in
+       [-jitter_px, jitter_px]^2, drawn for all polygons in turn from one
+       ``numpy.random.default_rng(jitter_seed)``;
+    2. scale about the vertex mean; after jitter or scaling the polygon is re-hulled
+       (convex);
+    3. warp (when ``warp_px`` > 0): each outline, resampled to 96 points evenly spaced by
+       arc length, is displaced by a bilinear interpolation of a (warp_grid + 1)^2 lattice
+       of uniform [-warp_px, warp_px]^2 offsets (``default_rng(warp_seed)``) spanning the
+       box of all polygons;
+    4. fill with :func:`polygon_mask`; ``morph_px`` != 0: dilate (> 0) or erode (< 0) with
+       an elliptical structuring element of side ``2 * abs(morph_px) + 1``;
+    5. ``feather`` >= 0.3: :func:`feather_mask` with that sigma (below 0.3 a Gaussian kernel
+       is a no-op and the mask stays binary).
     """
     h, w = _check_shape(shape)
     p = _check_params(IDENTITY_PARAMS if params is None else params)
@@ -307,13 +480,29 @@ def build_mask(shape, landmarks, region: str, params: dict | None = None) -> np.
 
 
 def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of a uint8 mask (separable filter: cv2.GaussianBlur's bit-exact uint8
-    path is ~10x slower for large sigmas), border replicated.
+    """Gaussian blur of a mask, border replicated.
 
-    Only the bounding box of the nonzero pixels grown by the kernel radius is filtered:
-    beyond it the result is 0 (all zeros within reach), and inside it the box edges are
-    either zeros (replicated zeros) or the image edges, so the output is the same as
-    filtering the whole image.
+    Parameters
+    ----------
+    mask : numpy.ndarray, uint8 (H, W)
+        0..255.  Not modified.
+    sigma : float
+        Standard deviation in pixels; the kernel has ``2 * ceil(3 * sigma) + 1`` taps.
+        Expected > 0, not validated: 0 returns an unchanged copy, a negative sigma makes
+        OpenCV raise ``cv2.error``.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W)
+        A new array (OpenCV rounds to the nearest level).
+
+    Notes
+    -----
+    A separable filter (``cv2.sepFilter2D``): ``cv2.GaussianBlur``'s bit-exact uint8 path is
+    ~10x slower for large sigmas.  Only the bounding box of the nonzero pixels grown by the
+    kernel radius is filtered: beyond it the result is 0 (all zeros within reach), and inside
+    it the box edges are either zeros (replicated zeros) or the image edges, so the output is
+    the same as filtering the whole image.  An all-zero mask returns zeros.
     """
     radius = int(np.ceil(3.0 * sigma))
     k = cv2.getGaussianKernel(2 * radius + 1, sigma)
@@ -329,11 +518,29 @@ def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def subtract_occlusion(mask: np.ndarray, occlusion: np.ndarray) -> np.ndarray:
-    """``clip(mask - occlusion, 0, 1)`` in the dtype of ``mask``.
+    """Remove occluded pixels from a mask: ``clip(mask - occlusion, 0, 1)`` in ``mask``'s dtype.
 
-    mask: uint8 0..255, bool or float [0, 1]; occlusion: same kinds (1 / 255 = occluded),
-    same HxW. uint8 in -> uint8 out (rounded), float in -> same float dtype, bool in -> bool
-    (``mask - occlusion >= 0.5``).
+    Parameters
+    ----------
+    mask : numpy.ndarray, (H, W) or (H, W, 1)
+        uint8 0..255, bool, or float in [0, 1].  Not modified.
+    occlusion : numpy.ndarray, (H, W) or (H, W, 1)
+        Same kinds (1 or 255 = occluded), same H and W as ``mask``; its dtype may differ
+        from ``mask``'s.
+
+    Returns
+    -------
+    out : numpy.ndarray, (H, W)
+        In ``mask``'s dtype: uint8 in -> uint8 out (``round(255 * clip(m - o, 0, 1))``, half
+        to even); float in -> the same float dtype (computed in float32); bool in -> bool
+        (``m - o >= 0.5``).  A new array.
+
+    Raises
+    ------
+    ValueError
+        ``mask`` or ``occlusion`` is not a numpy array, not (H, W) or (H, W, 1), has a dtype
+        other than uint8, bool or floating, or has float values outside [0, 1]; their H, W
+        differ.
     """
     m = mask_to_float(mask, name="mask")
     o = mask_to_float(occlusion, m.shape, name="occlusion")

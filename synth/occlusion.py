@@ -41,7 +41,28 @@ class OcclusionEstimator(Protocol):
 
 
 def face_oval_mask(shape, landmarks) -> np.ndarray:
-    """bool HxW: inside the convex hull of the face oval."""
+    """Mask of the pixels inside the convex hull of the face oval.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        (H, W) of the output; only the first two entries are read (``image.shape`` works),
+        each converted with ``int`` and >= 1.
+    landmarks : array_like, (468, 2)
+        Face-mesh landmarks, (x, y) pixel coordinates; any integer or floating dtype, all
+        finite.
+
+    Returns
+    -------
+    mask : numpy.ndarray, bool (H, W)
+        True inside the hull (filled by :func:`synth.mask.polygon_mask`).
+
+    Raises
+    ------
+    ValueError
+        ``landmarks`` is not of shape (468, 2), not numeric or not finite; ``shape`` does not
+        give two integers >= 1.
+    """
     lm = check_landmarks(landmarks)
     return polygon_mask(shape, [convex_hull(lm[FACE_OVAL])]) > 0
 
@@ -240,7 +261,35 @@ ESTIMATORS: dict[str, Callable[..., OcclusionEstimator]] = {
 
 
 def get_estimator(name: str = "skin", **options) -> OcclusionEstimator:
-    """Build the estimator registered as ``name`` (see ``ESTIMATORS``)."""
+    """Build the occlusion estimator registered as ``name``.
+
+    Parameters
+    ----------
+    name : {"skin", "none"}, optional
+        A key of :data:`ESTIMATORS`.  Default ``"skin"``: :class:`SkinOcclusionEstimator`;
+        ``"none"``: :class:`NoOcclusion`.
+    **options
+        Keyword arguments of the estimator's constructor.  ``"skin"``: ``threshold`` (> 0,
+        default 16.0), ``keep`` ([0.2, 1], default 0.8), ``site_tol`` (>= 0, default 10.0),
+        ``lum_floor`` (>= 0, default 400.0), ``chroma_floor`` (>= 0, default 4.0),
+        ``min_area`` (>= 0, default 0.01), ``zone_margin`` (>= 0, default 0.03),
+        ``work_size`` (int >= 32, default 128); see :class:`SkinOcclusionEstimator`.
+        ``"none"`` takes none.
+
+    Returns
+    -------
+    estimator : OcclusionEstimator
+        A callable ``estimator(image, landmarks)``: ``image`` uint8 (H, W, 3) RGB,
+        ``landmarks`` (468, 2) -> float32 (H, W) in [0, 1], 1 = occluded (both built-in
+        estimators return exactly 0 or 1).
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a key of :data:`ESTIMATORS`, or an option is outside the range above.
+    TypeError
+        An option the estimator does not take.
+    """
     if name not in ESTIMATORS:
         raise ValueError(f"occlusion estimator: expected one of {sorted(ESTIMATORS)}, got {name!r}")
     return ESTIMATORS[name](**options)

@@ -20,14 +20,42 @@ def _levels() -> np.ndarray:
 
 def color_shift(image: np.ndarray, hue: float = 0.0, saturation: float = 0.0,
                 brightness: float = 0.0, contrast: float = 0.0) -> np.ndarray:
-    """Shift hue (degrees), scale saturation by ``1+saturation``, brightness by ``+brightness*255``
-    and contrast by ``1+contrast`` about the mean.  uint8 HxWx3 RGB in and out.
+    """Shift hue, saturation, brightness and contrast.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    hue : float, optional
+        Hue shift in degrees (wraps around).  Default 0.0.
+    saturation : float, optional
+        Saturation is multiplied by ``1 + saturation`` (-1 desaturates fully; lower values
+        also give 0).  Default 0.0.
+    brightness : float, optional
+        Added to every channel as ``brightness * 255`` gray levels.  Default 0.0.
+    contrast : float, optional
+        Deviation from the mean is multiplied by ``1 + contrast``.  Default 0.0.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1.
+
+    Notes
+    -----
+    The four scalars are not validated (the recipe registry :data:`OPS` samples hue in
+    [-60, 60], saturation and contrast in [-0.9, 2], brightness in [-0.5, 0.5]).
 
     In float32 on OpenCV's 8-bit full-range HSV: ``H' = (H + hue * 256/360) mod 256``,
-    ``S' = S * (1 + saturation)``, each rounded and clipped to uint8; back to RGB, then
-    ``(x - mean) * (1 + contrast) + mean + brightness * 255`` with ``mean`` over all pixels
-    and channels, rounded and clipped.  Every step maps uint8 levels to uint8 levels, so
-    each is one lookup table (bit-identical to the elementwise float32 formula).
+    ``S' = S * (1 + saturation)``, each rounded (half to even) and clipped to uint8; back to
+    RGB, then ``(x - mean) * (1 + contrast) + mean + brightness * 255`` with ``mean`` over
+    all pixels and channels, rounded and clipped.  Every step maps uint8 levels to uint8
+    levels, so each is one lookup table (bit-identical to the elementwise float32 formula).
     """
     check_image(image)
     levels = _levels()
@@ -41,15 +69,56 @@ def color_shift(image: np.ndarray, hue: float = 0.0, saturation: float = 0.0,
 
 
 def rgb_shift(image: np.ndarray, r: float = 0.0, g: float = 0.0, b: float = 0.0) -> np.ndarray:
-    """Add a constant (in 0..255 units) to each RGB channel, rounded and clipped to uint8
-    (float32 arithmetic, applied as one per-channel lookup table).  uint8 HxWx3 in and out."""
+    """Add a constant to each RGB channel.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    r, g, b : float, optional
+        Offsets of the red, green and blue channels in gray levels (0..255 units).  Default
+        0.0.  Not validated (the recipe registry :data:`OPS` samples them in [-128, 128]).
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        ``x + offset`` in float32, rounded half to even and clipped to 0..255 (applied as one
+        per-channel lookup table); a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1.
+    """
     check_image(image)
     lut = to_uint8(_levels()[:, None] + np.array([r, g, b], np.float32))
     return cv2.LUT(image, lut[None])
 
 
 def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.ndarray:
-    """Unsharp mask: ``image + amount * (image - gaussian(image, sigma))``.  uint8 in and out."""
+    """Unsharp mask: ``image + amount * (image - gaussian(image, sigma))``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    amount : float, optional
+        Weight of the detail added back.  Default 0.5.  Not validated (0 returns the image;
+        a negative amount blurs).
+    sigma : float, optional
+        Standard deviation of the Gaussian in pixels, must be > 0.  Default 1.0.  OpenCV
+        derives the kernel size from it; reflect-101 border.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        Computed in float32, rounded half to even and saturated to 0..255; a new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``sigma`` <= 0.
+    """
     check_image(image)
     if sigma <= 0:
         raise ValueError(f"sigma: must be > 0, got {sigma}")
@@ -60,8 +129,31 @@ def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.nd
 
 def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0,
                  angle: float = 0.0) -> np.ndarray:
-    """Scale about the centre, rotate by ``angle`` degrees and shift by ``dx, dy`` (fractions
-    of width/height).  Borders are reflected.  uint8 HxWx3 in and out, same size."""
+    """Scale and rotate about the image centre, then shift.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    scale : float, optional
+        Uniform scale factor about the centre (W / 2, H / 2), must be > 0.  Default 1.0.
+    dx, dy : float, optional
+        Shift as fractions of the width and height (positive: right, down).  Default 0.0.
+        Not validated.
+    angle : float, optional
+        Rotation in degrees, counter-clockwise on screen.  Default 0.0.  Not validated.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        Same size as ``image``; bilinear interpolation, borders reflected (OpenCV's
+        reflect-101).  A new array.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``scale`` <= 0.
+    """
     check_image(image)
     if scale <= 0:
         raise ValueError(f"scale: must be > 0, got {scale}")

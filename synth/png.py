@@ -30,12 +30,28 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray, strategy: str = "huffman") -> bytes:
-    """Encode ``image`` as PNG bytes.
+    """Encode an image as PNG bytes.
 
-    image: uint8, HxW (gray), HxWx3 (RGB order, not OpenCV's BGR) or HxWx4 (RGBA).
-    strategy: deflate strategy, ``"huffman"`` (photos) or ``"rle"`` (masks and other images
-    made of long constant runs); both are lossless and read by any PNG decoder.
-    Returns the complete file content. Raises ValueError on any other dtype, shape or strategy.
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W), (H, W, 3) or (H, W, 4)
+        Gray, RGB (RGB order, not OpenCV's BGR) or RGBA; H, W >= 1, any strides.  Not
+        modified.
+    strategy : {"huffman", "rle"}, optional
+        Deflate strategy: ``"huffman"`` (default; photos) or ``"rle"`` (masks and other
+        images made of long constant runs).  Both are lossless and read by any PNG decoder.
+
+    Returns
+    -------
+    data : bytes
+        The complete file: an 8-bit, non-interlaced PNG (colour type gray, RGB or RGBA) with
+        the "Up" filter on every row, deflated at zlib-ng level 1.
+
+    Raises
+    ------
+    ValueError
+        ``strategy`` is not one of the two names; ``image`` is not a numpy uint8 array, not
+        (H, W), (H, W, 3) or (H, W, 4), or empty.
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy: expected one of {sorted(_STRATEGIES)}, got {strategy!r}")

@@ -35,9 +35,23 @@ class InvisibleFake(DegenerateSample):
 
 
 def visible_difference(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute difference between ``fake`` and ``real`` (uint8 HxWx3, after the
-    post-process, i.e. as written) over the pixels where ``mask >= 128`` (the pixels that
-    are mostly source) and the 3 channels, in 0..255 units.  0.0 if no pixel qualifies."""
+    """Mean absolute difference between ``fake`` and ``real`` over the mostly-source pixels.
+
+    Parameters
+    ----------
+    real, fake : numpy.ndarray, uint8 (H, W, 3), RGB
+        The pair as written (after the post-process).  Same shape; not validated here
+        (OpenCV raises ``cv2.error`` on a mismatch).
+    mask : numpy.ndarray, uint8 (H, W)
+        Blend weight 0..255 (255 = source); the pixels where ``mask >= 128`` are compared.
+        The comparison is in 0..255 units, so a float mask in [0, 1] selects no pixel.
+
+    Returns
+    -------
+    difference : float
+        ``mean(abs(fake - real))`` over the selected pixels and the 3 channels, in 0..255
+        units (float64 mean); 0.0 if no pixel is selected.
+    """
     inside = mask >= 128
     if not inside.any():
         return 0.0
@@ -47,11 +61,51 @@ def visible_difference(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> 
 def plan_and_render(recipe: Recipe, pool, faces: FaceCache, i: int, global_seed: int, size: int = 256,
                     weights: Mapping[str, float] | None = None,
                     target_key: str | None = None) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
-    """Plan and render sample ``i`` of ``(recipe, global_seed)`` -> ``(plan, real, fake, mask)``,
-    redrawing the plan while the fake is not visible (see the module docstring).
+    """Plan and render one sample, redrawing the plan while the fake is not visible.
 
-    An exception raised while rendering an attempt carries that attempt's plan as
-    ``exc.plan`` (for skip records); errors of planning itself carry none.
+    Parameters
+    ----------
+    recipe : synth.recipe.Recipe
+        The loaded recipe.  ``recipe.spec["min_visible"]`` (0..255 units, default 0 = rule
+        off) and ``recipe.spec["max_attempts"]`` (default 8, only used when
+        ``min_visible`` > 0) define the rule (see the module docstring).
+    pool : synth.pool.FacePool or synth.index.Index
+        Faces to draw targets and swap partners from (as :func:`synth.recipe.sample_plan`).
+    faces : synth.render.FaceCache
+        Crop cache the plans are rendered from.
+    i : int
+        Sample index.
+    global_seed : int
+        Global seed; with ``recipe`` and ``pool`` it fixes every plan.
+    size : int, optional
+        Output side in pixels.  Default 256.
+    weights : mapping of str to float, optional
+        Choice-key multipliers (:func:`synth.recipe.choice_keys`), passed to
+        :func:`synth.recipe.sample_plan`.  Default None.
+    target_key : str, optional
+        Key of the target face in ``pool`` (library use); default None draws it from the
+        pool.
+
+    Returns
+    -------
+    plan : dict
+        The JSON-able plan of the attempt that was returned (``plan["attempt"]`` = its
+        number, 0 first).
+    real : numpy.ndarray, uint8 (size, size, 3), RGB
+    fake : numpy.ndarray, uint8 (size, size, 3), RGB
+    mask : numpy.ndarray, uint8 (size, size)
+        Blend weight 0..255, 255 = source (see :func:`synth.render.render`).
+
+    Raises
+    ------
+    InvisibleFake
+        ``min_visible`` > 0 and none of the ``max_attempts`` attempts reached
+        ``visible_difference >= min_visible``; a :class:`~synth.render.DegenerateSample`
+        (hence a ``ValueError``) carrying the last attempt's plan as ``exc.plan``.
+    Exception
+        Any error of rendering an attempt propagates at once (no redraw), with that
+        attempt's plan set as ``exc.plan`` unless it already has one; errors of
+        :func:`synth.recipe.sample_plan` propagate without a plan.
     """
     threshold = float(recipe.spec.get("min_visible", 0.0))
     attempts = int(recipe.spec.get("max_attempts", 8)) if threshold > 0 else 1
