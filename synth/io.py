@@ -267,19 +267,18 @@ def write_bytes_atomic(path, data: bytes, fsync: bool = True) -> Path:
 def atomic_write(path, write: Callable[[IO], Any], binary: bool = False, fsync: bool = False) -> Path:
     """Write a file with a streaming writer, through a temporary file and a rename.
 
-    For content produced by a writer such as ``torch.save``.  Same temporary-file scheme as
-    :func:`write_bytes_atomic`, but ``fsync`` defaults to False here.
+    For content produced by a writer such as ``torch.save``: the content is collected in memory,
+    then written with :func:`write_bytes_atomic` (``fsync`` defaults to False here).
 
     Parameters
     ----------
     path : str or os.PathLike
         Destination; its parent directory must exist.  An existing file is replaced.
     write : callable
-        Called once as ``write(file)`` with the temporary file open for writing; its return
+        Called once as ``write(file)`` with an in-memory file (``io.BytesIO`` or ``io.StringIO``); its return
         value is ignored.
     binary : bool, optional
-        Open the file ``"wb"`` (True) or ``"w"`` (False: text in the locale's default
-        encoding).  Default False.
+        ``write`` gets a binary (True) or a text file (False: written as UTF-8).  Default False.
     fsync : bool, optional
         Flush the file to disk before the rename.  Default False.
 
@@ -292,25 +291,14 @@ def atomic_write(path, write: Callable[[IO], Any], binary: bool = False, fsync: 
     ------
     Exception
         Whatever ``write`` raises, or an ``OSError`` of creating, writing or renaming the
-        file; the temporary file is removed and the exception re-raised.
+        file. A ``write`` that raises leaves no file behind (the content is built in memory first).
     """
-    path = Path(path)
-    tmp = _tmp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write(fh)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return path
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # in memory first, then the one temporary-file-and-rename mechanism: checkpoints and run state
+    # are a few MB at most, and a writer that fails mid-way never touches the disk
+    buf = io.BytesIO() if binary else io.StringIO()
+    write(buf)
+    data = buf.getvalue() if binary else buf.getvalue().encode("utf-8")
+    return write_bytes_atomic(path, data, fsync)
 
 
 def write_json_atomic(path, obj: Any) -> Path:
