@@ -188,24 +188,14 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     for key in ("max_rounds", "epochs_per_round", "regen_n"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: expected >= 1, got {getattr(cfg, key)}")
-    if not cfg.lr > 0:
-        raise ValueError(f"lr: expected > 0, got {cfg.lr}")
     if not 0 < cfg.lr_decay <= 1:
         raise ValueError(f"lr_decay: expected lr_decay in (0, 1], got {cfg.lr_decay}")
-    from detector.train import check_batch_scale, resolve_precision
-
-    check_batch_scale(cfg.batch_scale)
     check_weight_clip(cfg.weight_clip)
     if cfg.pairing not in PAIRINGS:
         raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
-    if cfg.pairing == "paired" and cfg.batch_size % 2:
-        raise ValueError(f"batch_size: paired batches need an even size, got {cfg.batch_size}")
-    if not (cfg.amplify >= 1.0 and 0.0 < cfg.amplify_until <= 1.0):
-        raise ValueError(f"amplify: expected >= 1 and amplify_until in (0, 1], got {cfg.amplify}, {cfg.amplify_until}")
-    resolve_precision(cfg.precision, cfg.device)
-    if not (0 <= cfg.twins <= cfg.batch_size // 2 and cfg.twin_weight >= 0):
-        raise ValueError(f"twins, twin_weight: expected 0 <= twins <= batch_size / 2 and twin_weight >= 0, "
-                         f"got {cfg.twins}, {cfg.twin_weight}")
+    # the training settings (lr, batch_size, batch_scale, amplify, precision, twins, ema, ...) are checked
+    # where they are defined, by TrainSettings, before any round starts
+    _round_settings(cfg, 1, cfg.pairing == "paired", progress=False)
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
     if cfg.statistics_n < 0 or cfg.statistics_steps < 1:
