@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from detector.data import FaceDataset, identity_split, read_dataset, read_mask
-from detector.loop import LoopConfig
 from detector.losses import DetectorLoss
 from detector.models import create_model
 from detector.quality import quality_check
+from detector.settings import LoopConfig
 from detector.train import TrainSettings, evaluate, train_round
 
 LOOP_LOSS_KWARGS = LoopConfig.__dataclass_fields__["loss_kwargs"].default_factory()

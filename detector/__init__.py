@@ -22,7 +22,7 @@ _PUBLIC = {
     "train_round": ("detector.train", "train_round"),
     "evaluate": ("detector.train", "evaluate"),
     "run_loop": ("detector.loop", "run_loop"),
-    "LoopConfig": ("detector.loop", "LoopConfig"),
+    "LoopConfig": ("detector.settings", "LoopConfig"),
     "FaceDataset": ("detector.data", "FaceDataset"),
     "read_dataset": ("detector.readers", "read_dataset"),
     "compute_metrics": ("detector.metrics", "compute_metrics"),

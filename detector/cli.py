@@ -54,7 +54,7 @@ _SPECIAL_FIELDS = {"data_dirs", "model_kwargs", "loss_kwargs", "out_dir"}
 
 def _generic_options() -> list[str]:
     """LoopConfig fields without a hand-written option (e.g. amplify, weight_eps): --NAME each."""
-    from detector.loop import LoopConfig
+    from detector.settings import LoopConfig
 
     covered = set(_TRAIN_OPTIONS.values()) | _SPECIAL_FIELDS
     return [f.name for f in dataclasses.fields(LoopConfig) if f.name not in covered]
@@ -84,7 +84,7 @@ def _scale_range(text: str) -> list[float]:
 
 
 def _weight_clip(text: str) -> list[float]:
-    from detector.loop import check_weight_clip
+    from detector.settings import check_weight_clip
 
     try:
         return list(check_weight_clip(text.split(",")))
@@ -190,7 +190,8 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from detector.config import read_config, resolve_settings
-    from detector.loop import LEGACY_CONFIG, STATE, run_loop
+    from detector.loop import STATE, run_loop
+    from detector.settings import LEGACY_CONFIG
 
     if args.threads:
         torch.set_num_threads(args.threads)

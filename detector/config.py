@@ -1,6 +1,6 @@
 """Training configuration files: ``detector train --config run.yaml``.
 
-A config file is a YAML mapping of :class:`detector.loop.LoopConfig` settings (``examples/train.yaml``
+A config file is a YAML mapping of :class:`detector.settings.LoopConfig` settings (``examples/train.yaml``
 lists every key with its default)::
 
     data_dirs: [out/base]          # training data (one directory may be given as a plain string)
@@ -20,7 +20,7 @@ The file is validated completely before any work starts, like a recipe: an unkno
 twice, a wrong type (checked against the field's annotation: ``int``, ``float`` (an integer is
 accepted), ``str``, ``X | None`` (``null``), ``list[str]``, ``tuple[float, float]`` (a list of
 two), ``dict`` (a mapping of JSON-able values)), or a value that fails the loop's own range checks
-(:func:`detector.loop.check_config`) is a :class:`ConfigError` (a ``ValueError``) naming the file and
+(:func:`detector.settings.check_config`) is a :class:`ConfigError` (a ``ValueError``) naming the file and
 the key. Loading is ``yaml.SafeLoader`` (plus ``1e-3`` read as a number, as YAML 1.2 does), refuses
 alias bombs (the recipe loader's node count), and files over :data:`MAX_CONFIG_BYTES`.
 
@@ -43,7 +43,7 @@ from typing import Any, Literal, Mapping, Union
 
 import yaml
 
-from detector.loop import LoopConfig
+from detector.settings import LoopConfig
 from synth.io import atomic_write
 from synth.recipe import checked_yaml_node, cut_text, read_yaml_file
 
@@ -301,8 +301,8 @@ def _normalised(key: str, value: Any) -> Any:
 
 def check_settings(settings: Mapping[str, Any], out_dir: str = "") -> list:
     """Build the LoopConfig of ``settings`` and run the loop's range checks on it
-    (:func:`detector.loop.check_config`); returns the parsed condition. ValueError naming the key."""
-    from detector.loop import check_config
+    (:func:`detector.settings.check_config`); returns the parsed condition. ValueError naming the key."""
+    from detector.settings import check_config
 
     rest = {k: v for k, v in settings.items() if k not in ("data_dirs", "eval_dir")}
     return check_config(LoopConfig(data_dirs=list(settings.get("data_dirs", [])),
@@ -318,10 +318,10 @@ def resolve_settings(file: str | Path | None, options: Mapping[str, tuple[Any, s
     Returns ``(settings, sources)``: the settings given (LoopConfig fields, no out_dir) and, per
     setting given by the file or an option, where it came from (the file's path or the option name).
     With ``resume_path`` a file value that the stored run does not allow to change
-    is refused here, naming the file (:func:`detector.loop._check_resume`, ``RESUME_MUTABLE``).
+    is refused here, naming the file (:func:`detector.settings.check_resume`, ``RESUME_MUTABLE``).
     A range error that the file's values alone already cause names the file too. ``file_values``:
     the file as :func:`read_config` read it, if already read."""
-    from detector.loop import _check_resume
+    from detector.settings import check_resume
 
     settings: dict[str, Any] = {k: _normalised(k, v) for k, v in (base or {}).items()}
     sources: dict[str, str] = {}
@@ -330,7 +330,7 @@ def resolve_settings(file: str | Path | None, options: Mapping[str, tuple[Any, s
         from_file = dict(file_values) if file_values is not None else read_config(file)
         if base is not None and resume_path is not None:
             try:
-                _check_resume(_json(dict(base)), _json(from_file), resume_path)
+                check_resume(_json(dict(base)), _json(from_file), resume_path)
             except ValueError as e:
                 raise ConfigError(f"{file}: {e}") from None
         settings.update(from_file)

@@ -580,6 +580,12 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray, *,
         uint8 (H, W, 3), 0..255, a new array.  Empty domain: a copy of the target; mask
         1 (``"box"``) or > 0.5 (``"mask"``) everywhere: a copy of the source.
 
+    Raises
+    ------
+    ValueError
+        As :func:`poisson_blend_float`: inputs of the wrong type, dtype or shape, a float
+        mask outside [0, 1], an unknown ``mode`` or ``domain``.
+
     Notes
     -----
     The default solve caches its mask-dependent factorisation for the last 4 masks (see

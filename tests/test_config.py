@@ -12,7 +12,7 @@ import detector.loop as loop_mod
 from detector.cli import main
 from detector.config import CONFIG_YAML, ConfigError, field_defaults, field_types, read_config, write_run_config
 from detector.data import write_toy_synth_dir
-from detector.loop import LoopConfig
+from detector.settings import LoopConfig
 
 torch.set_num_threads(1)
 

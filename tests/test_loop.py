@@ -9,8 +9,9 @@ import torch
 from detector import predict as P
 from detector.checkpoint import load_checkpoint
 from detector.cli import main
+from detector.condition import condition_holds, parse_condition
 from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
-from detector.loop import condition_holds, parse_condition, rounds_table, run_loop
+from detector.loop import rounds_table, run_loop
 from detector.models import create_model
 from detector.reweight import miss_rate_weights
 from detector.train import TrainSettings, rescale_batch, train_round

@@ -1,0 +1,178 @@
+"""The settings of a training run: :class:`LoopConfig`, their range checks, and what a resumed run may change.
+
+``detector train`` builds a :class:`LoopConfig` from its options and ``--config`` file
+(:mod:`detector.config`), :func:`check_config` validates it before any work starts, and
+:func:`detector.loop.run_loop` stores it in ``RUN/state.json``. Each round trains with the
+:class:`detector.train.TrainSettings` that :func:`round_settings` derives from it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+from detector.condition import parse_condition
+
+if TYPE_CHECKING:
+    from detector.train import TrainSettings
+
+__all__ = ["LEGACY_CONFIG", "LOOP_MODEL_KWARGS", "PAIRINGS", "RESUME_MUTABLE", "LoopConfig", "check_config",
+           "check_resume", "check_weight_clip", "normalised_config", "round_settings"]
+
+
+@dataclass
+class LoopConfig:
+    """Everything that defines a run (stored in ``RUN/state.json``)."""
+
+    data_dirs: list[str]
+    eval_dir: str
+    out_dir: str
+    model_name: str = "freq_attention"
+    model_kwargs: dict = field(default_factory=dict)
+    condition: str = "auc>0.8"
+    # 3 rounds x 3 epochs x 120 steps keep the default run within an hour on a 2-core CPU in float32,
+    # and twice the steps did not transfer better (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", session 12)
+    max_rounds: int = 3
+    regen_n: int = 2000
+    epochs_per_round: int = 3
+    recipe: str = "mixed"
+    src: str | None = None
+    index: str | None = None
+    regen_size: int | None = None
+    mode: str = "full"
+    patch: int = 128
+    size: int = 256
+    batch_size: int = 16
+    workers: int = 2
+    gen_workers: int = 2
+    lr: float = 1e-3
+    # round r peaks at lr * lr_decay ** (r - 1): later rounds refine the previous round's model on a
+    # larger pool instead of being thrown back to the peak rate (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", session 4, learning rate across rounds)
+    lr_decay: float = 0.5
+    ema: float = 0.0  # > 0: validate and keep an EMA of the weights (decay per step)
+    # (lo, hi): each training batch is downscaled by a factor drawn in it (multi-scale traces); (1, 1) = off.
+    # Fakes are often made at another resolution than the crop they are judged at: seeing the traces at
+    # several scales transfers better across generators (see BENCHMARKS.md, "Detector design choices")
+    batch_scale: tuple[float, float] | None = (0.5, 1.0)
+    # "paired": every batch holds whole (real, own fake) pairs with identical augmentation, so the
+    # forgery is the only difference inside a pair; "independent": reals and fakes drawn apart
+    pairing: str = "paired"
+    # validation reals scored as they are and globally processed each round (detector.quality)
+    quality_reals: int = 256
+    # the patch-statistics model (detector.statistics): fitted once, before round 1, on this many (real,
+    # fake) pairs rendered in memory from the face source with the run's recipe, its validation identities
+    # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
+    # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
+    # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
+    statistics_n: int = 40000
+    statistics_steps: int = 20000
+    # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
+    # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
+    # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
+    # leave the label loss at chance for hundreds of steps, amplified ones are picked up at once
+    amplify: float = 4.0
+    amplify_until: float = 1.0
+    # training forward pass: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it natively):
+    # native bf16 steps are much cheaper and learn as well as float32 (see BENCHMARKS.md, "Train →
+    # evaluate → regenerate", session 12)
+    precision: str = "auto"
+    # quality twins (paired only, like amplify; ignored with pairing "independent"): the first `twins`
+    # pairs of each batch are copied once more under one random global operation (blur, sharpen,
+    # resampling, JPEG; detector.train.quality_twins) and their scores pulled to their originals' with
+    # weight `twin_weight`. Off by default: 2 pairs made the CNN less dependent on global quality but
+    # transferred worse to other generators' swaps in two of three seeds (see BENCHMARKS.md, "Train →
+    # evaluate → regenerate", session 15)
+    twins: int = 0
+    twin_weight: float = 1.0
+    seed: int = 0
+    val_fraction: float = 0.1
+    max_steps_per_epoch: int | None = 120
+    device: str = "cpu"
+    # lambda_sim 1 on the mean squared error: with the paper's 10 x Frobenius the similarity term
+    # is most of the loss and swamps the label loss (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", sessions 1 and 10)
+    loss_kwargs: dict = field(default_factory=lambda: {"lambda_sim": 1.0, "sim_reduction": "mse"})
+    weight_eps: float = 0.05
+    weight_clip: tuple[float, float] = (0.5, 3.0)
+    weight_min_count: int = 5
+
+
+# Model kwargs the loop trains with unless --model-kwargs says otherwise, by model name. The
+# freq_attention head reads only the patch relations, not the pooled features: a relation between
+# two patches of one image does not move when the whole image is blurred or sharpened, a pooled
+# feature does (the models' own defaults stay, so stored checkpoints keep loading).
+LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
+
+# settings added after runs were stored: a stored config without them ran with these values
+LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
+                 "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
+                 "twins": 0, "twin_weight": 1.0}
+PAIRINGS = ("paired", "independent")
+
+# settings a resumed run may change; everything else must match the stored run
+RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device", "precision"}
+
+
+def normalised_config(cfg: LoopConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def check_resume(stored: Mapping, new: Mapping, path: Path) -> None:
+    for key in new:
+        if key in RESUME_MUTABLE or key not in stored:
+            continue
+        if stored[key] != new[key]:
+            raise ValueError(f"{path}: cannot resume with {key}={new[key]!r}; the run was started with "
+                             f"{key}={stored[key]!r} (only {', '.join(sorted(RESUME_MUTABLE))} may change)")
+
+
+def check_weight_clip(clip) -> tuple[float, float]:
+    """``(lo, hi)`` with ``0 < lo <= 1 <= hi`` as a tuple of floats; ValueError otherwise."""
+    try:
+        lo, hi = (float(v) for v in clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight_clip: expected (lo, hi), got {clip!r}") from None
+    if not 0 < lo <= 1 <= hi:
+        raise ValueError(f"weight_clip: expected (lo, hi) with 0 < lo <= 1 <= hi, got {clip!r}")
+    return lo, hi
+
+
+def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
+    """The range checks of a run's settings (``run_loop`` and ``detector train --config`` run these);
+    returns the parsed condition. ``ValueError`` naming the setting."""
+    cond = parse_condition(cfg.condition)
+    for key in ("max_rounds", "epochs_per_round", "regen_n"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key}: expected >= 1, got {getattr(cfg, key)}")
+    if not 0 < cfg.lr_decay <= 1:
+        raise ValueError(f"lr_decay: expected lr_decay in (0, 1], got {cfg.lr_decay}")
+    check_weight_clip(cfg.weight_clip)
+    if cfg.pairing not in PAIRINGS:
+        raise ValueError(f"pairing: expected one of {list(PAIRINGS)}, got {cfg.pairing!r}")
+    # the training settings (lr, batch_size, batch_scale, amplify, precision, twins, ema, ...) are checked
+    # where they are defined, by TrainSettings, before any round starts
+    round_settings(cfg, 1, cfg.pairing == "paired", progress=False)
+    if cfg.quality_reals < 0:
+        raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
+    if cfg.statistics_n < 0 or cfg.statistics_steps < 1:
+        raise ValueError(f"statistics_n, statistics_steps: expected >= 0 and >= 1, got {cfg.statistics_n}, "
+                         f"{cfg.statistics_steps}")
+    if cfg.index and cfg.src:
+        raise ValueError(f"index, src: give one face source for regeneration, not both ({cfg.index!r}, {cfg.src!r})")
+    return cond
+
+
+def round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool) -> TrainSettings:
+    """Round ``r``'s :class:`detector.train.TrainSettings`: the peak rate decays by ``lr_decay`` per round,
+    each round draws from its own seed, and quality twins need paired batches (off without them)."""
+    from detector.train import TrainSettings
+
+    return TrainSettings(epochs=cfg.epochs_per_round, lr=cfg.lr * cfg.lr_decay ** (r - 1), batch_size=cfg.batch_size,
+                         workers=cfg.workers, device=cfg.device, seed=cfg.seed + 1000 * r, progress=progress,
+                         max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
+                         batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
+                         amplify_until=cfg.amplify_until, precision=cfg.precision,
+                         twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight)
