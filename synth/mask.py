@@ -201,9 +201,12 @@ def polygon_mask(shape, polygons) -> np.ndarray:
     -----
     Polygons are filled as given (region functions already return convex hulls where
     appropriate), with vertices rounded to 1/16 px and clamped to
-    [-4 max(H, W), 5 max(H, W)] so the fixed-point coordinates cannot overflow.  All
-    polygons are filled by one ``cv2.fillPoly`` call, which uses the even-odd rule: where two
-    polygons overlap, or a polygon crosses itself, the overlap is left 0, not 255.
+    [-4 max(H, W), 5 max(H, W)] so the fixed-point coordinates cannot overflow.  The mask
+    is the union of the polygons: each is filled by its own ``cv2.fillPoly`` call, because
+    one call over several polygons uses the even-odd rule and would leave their overlap 0
+    (two eye polygons overlap at large ``scale``).  Within one polygon the even-odd rule
+    remains: a part of an outline that winds twice around a point (only a strong ``warp``
+    can bend the convex region outlines so) is left 0.
     """
     h, w = _check_shape(shape)
     mask = np.zeros((h, w), np.uint8)
@@ -218,8 +221,8 @@ def polygon_mask(shape, polygons) -> np.ndarray:
             # clamp far-away vertices so the fixed-point coordinates cannot overflow
             p = np.clip(p, -4 * max(h, w), 5 * max(h, w))
             pts.append(np.rint(p * (1 << _SHIFT)).astype(np.int32))
-    if pts:
-        cv2.fillPoly(mask, pts, 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    for q in pts:
+        cv2.fillPoly(mask, [q], 255, lineType=cv2.LINE_8, shift=_SHIFT)
     return mask
 
 

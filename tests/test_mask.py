@@ -42,6 +42,30 @@ def test_polygon_mask_values_and_area():
         polygon_mask((0, 5), [])
 
 
+def test_polygon_mask_is_the_union_of_overlapping_polygons():
+    a = np.array([[2, 2], [12, 2], [12, 12], [2, 12]], float)
+    m = polygon_mask((20, 20), [a, a + 4])
+    assert m[8, 8] == 255  # the overlap: one even-odd fill of both would leave it 0
+    assert (m > 0).sum() == 2 * 11 * 11 - 7 * 7
+
+
+def test_eye_masks_at_large_scale_are_the_union_of_both_eyes(lm):
+    """Scaled up, the two eye polygons overlap on the nose bridge; the mask must still cover it."""
+    params = dict(IDENTITY_PARAMS, scale=3.0)
+    m = build_mask(SHAPE, lm, "eyes", params)
+    each = [polygon_mask(SHAPE, [p]) for p in _scaled_eyes(lm, 3.0)]
+    assert (each[0] & each[1]).any(), "the test needs overlapping eye polygons"
+    np.testing.assert_array_equal(m, np.maximum(each[0], each[1]))
+
+
+def _scaled_eyes(lm, factor):
+    out = []
+    for p in region_polygons(lm, "eyes"):
+        c = p.astype(np.float64).mean(axis=0)
+        out.append(c + (p - c) * factor)
+    return out
+
+
 @pytest.mark.parametrize("region", sorted(REGIONS))
 def test_region_masks(lm, region):
     m = build_mask(SHAPE, lm, region)
