@@ -8,12 +8,16 @@ pipeline; load drifts hit all alike) and "warm" = ``--repeats`` calls back to ba
 Medians of ``--repeats`` calls.
 
 A second table (issue #19) times the default exact solve (``poisson_blend(s, t, m)``,
-``domain="mask"``) against ``cv2.seamlessClone`` and the solver as it was before its
-per-mask cache (``synth/blend.py`` at ``--old-rev``, loaded from git into this process),
-round-robin in one process, twice: the same mask every call, and a new mask every call
-(a cycle of 8 ellipses 1 px apart, so every call misses the cache of 4 masks).  Layout
-``face`` is that issue's workload: generation's 256-px face crop (scaled to S) with a
-140x180-px ellipse (scaled) in its centre.
+``domain="mask"``) against ``cv2.seamlessClone`` and an earlier solver (``synth/blend.py``
+at ``--old-rev``, loaded from git into this process; default ``b85ce69``, the dense
+Cholesky solve of every ring before session 17's hierarchical solve of large rings) and
+this module with its hierarchical solve switched off (the same code and caches otherwise),
+round-robin in one process (the order rotating each round), twice: the same mask every
+call, and a new mask every call (a cycle of 8 ellipses 1 px apart, so every call misses
+the cache of 4 masks).  Layout ``face`` is that issue's workload: generation's 256-px face
+crop (scaled to S) with a 140x180-px ellipse (scaled) in its centre.  Then the agreement
+of the default and the ``--old-rev`` solver on those 8 masks in both modes (max abs
+difference of the float results; uint8 values that differ).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_blend.py [--sizes 256 512] [--repeats 20] [--layout crop|face]
 """
@@ -30,6 +34,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import types  # noqa: E402
+from collections import OrderedDict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
@@ -123,17 +128,40 @@ def old_blend_module(rev: str):
 
 
 def round_robin(cases: dict, inputs: list, repeats: int) -> dict[str, float]:
-    """Median ms per case; each round calls every case once, call i on inputs[i % len]."""
+    """Median ms per case; each round calls every case once, call i on inputs[i % len].
+
+    The order rotates from round to round (round i starts with case i mod n): a call right
+    after ``seamlessClone`` finds its data evicted from the caches and is measurably slower
+    (15-23 % at 512 px for a new mask each call, measured with the same code in both
+    positions), so a fixed order would bias the comparison."""
     times = {name: [] for name in cases}
     for name, fn in cases.items():  # warm-up: caches that persist across masks (kernel table, DST eigenvalues)
         fn(*inputs[0])
+    names = list(cases)
     for i in range(repeats):
         args = inputs[i % len(inputs)]
-        for name, fn in cases.items():
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
             t0 = time.perf_counter()
-            fn(*args)
+            cases[name](*args)
             times[name].append(time.perf_counter() - t0)
     return {name: 1e3 * float(np.median(v)) for name, v in times.items()}
+
+
+DENSE = "exact, dense Cholesky for every ring (this module)"
+_DENSE_CACHE: OrderedDict = OrderedDict()
+
+
+def dense_poisson_blend(source, target, mask):
+    """The default exact solve of this module with the hierarchical path switched off (every
+    ring gets the dense Cholesky factor), in a cache of its own: the same code, data layout
+    and caches as the default, so its column isolates the hierarchical solve's effect."""
+    saved = B._HODLR_DENSE_MAX, B._RING_CACHE
+    B._HODLR_DENSE_MAX, B._RING_CACHE = sys.maxsize, _DENSE_CACHE
+    try:
+        return B.poisson_blend(source, target, mask)
+    finally:
+        B._HODLR_DENSE_MAX, B._RING_CACHE = saved
 
 
 def exact_vs_opencv(sizes, layout: str, repeats: int, old_rev: str) -> None:
@@ -148,15 +176,21 @@ def exact_vs_opencv(sizes, layout: str, repeats: int, old_rev: str) -> None:
                  "cv2.seamlessClone NORMAL_CLONE": lambda s_, t_, m_: cv_clone(s_, t_, m_, cv2.NORMAL_CLONE)}
         if old is not None:
             cases[f"exact, old solver ({old_rev})"] = lambda s_, t_, m_: old.poisson_blend(s_, t_, m_)
+        cases[DENSE] = dense_poisson_blend
         cases["box domain (for reference)"] = lambda s_, t_, m_: B.poisson_blend(s_, t_, m_, domain="box")
         same = round_robin(cases, [(s, t, m)], repeats)
         new = round_robin(cases, [(s, t, mk) for mk in masks], max(repeats, 2 * len(masks)))
         rows[size] = (same, new, int((m > 0).sum()))
-        f_new = B.poisson_blend_float(s, t, m)
-        u_new = B.poisson_blend(s, t, m)
         if old is not None:
-            f_old, u_old = old.poisson_blend_float(s, t, m), old.poisson_blend(s, t, m)
-            agree.append((size, float(np.abs(f_new - f_old).max()), int(np.abs(u_new.astype(int) - u_old).max())))
+            for mode in B.POISSON_MODES:
+                fmax, umax, ucount = 0.0, 0, 0
+                for mk in masks:
+                    f_new, u_new = B.poisson_blend_float(s, t, mk, mode=mode), B.poisson_blend(s, t, mk, mode=mode)
+                    f_old, u_old = old.poisson_blend_float(s, t, mk, mode=mode), old.poisson_blend(s, t, mk, mode=mode)
+                    du = np.abs(u_new.astype(int) - u_old)
+                    fmax, umax, ucount = max(fmax, float(np.abs(f_new - f_old).max())), max(umax, int(du.max())), \
+                        ucount + int((du > 0).sum())
+                agree.append((size, mode, fmax, umax, ucount))
     print(f"\nExact (mask) solve vs cv2.seamlessClone vs the old solver; layout {layout}, "
           f"round-robin medians of >= {repeats} calls, ms (mask: " +
           ", ".join(f"{rows[sz][2]} px at {sz}" for sz in sizes) + "):\n")
@@ -166,12 +200,14 @@ def exact_vs_opencv(sizes, layout: str, repeats: int, old_rev: str) -> None:
     for name in names:
         print(f"| {name} | " + " | ".join(f"{rows[sz][0][name]:.2f} | {rows[sz][1][name]:.2f}" for sz in sizes) + " |")
     base, ours = "cv2.seamlessClone NORMAL_CLONE", "exact (new default)"
-    for label, name in (("new default", ours), ("old solver", f"exact, old solver ({old_rev})")):
+    for label, name in (("new default", ours), ("old solver", f"exact, old solver ({old_rev})"),
+                        ("dense every ring", DENSE)):
         if name in names:
             print(f"| **seamlessClone / {label}** | " + " | ".join(
                 " | ".join(f"**{rows[sz][k][base] / rows[sz][k][name]:.2f}x**" for k in (0, 1)) for sz in sizes) + " |")
-    for size, fmax, umax in agree:
-        print(f"\n{size}²: new default vs old solver: max abs difference {fmax:.3g} (float result), {umax} (uint8)", end="")
+    for size, mode, fmax, umax, ucount in agree:
+        print(f"\n{size}², {mode}, the {len(masks)} masks: new default vs old solver: max abs difference {fmax:.3g} "
+              f"(float result), {umax} (uint8; {ucount} of {len(masks) * size * size * 3} values differ)", end="")
     print()
 
 
@@ -182,7 +218,7 @@ def main(argv=None) -> None:
     ap.add_argument("--layout", choices=("image", "crop", "face"), default="image",
                     help="image: small face ellipse in the whole photo; crop: generation's face crop + face-oval mask; "
                          "face: that crop with a 140x180 ellipse (at 256 px; issue #19)")
-    ap.add_argument("--old-rev", default="de79c8b",
+    ap.add_argument("--old-rev", default="b85ce69",
                     help="git revision whose synth/blend.py is the 'old solver' of the exact-solve table")
     ap.add_argument("--exact-only", action="store_true", help="only the exact-solve table (issue #19)")
     args = ap.parse_args(argv)
