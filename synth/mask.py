@@ -226,7 +226,7 @@ def polygon_mask(shape, polygons) -> np.ndarray:
     return mask
 
 
-#: Default sampling ranges of :func:`sample_mask_params` ((low, high), inclusive).
+#: Default sampling ranges of :func:`sample_mask_params`: (low, high); real values are drawn in [low, high), warp_grid in [low, high].
 DEFAULT_RANGES = {
     "jitter": (0.0, 0.03),   # max vertex offset, fraction of face size
     "scale": (0.85, 1.15),   # area-ish scale about the centroid (linear factor)
@@ -490,14 +490,18 @@ def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     mask : numpy.ndarray, uint8 (H, W)
         0..255.  Not modified.
     sigma : float
-        Standard deviation in pixels; the kernel has ``2 * ceil(3 * sigma) + 1`` taps.
-        Expected > 0, not validated: 0 returns an unchanged copy, a negative sigma makes
-        OpenCV raise ``cv2.error``.
+        Standard deviation in pixels, finite and >= 0; the kernel has
+        ``2 * ceil(3 * sigma) + 1`` taps (0: one tap, an unchanged copy).
 
     Returns
     -------
     out : numpy.ndarray, uint8 (H, W)
         A new array (OpenCV rounds to the nearest level).
+
+    Raises
+    ------
+    ValueError
+        ``sigma`` is negative, NaN or infinite.
 
     Notes
     -----
@@ -507,6 +511,8 @@ def feather_mask(mask: np.ndarray, sigma: float) -> np.ndarray:
     it the box edges are either zeros (replicated zeros) or the image edges, so the output is
     the same as filtering the whole image.  An all-zero mask returns zeros.
     """
+    if not 0 <= sigma < np.inf:
+        raise ValueError(f"sigma: must be a finite number >= 0, got {sigma}")
     radius = int(np.ceil(3.0 * sigma))
     k = cv2.getGaussianKernel(2 * radius + 1, sigma)
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))

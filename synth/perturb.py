@@ -7,6 +7,8 @@ take/return uint8 HxWx3 RGB.
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -103,8 +105,8 @@ def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.nd
     image : numpy.ndarray, uint8 (H, W, 3), RGB
         Not modified.
     amount : float, optional
-        Weight of the detail added back.  Default 0.5.  Not validated (0 returns the image;
-        a negative amount blurs).
+        Weight of the detail added back, finite.  Default 0.5.  0 returns the image; a
+        negative amount blurs.
     sigma : float, optional
         Standard deviation of the Gaussian in pixels, must be > 0.  Default 1.0.  OpenCV
         derives the kernel size from it; reflect-101 border.
@@ -117,11 +119,14 @@ def sharpen(image: np.ndarray, amount: float = 0.5, sigma: float = 1.0) -> np.nd
     Raises
     ------
     ValueError
-        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``sigma`` <= 0.
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``sigma`` is not a
+        finite number > 0; ``amount`` is not finite.
     """
     check_image(image)
-    if sigma <= 0:
-        raise ValueError(f"sigma: must be > 0, got {sigma}")
+    if not 0 < sigma < math.inf:
+        raise ValueError(f"sigma: must be a finite number > 0, got {sigma}")
+    if not math.isfinite(amount):
+        raise ValueError(f"amount: must be finite, got {amount}")
     img = image.astype(np.float32)
     detail = cv2.subtract(img, cv2.GaussianBlur(img, (0, 0), sigma))
     return round_uint8(cv2.scaleAdd(detail, float(amount), img))  # img + amount * detail
@@ -138,10 +143,10 @@ def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: flo
     scale : float, optional
         Uniform scale factor about the centre (W / 2, H / 2), must be > 0.  Default 1.0.
     dx, dy : float, optional
-        Shift as fractions of the width and height (positive: right, down).  Default 0.0.
-        Not validated.
+        Shift as fractions of the width and height (positive: right, down), finite.
+        Default 0.0.
     angle : float, optional
-        Rotation in degrees, counter-clockwise on screen.  Default 0.0.  Not validated.
+        Rotation in degrees, counter-clockwise on screen, finite.  Default 0.0.
 
     Returns
     -------
@@ -152,11 +157,15 @@ def affine_shift(image: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: flo
     Raises
     ------
     ValueError
-        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``scale`` <= 0.
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``scale`` is not a
+        finite number > 0; ``dx``, ``dy`` or ``angle`` is not finite.
     """
     check_image(image)
-    if scale <= 0:
-        raise ValueError(f"scale: must be > 0, got {scale}")
+    if not 0 < scale < math.inf:
+        raise ValueError(f"scale: must be a finite number > 0, got {scale}")
+    for name, value in (("dx", dx), ("dy", dy), ("angle", angle)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: must be finite, got {value}")
     h, w = image.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
     m[0, 2] += dx * w

@@ -44,14 +44,23 @@ def visible_difference(real: np.ndarray, fake: np.ndarray, mask: np.ndarray) -> 
         (OpenCV raises ``cv2.error`` on a mismatch).
     mask : numpy.ndarray, uint8 (H, W)
         Blend weight 0..255 (255 = source); the pixels where ``mask >= 128`` are compared.
-        The comparison is in 0..255 units, so a float mask in [0, 1] selects no pixel.
+        Only uint8 is accepted: a float mask in [0, 1] would select no pixel and call every
+        fake invisible.
 
     Returns
     -------
     difference : float
         ``mean(abs(fake - real))`` over the selected pixels and the 3 channels, in 0..255
         units (float64 mean); 0.0 if no pixel is selected.
+
+    Raises
+    ------
+    ValueError
+        ``mask`` is not a uint8 array of the images' height and width.
     """
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.shape != real.shape[:2]:
+        raise ValueError(f"mask: expected uint8 (H, W) = {real.shape[:2]}, got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}")
     inside = mask >= 128
     if not inside.any():
         return 0.0

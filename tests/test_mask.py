@@ -260,3 +260,12 @@ def test_subtract_occlusion_uint8_equals_formula_exhaustively():
     out = subtract_occlusion(m, o)
     np.testing.assert_array_equal(out, want)
     assert np.abs(out - np.rint(np.clip(m / 255.0 - o.astype(np.float64), 0, 1) * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("sigma", [-1.0, float("nan"), float("inf")])
+def test_feather_mask_refuses_a_bad_sigma(sigma):
+    from synth.mask import feather_mask
+
+    with pytest.raises(ValueError, match="sigma: must be a finite number >= 0"):
+        feather_mask(np.full((9, 9), 255, np.uint8), sigma)
+    assert np.array_equal(feather_mask(np.full((9, 9), 255, np.uint8), 0.0), np.full((9, 9), 255, np.uint8))

@@ -75,3 +75,17 @@ def test_bad_inputs():
         P.color_shift(_img().astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
         P.rgb_shift(_img()[..., 0])
+
+
+@pytest.mark.parametrize("fn, kwargs, key", [
+    (P.sharpen, {"amount": float("nan")}, "amount"),
+    (P.sharpen, {"sigma": float("nan")}, "sigma"),
+    (P.sharpen, {"sigma": float("inf")}, "sigma"),
+    (P.affine_shift, {"scale": float("nan")}, "scale"),
+    (P.affine_shift, {"dx": float("nan")}, "dx"),
+    (P.affine_shift, {"dy": float("inf")}, "dy"),
+    (P.affine_shift, {"angle": float("nan")}, "angle"),
+])
+def test_non_finite_parameters_are_refused_by_name(fn, kwargs, key):
+    with pytest.raises(ValueError, match=f"^{key}: must be"):
+        fn(np.zeros((8, 8, 3), np.uint8), **kwargs)

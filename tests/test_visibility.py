@@ -195,3 +195,10 @@ def test_generate_records_attempts_and_replays(tmp_path):
     redrawn = [r["id"] for r in ok if r["plan"]["attempt"] > 0]
     result = replay(out, redrawn)
     assert all(result[f"{sid} identical"] for sid in redrawn)
+
+
+@pytest.mark.parametrize("mask", [np.ones((4, 4), np.float32), np.full((4, 4), 255, np.uint8)[:3], np.ones((4, 4), bool)])
+def test_visible_difference_refuses_a_mask_that_would_select_nothing(mask):
+    real = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="mask: expected uint8"):
+        visible_difference(real, real + 3, mask)
