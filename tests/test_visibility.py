@@ -202,3 +202,15 @@ def test_visible_difference_refuses_a_mask_that_would_select_nothing(mask):
     real = np.zeros((4, 4, 3), np.uint8)
     with pytest.raises(ValueError, match="mask: expected uint8"):
         visible_difference(real, real + 3, mask)
+
+
+def test_visible_difference_equals_numpy_mean_exactly():
+    """The rule compares the value with a threshold: it must be numpy's float64 mean to the last bit."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        h, w = rng.integers(1, 80, 2)
+        real, fake = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(2))
+        mask = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        inside = mask >= 128
+        want = float(np.abs(real.astype(int) - fake)[inside].mean(dtype=np.float64)) if inside.any() else 0.0
+        assert visible_difference(real, fake, mask) == want
