@@ -127,6 +127,17 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", help="directory for each member's scores (reused by later runs)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    for spec in args.ckpt + args.sets:
+        name, eq, path = spec.partition("=")
+        if not (name and eq and path):
+            ap.error(f"expected NAME=PATH, got {spec!r}")
+        if not Path(path).exists():
+            ap.error(f"{path}: not found (from {spec!r})")
+    for run in args.runs:
+        if not (Path(run) / "metrics.jsonl").is_file():
+            ap.error(f"{Path(run) / 'metrics.jsonl'}: not found; --runs takes `detector train` run directories")
+    if not args.runs and not args.ckpt:
+        ap.error("nothing to score: give --runs or --ckpt")
     torch.set_num_threads(args.threads)
 
     eval_samples = read_dataset(args.eval)
@@ -152,7 +163,7 @@ def main(argv=None) -> int:
                 continue  # a shared member (a run's statistics model) is one point, not one per round
             label = name if len(members) == 1 else f"{name}:{member.model_name}"
             rows[label] = {**_criteria(cache[key], sets, eval_samples, len(reals)),
-                           "synth val": vals[0] if k == 0 else vals[1] if len(members) > 1 and k == 1 else None}
+                           "synth val": vals[k] if k < 2 else None}
             print(label, json.dumps({k2: round(v, 3) for k2, v in rows[label].items() if v is not None}), flush=True)
         if len(members) > 1:
             mu, sd = model.logit_mean.double().numpy(), model.logit_std.double().numpy()
