@@ -16,22 +16,24 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from detector.data import FaceDataset, collate, size_grouped_batches
 from detector.models.fusion import ScoreFusion
-from detector.models.patch_stats import PatchStatsClassifier
+from detector.models.patch_stats import PatchStatsClassifier, StatisticsModel
 from detector.readers import Sample
 from detector.statistics import STATISTICS, patch_statistics
 from detector.train import loader_workers, score_dataset
 
-__all__ = ["extract_statistics", "online_statistics", "fit_patch_stats", "fit_statistics_online", "fuse_members",
-           "set_fusion_scale", "to_logits", "calibrate_fusion", "fuse_with_statistics"]
+__all__ = ["STATISTICS_FITS", "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
+           "fit_statistics_online", "fuse_members", "set_fusion_scale", "to_logits", "calibrate_fusion",
+           "fuse_with_statistics"]
 
 
 @torch.no_grad()
-def extract_statistics(model: PatchStatsClassifier, samples: Sequence[Sample], batch_size: int = 64,
+def extract_statistics(model: StatisticsModel, samples: Sequence[Sample], batch_size: int = 64,
                        workers: int = 0, device: str = "cpu", progress: bool = False) -> np.ndarray:
     """Features of every sample's whole image (no augmentation).
 
@@ -41,7 +43,7 @@ def extract_statistics(model: PatchStatsClassifier, samples: Sequence[Sample], b
         float32 (N, 9 * grid^2); rows of unreadable images are NaN.
     """
     ds = FaceDataset(samples, mode="full", norm=model.input_norm)
-    n_features = model.feature_mean.numel()
+    n_features = model.n_features
     out = np.full((len(ds), n_features), np.nan, dtype=np.float32)
     loader = DataLoader(ds, batch_sampler=size_grouped_batches(ds.native_sizes(), batch_size), collate_fn=collate,
                         **loader_workers(workers))
@@ -52,12 +54,13 @@ def extract_statistics(model: PatchStatsClassifier, samples: Sequence[Sample], b
 
 
 class _PairStatistics(Dataset):
-    """Item i: float32 (2, F), the statistics of the real and the fake of ``fakes[i]``, or None
-    when the item renders no usable fake. Computed where the item is rendered (a DataLoader
-    worker), so only 2 x F numbers cross between processes instead of two images."""
+    """Item i: float32 (2, F), the statistics of the real and the fake of ``fakes[i]`` (and with
+    ``masks`` its mask's share of each cell, float32 (grid, grid)), or None when the item renders
+    no usable fake. Computed where the item is rendered (a DataLoader worker), so only 2 x F
+    numbers cross between processes instead of two images."""
 
-    def __init__(self, fakes, grid: int):
-        self.fakes, self.grid = fakes, grid
+    def __init__(self, fakes, grid: int, masks: bool = False):
+        self.fakes, self.grid, self.masks = fakes, grid, masks
 
     def __len__(self) -> int:
         return len(self.fakes)
@@ -71,16 +74,23 @@ class _PairStatistics(Dataset):
             return None
         pair = torch.from_numpy(np.stack([item["real"], item["fake"]])).permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
-            return patch_statistics(pair, self.grid).numpy()
+            features = patch_statistics(pair, self.grid).numpy()
+            if not self.masks:
+                return features
+            share = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(item["mask"]).float()[None] / 255.0,
+                                                            self.grid)[0]
+            return features, share.numpy()
 
 
-def _collate_pairs(items: list) -> tuple[np.ndarray | None, int]:
-    ok = [x for x in items if x is not None]
-    return (np.concatenate(ok) if ok else None), len(items) - len(ok)
+def _collate_pairs(items: list) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+    ok = [x if isinstance(x, tuple) else (x, None) for x in items if x is not None]
+    features = np.concatenate([f for f, _ in ok]) if ok else None
+    masks = np.stack([m for _, m in ok]) if ok and ok[0][1] is not None else None
+    return features, masks, len(items) - len(ok)
 
 
-def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int = 0,
-                      progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int = 0, progress: bool = False,
+                      with_masks: bool = False):
     """Statistics of the real and the fake of every item of ``fakes``, rendered in memory.
 
     Parameters
@@ -92,6 +102,8 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
         Cells per side (:func:`~detector.statistics.patch_statistics`).
     batch_size : int
         Items collected per step.
+    with_masks : bool
+        Also return each usable item's mask as the share of each cell that was pasted.
 
     Returns
     -------
@@ -101,18 +113,25 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
         int64 (2M,): 0, 1, 0, 1, ...
     n_skipped : int
         Items that rendered no usable fake (left out).
+    masks : numpy.ndarray
+        Only with ``with_masks``: float32 (M, grid, grid) in [0, 1], the fake's pasted share of each cell.
     """
-    loader = DataLoader(_PairStatistics(fakes, grid), batch_size=batch_size, collate_fn=_collate_pairs,
+    loader = DataLoader(_PairStatistics(fakes, grid, with_masks), batch_size=batch_size, collate_fn=_collate_pairs,
                         **loader_workers(workers))
-    chunks, skipped = [], 0
+    chunks, mask_chunks, skipped = [], [], 0
     with tqdm(total=len(fakes), desc="statistics", unit="pair", disable=not progress, leave=False) as bar:
-        for features, bad in loader:
+        for features, masks, bad in loader:
             skipped += bad
             if features is not None:
                 chunks.append(features)
+                mask_chunks.append(masks)
             bar.update(bad + (len(features) // 2 if features is not None else 0))
     features = np.concatenate(chunks) if chunks else np.zeros((0, len(STATISTICS) * grid * grid), np.float32)
-    return features, np.tile(np.array([0, 1], np.int64), len(features) // 2), skipped
+    labels = np.tile(np.array([0, 1], np.int64), len(features) // 2)
+    if not with_masks:
+        return features, labels, skipped
+    return features, labels, skipped, (np.concatenate(mask_chunks) if mask_chunks else
+                                       np.zeros((0, grid, grid), np.float32))
 
 
 def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: np.ndarray, steps: int = 20000,
@@ -163,9 +182,94 @@ def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: n
     return losses
 
 
-def fit_statistics_online(pool, n: int, *, recipe="mixed", size: int = 256, seed: int = 0, steps: int = 20000,
-                          workers: int = 0, progress: bool = False) -> tuple[PatchStatsClassifier, dict]:
-    """Fit a ``patch_stats`` model on ``n`` fresh (real, fake) pairs rendered from ``pool``.
+def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 6000, batch_pairs: int = 64,
+                   lr: float = 2e-3, weight_decay: float = 1e-2, lambda_mask: float = 1.0, seed: int = 0,
+                   progress: bool = False) -> list[float]:
+    """Fit a ``stats_conv`` model to (real, fake) pairs of statistic maps and the fakes' masks.
+
+    Parameters
+    ----------
+    model : detector.models.stats_conv.StatsConvDetector
+    features : numpy.ndarray
+        float32 (2M, 9 * grid^2): the real and the fake of each pair in turn, as
+        :func:`online_statistics` returns them.
+    masks : numpy.ndarray
+        float32 (M, grid, grid) in [0, 1]: each fake's pasted share of each cell (a real's is 0).
+    steps, batch_pairs : int
+        Optimiser steps; pairs per step (both images of a pair in the same batch, flipped alike).
+    lambda_mask : float
+        Weight of the per-cell mask loss beside the label loss (both binary cross-entropy).
+
+    Each step draws ``batch_pairs`` pairs with replacement and mirrors each pair left-right with
+    probability 0.5 (a mirrored face has mirrored statistics), from a generator seeded by ``seed``;
+    AdamW with a one-cycle schedule peaking at ``lr``. The fit replays exactly on the same machine;
+    the caller's global random state is left as it was. Pairs with a non-finite feature are left
+    out. Returns the mean loss of every 100 steps; the model is left in eval mode.
+    """
+    c, g = len(STATISTICS), model.grid
+    features = np.asarray(features, dtype=np.float32)
+    masks = np.asarray(masks, dtype=np.float32)
+    if features.ndim != 2 or features.shape[1] != model.n_features or len(features) % 2:
+        raise ValueError(f"features: expected (2M, {model.n_features}) real/fake rows in turn, got {features.shape}")
+    if masks.shape != (len(features) // 2, g, g):
+        raise ValueError(f"masks: expected ({len(features) // 2}, {g}, {g}), got {masks.shape}")
+    if steps < 1 or batch_pairs < 1 or lambda_mask < 0:
+        raise ValueError(f"steps, batch_pairs, lambda_mask: expected >= 1, >= 1, >= 0, got {steps}, {batch_pairs}, "
+                         f"{lambda_mask}")
+    pairs = features.reshape(-1, 2, c, g, g)
+    ok = np.isfinite(pairs).reshape(len(pairs), -1).all(1)
+    if not ok.any():
+        raise ValueError("features: no pair with finite statistics")
+    x = torch.from_numpy(pairs[ok])
+    m = torch.from_numpy(masks[ok])
+    model.feature_mean.copy_(x.mean((0, 1, 3, 4)))
+    model.feature_std.copy_(x.std((0, 1, 3, 4)).clamp_min(1e-6))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr / 2, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor([0.0, 1.0]).repeat(batch_pairs)
+    losses, window = [], []
+    with torch.random.fork_rng():  # dropout draws from the global generator: seed it here, restore it after
+        torch.manual_seed(seed)
+        for _ in tqdm(range(steps), desc="fit", disable=not progress, leave=False):
+            idx = torch.randint(0, len(x), (batch_pairs,), generator=gen)
+            flip = torch.rand(batch_pairs, generator=gen) < 0.5
+            xb = torch.where(flip.view(-1, 1, 1, 1, 1), x[idx].flip(-1), x[idx]).flatten(0, 1)
+            mb = torch.where(flip.view(-1, 1, 1), m[idx].flip(-1), m[idx])
+            mb = torch.stack([torch.zeros_like(mb), mb], 1).flatten(0, 1)
+            logit, mask_logit = model.classify_maps(xb.flatten(1))
+            loss = F.binary_cross_entropy_with_logits(logit, y) + \
+                lambda_mask * F.binary_cross_entropy_with_logits(mask_logit, mb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            schedule.step()
+            window.append(loss.item())
+            if len(window) == 100:
+                losses.append(float(np.mean(window)))
+                window = []
+    if window:
+        losses.append(float(np.mean(window)))
+    model.eval()
+    return losses
+
+
+def _fit_mlp(model, features, labels, masks, steps, seed, progress):
+    return fit_patch_stats(model, features, labels, steps=steps, seed=seed, progress=progress)
+
+
+def _fit_conv(model, features, labels, masks, steps, seed, progress):
+    return fit_stats_conv(model, features, masks, steps=steps, seed=seed, progress=progress)
+
+
+# the statistics models fit_statistics_online can fit: name -> (fit, default steps)
+STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 6000)}
+
+
+def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,
+                          steps: int | None = None, workers: int = 0, progress: bool = False):
+    """Fit a statistics model on ``n`` fresh (real, fake) pairs rendered from ``pool``.
 
     Parameters
     ----------
@@ -173,22 +277,25 @@ def fit_statistics_online(pool, n: int, *, recipe="mixed", size: int = 256, seed
         Faces to draw targets and swap partners from; keep validation identities out of it.
     n : int
         Items of ``synth.OnlineFakes(pool, recipe, size, seed, length=n)``; 2n faces.
-    steps : int
-        Optimiser steps of the MLP (:func:`fit_patch_stats`). ``seed`` fixes the pairs, the MLP's
-        initial weights and its fit: the model replays exactly on the same machine.
+    model : str
+        A key of :data:`STATISTICS_FITS`: ``"patch_stats"`` (the MLP, :func:`fit_patch_stats`) or
+        ``"stats_conv"`` (the convolutional model with its mask head, :func:`fit_stats_conv`).
+    steps : int, optional
+        Optimiser steps (default: the model's, :data:`STATISTICS_FITS`). ``seed`` fixes the pairs,
+        the model's initial weights and its fit: the model replays exactly on the same machine.
 
     Returns
     -------
-    model : PatchStatsClassifier
+    model : PatchStatsClassifier or StatsConvDetector
         Fitted, in eval mode.
     report : dict
-        ``n_items``, ``n_skipped``, ``n_faces``, ``fit_loss_first``, ``fit_loss_last``,
-        ``features_s``, ``fit_s`` (wall seconds).
+        ``model``, ``steps``, ``n_items``, ``n_skipped``, ``n_faces``, ``fit_loss_first``,
+        ``fit_loss_last``, ``features_s``, ``fit_s`` (wall seconds).
 
     Raises
     ------
     ValueError
-        ``n < 1``, or no item rendered a usable fake.
+        ``n < 1``, an unknown ``model``, or no item rendered a usable fake.
     """
     import time
 
@@ -197,27 +304,34 @@ def fit_statistics_online(pool, n: int, *, recipe="mixed", size: int = 256, seed
 
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
-    with torch.random.fork_rng():  # the MLP's initial weights from ``seed`` too: the fit replays exactly
+    if model not in STATISTICS_FITS:
+        raise ValueError(f"model: expected one of {list(STATISTICS_FITS)}, got {model!r}")
+    fit, default_steps = STATISTICS_FITS[model]
+    steps = default_steps if steps is None else steps
+    name = model
+    with torch.random.fork_rng():  # the model's initial weights from ``seed`` too: the fit replays exactly
         torch.manual_seed(seed)
-        model = create_model("patch_stats")
+        model = create_model(name)
     t0 = time.time()
-    features, labels, skipped = online_statistics(OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n),
-                                                  model.grid, workers=workers, progress=progress)
+    features, labels, skipped, masks = online_statistics(
+        OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n), model.grid, workers=workers,
+        progress=progress, with_masks=True)
     t1 = time.time()
     if not len(features):
         raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")
-    losses = fit_patch_stats(model, features, labels, steps=steps, seed=seed, progress=progress)
-    return model, {"n_items": n, "n_skipped": skipped, "n_faces": int(len(features)), "fit_loss_first": losses[0],
-                   "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1), "fit_s": round(time.time() - t1, 1)}
+    losses = fit(model, features, labels, masks, steps, seed, progress)
+    return model, {"model": name, "steps": steps, "n_items": n, "n_skipped": skipped, "n_faces": int(len(features)),
+                   "fit_loss_first": losses[0], "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1),
+                   "fit_s": round(time.time() - t1, 1)}
 
 
-def fuse_members(cnn: torch.nn.Module, stats: PatchStatsClassifier) -> ScoreFusion:
+def fuse_members(cnn: torch.nn.Module, stats: torch.nn.Module) -> ScoreFusion:
     """A ``score_fusion`` of copies of ``cnn`` (first: its mask and relation map are the fusion's) and
-    ``stats``, in eval mode on ``cnn``'s device, scale unset (:func:`set_fusion_scale`)."""
+    the statistics model ``stats``, in eval mode on ``cnn``'s device, scale unset (:func:`set_fusion_scale`)."""
     from detector.models import create_model
 
     fusion = create_model("score_fusion", members=[{"name": cnn.model_name, "kwargs": cnn.model_kwargs},
-                                                   {"name": "patch_stats", "kwargs": stats.model_kwargs}])
+                                                   {"name": stats.model_name, "kwargs": stats.model_kwargs}])
     fusion.members[0].load_state_dict(cnn.state_dict())
     fusion.members[1].load_state_dict(stats.state_dict())
     return fusion.to(next(cnn.parameters()).device).eval()

@@ -1,6 +1,6 @@
 """The augment-until loop: train ► validate ► evaluate ► stop? ► reweight recipe ► generate more.
 
-Before round 1 (``statistics_n`` > 0): fit the patch-statistics model on fresh (real, fake) pairs
+Before round 1 (``statistics_n`` > 0): fit the statistics model (``statistics_model``) on fresh (real, fake) pairs
 rendered in memory, validation identities left out (``RUN/statistics``).
 
 Round r (directory ``RUN/round-XX``):
@@ -61,7 +61,7 @@ from synth.io import write_json_atomic
 
 STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
-STATISTICS_DIR = "statistics"  # RUN/statistics: patch_stats.pt, report.json (and index/ when faces come from --src)
+STATISTICS_DIR = "statistics"  # RUN/statistics: <statistics_model>.pt, report.json (and index/ when faces come from --src)
 STATISTICS_SEED_OFFSET = 1_000_000  # the statistics pool's seed: run seed + this, apart from every round's seed
 
 
@@ -160,25 +160,25 @@ def _statistics_faces(cfg: LoopConfig, state: Mapping, faces, progress: bool):
 
 
 def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None], progress: bool, faces=None):
-    """The run's patch-statistics model, ``RUN/statistics/patch_stats.pt``, fitted on first call."""
+    """The run's statistics model, ``RUN/statistics/<statistics_model>.pt``, fitted on first call."""
     from detector.checkpoint import load_checkpoint, save_checkpoint
     from detector.fit_statistics import fit_statistics_online
 
-    path = Path(cfg.out_dir) / STATISTICS_DIR / "patch_stats.pt"
+    path = Path(cfg.out_dir) / STATISTICS_DIR / f"{cfg.statistics_model}.pt"
     if path.is_file():
         return load_checkpoint(path)[0].eval()
     pool = _statistics_faces(cfg, state, faces, progress)
     seed = cfg.seed + STATISTICS_SEED_OFFSET
-    say(f"statistics model: rendering {cfg.statistics_n} (real, fake) pairs in memory from {len(pool)} faces "
-        f"(recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it "
-        f"({cfg.statistics_steps} steps)")
-    model, report = fit_statistics_online(pool, cfg.statistics_n, recipe=cfg.recipe, size=_regen_size(cfg), seed=seed,
-                                          steps=cfg.statistics_steps, workers=cfg.gen_workers, progress=progress)
+    say(f"statistics model ({cfg.statistics_model}): rendering {cfg.statistics_n} (real, fake) pairs in memory from "
+        f"{len(pool)} faces (recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it")
+    model, report = fit_statistics_online(pool, cfg.statistics_n, model=cfg.statistics_model, recipe=cfg.recipe,
+                                          size=_regen_size(cfg), seed=seed, steps=cfg.statistics_steps,
+                                          workers=cfg.gen_workers, progress=progress)
     report = {**report, "n_faces_source": len(pool), "seed": seed}
     save_checkpoint(path, model, extra={"statistics": report})  # creates RUN/statistics
     write_json_atomic(path.parent / "report.json", report)
     say(f"statistics model: {report['n_faces']} faces ({report['n_skipped']} pairs skipped: no usable fake) in "
-        f"{report['features_s']:.0f} s, fitted in {report['fit_s']:.0f} s (loss {report['fit_loss_first']:.3f} -> "
+        f"{report['features_s']:.0f} s, fitted in {report['steps']} steps, {report['fit_s']:.0f} s (loss {report['fit_loss_first']:.3f} -> "
         f"{report['fit_loss_last']:.3f})")
     return model
 

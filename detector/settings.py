@@ -62,13 +62,17 @@ class LoopConfig:
     pairing: str = "paired"
     # validation reals scored as they are and globally processed each round (detector.quality)
     quality_reals: int = 256
-    # the patch-statistics model (detector.statistics): fitted once, before round 1, on this many (real,
+    # the statistics model (detector.statistics): fitted once, before round 1, on this many (real,
     # fake) pairs rendered in memory from the face source with the run's recipe, its validation identities
     # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
     # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
     # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
     statistics_n: int = 40000
-    statistics_steps: int = 20000
+    # "stats_conv" (a small conv net on 16 x 16 statistic maps with a mask head) or "patch_stats" (an MLP
+    # on 8 x 8 cells): at equal data the conv net detected more of our held-out fakes, on UTKFace and
+    # on studio portraits, in each seed (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
+    statistics_model: str = "stats_conv"
+    statistics_steps: int | None = None  # None: the model's default (detector.fit_statistics.STATISTICS_FITS)
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
@@ -109,6 +113,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
+                 "statistics_model": "patch_stats",
                  "twins": 0, "twin_weight": 1.0}
 PAIRINGS = ("paired", "independent")
 
@@ -157,9 +162,13 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     round_settings(cfg, 1, cfg.pairing == "paired", progress=False)
     if cfg.quality_reals < 0:
         raise ValueError(f"quality_reals: expected >= 0, got {cfg.quality_reals}")
-    if cfg.statistics_n < 0 or cfg.statistics_steps < 1:
+    if cfg.statistics_n < 0 or (cfg.statistics_steps is not None and cfg.statistics_steps < 1):
         raise ValueError(f"statistics_n, statistics_steps: expected >= 0 and >= 1, got {cfg.statistics_n}, "
                          f"{cfg.statistics_steps}")
+    from detector.fit_statistics import STATISTICS_FITS
+
+    if cfg.statistics_model not in STATISTICS_FITS:
+        raise ValueError(f"statistics_model: expected one of {list(STATISTICS_FITS)}, got {cfg.statistics_model!r}")
     if cfg.index and cfg.src:
         raise ValueError(f"index, src: give one face source for regeneration, not both ({cfg.index!r}, {cfg.src!r})")
     return cond

@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["STATISTICS", "patch_statistics"]
+__all__ = ["STATISTICS", "patch_statistics", "statistic_maps"]
 
 STATISTICS = ("L", "a", "b", "hf", "mf", "lf", "laplacian", "gradient", "hf_mf")
 _SIGMAS = (1.0, 2.0, 4.0)
@@ -77,7 +77,17 @@ def _lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def patch_statistics(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
-    """Relational colour, sharpness and noise statistics of each cell of a grid.
+    """Relational colour, sharpness and noise statistics of each cell of a grid, as one vector per image.
+
+    :func:`statistic_maps` flattened: float32 (B, 9 * grid * grid), for each name of
+    :data:`STATISTICS` in turn its ``grid * grid`` cells in row-major order. Parameters, errors:
+    :func:`statistic_maps`.
+    """
+    return statistic_maps(rgb, grid).flatten(1)
+
+
+def statistic_maps(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
+    """Relational colour, sharpness and noise statistics of each cell of a grid, as maps.
 
     Parameters
     ----------
@@ -90,8 +100,8 @@ def patch_statistics(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        Float32 (B, 9 * grid * grid): for each name of :data:`STATISTICS` in turn, its
-        ``grid * grid`` cells in row-major order, relative to the image's median cell.
+        Float32 (B, 9, grid, grid): channel k is statistic ``STATISTICS[k]`` of every cell,
+        relative to the image's median cell.
 
     Raises
     ------
@@ -122,4 +132,4 @@ def patch_statistics(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
 
     log_energy = torch.log(cells(energy) + _EPS)
     stats = torch.cat([cells(_lab(rgb)), log_energy, log_energy[:, :1] - log_energy[:, 1:2]], 1)
-    return (stats - stats.quantile(0.5, dim=2, keepdim=True)).flatten(1)
+    return (stats - stats.quantile(0.5, dim=2, keepdim=True)).view(len(rgb), len(STATISTICS), grid, grid)

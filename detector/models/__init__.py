@@ -2,7 +2,7 @@
 
 Importing this package registers every model module.
 """
-from detector.models import baselines, freq_attention, fusion, patch_stats  # noqa: F401  (registers the models)
+from detector.models import baselines, freq_attention, fusion, patch_stats, stats_conv  # noqa: F401  (registers the models)
 from detector.models.registry import (
     DEFAULT_BACKBONE,
     DEFAULT_INPUT_SIZE,

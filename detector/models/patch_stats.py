@@ -14,29 +14,27 @@ from detector.models.registry import IMAGENET_NORM, register_model
 from detector.statistics import STATISTICS, patch_statistics
 
 
-class PatchStatsClassifier(nn.Module):
-    """``forward(x)`` -> ``{"logit": (B,), "mask": None, "sim": None}``.
+class StatisticsModel(nn.Module):
+    """Base of the models on :mod:`detector.statistics`: ``features(x)`` of normalised images.
 
     x is float (B, 3, H, W) normalised by ``input_norm``; it is mapped back to RGB in [0, 1]
-    for :func:`~detector.statistics.patch_statistics`. The buffers ``feature_mean`` and
-    ``feature_std`` standardise the features (set when the model is fitted).
+    for :func:`~detector.statistics.patch_statistics`. Subclasses set ``grid`` and implement
+    ``classify(features) -> (B,) logits``.
     """
 
-    def __init__(self, grid: int = 8, hidden: int = 256, dropout: float = 0.3):
+    def __init__(self, grid: int, dropout: float):
         super().__init__()
         if not isinstance(grid, int) or grid < 2:
             raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden: expected a positive int, got {hidden!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), got {dropout!r}")
         self.grid = grid
-        n = len(STATISTICS) * grid * grid
-        self.register_buffer("feature_mean", torch.zeros(n))
-        self.register_buffer("feature_std", torch.ones(n))
-        self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
         self.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
+
+    @property
+    def n_features(self) -> int:
+        """Length of one image's feature vector, ``9 * grid ** 2``."""
+        return len(STATISTICS) * self.grid * self.grid
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Unstandardised statistics (B, 9 * grid^2) of normalised images x (B, 3, H, W)."""
@@ -44,6 +42,24 @@ class PatchStatsClassifier(nn.Module):
         std = torch.tensor(self.input_norm["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         with torch.autocast(x.device.type, enabled=False):  # log energies of small residuals need float32
             return patch_statistics(x.float() * std + mean, self.grid)
+
+
+class PatchStatsClassifier(StatisticsModel):
+    """``forward(x)`` -> ``{"logit": (B,), "mask": None, "sim": None}``.
+
+    The buffers ``feature_mean`` and ``feature_std`` standardise the features (set when the
+    model is fitted).
+    """
+
+    def __init__(self, grid: int = 8, hidden: int = 256, dropout: float = 0.3):
+        super().__init__(grid, dropout)
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"hidden: expected a positive int, got {hidden!r}")
+        n = self.n_features
+        self.register_buffer("feature_mean", torch.zeros(n))
+        self.register_buffer("feature_std", torch.ones(n))
+        self.mlp = nn.Sequential(nn.Linear(n, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Logits (B,) of features (B, 9 * grid^2) as returned by :meth:`features`."""
