@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from detector.data import FaceDataset, collate, size_grouped_batches
 from detector.models.fusion import ScoreFusion
 from detector.models.patch_stats import PatchStatsClassifier, StatisticsModel
+from detector.quality import apply_global_op, draw_global_op
 from detector.readers import Sample
 from detector.statistics import STATISTICS, patch_statistics
 from detector.train import loader_workers, score_dataset
@@ -30,6 +31,8 @@ from detector.train import loader_workers, score_dataset
 __all__ = ["STATISTICS_FITS", "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
            "fit_statistics_online", "fuse_members", "set_fusion_scale", "to_logits", "calibrate_fusion",
            "fuse_with_statistics"]
+
+_TWIN_STREAM = 7  # random stream of the twins' draws, apart from anything else seeded by the same seed
 
 
 @torch.no_grad()
@@ -54,13 +57,14 @@ def extract_statistics(model: StatisticsModel, samples: Sequence[Sample], batch_
 
 
 class _PairStatistics(Dataset):
-    """Item i: float32 (2, F), the statistics of the real and the fake of ``fakes[i]`` (and with
-    ``masks`` its mask's share of each cell, float32 (grid, grid)), or None when the item renders
-    no usable fake. Computed where the item is rendered (a DataLoader worker), so only 2 x F
-    numbers cross between processes instead of two images."""
+    """Item i: float32 (2K, F), the statistics of the real and the fake of ``fakes[i]`` (K = 1) and,
+    with probability ``twins``, of both once more under one global operation (K = 2); with
+    ``masks`` also the mask's share of each cell, float32 (K, grid, grid); None when the item
+    renders no usable fake. Computed where the item is rendered (a DataLoader worker), so only
+    2K x F numbers cross between processes instead of the images."""
 
-    def __init__(self, fakes, grid: int, masks: bool = False):
-        self.fakes, self.grid, self.masks = fakes, grid, masks
+    def __init__(self, fakes, grid: int, masks: bool = False, twins: float = 0.0, seed: int = 0):
+        self.fakes, self.grid, self.masks, self.twins, self.seed = fakes, grid, masks, twins, seed
 
     def __len__(self) -> int:
         return len(self.fakes)
@@ -72,25 +76,30 @@ class _PairStatistics(Dataset):
             item = self.fakes[i]
         except DegenerateSample:  # its retries exhausted: counted and left out, as synth generate does
             return None
-        pair = torch.from_numpy(np.stack([item["real"], item["fake"]])).permute(0, 3, 1, 2).float() / 255.0
+        images = [item["real"], item["fake"]]
+        if self.twins:
+            rng = np.random.default_rng((self.seed, _TWIN_STREAM, i))
+            if rng.random() < self.twins:  # the same global operation on both: global quality carries no label
+                name, value = draw_global_op(rng)
+                images += [apply_global_op(im, name, value) for im in images]
+        pairs = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
-            features = patch_statistics(pair, self.grid).numpy()
+            features = patch_statistics(pairs, self.grid).numpy()
             if not self.masks:
                 return features
-            share = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(item["mask"]).float()[None] / 255.0,
-                                                            self.grid)[0]
-            return features, share.numpy()
+            share = F.adaptive_avg_pool2d(torch.from_numpy(item["mask"]).float()[None] / 255.0, self.grid)
+            return features, share.expand(len(images) // 2, -1, -1).numpy()
 
 
-def _collate_pairs(items: list) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+def _collate_pairs(items: list) -> tuple[np.ndarray | None, np.ndarray | None, int, int]:
     ok = [x if isinstance(x, tuple) else (x, None) for x in items if x is not None]
     features = np.concatenate([f for f, _ in ok]) if ok else None
-    masks = np.stack([m for _, m in ok]) if ok and ok[0][1] is not None else None
-    return features, masks, len(items) - len(ok)
+    masks = np.concatenate([m for _, m in ok]) if ok and ok[0][1] is not None else None
+    return features, masks, len(items) - len(ok), len(items)
 
 
 def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int = 0, progress: bool = False,
-                      with_masks: bool = False):
+                      with_masks: bool = False, twins: float = 0.0, seed: int = 0):
     """Statistics of the real and the fake of every item of ``fakes``, rendered in memory.
 
     Parameters
@@ -103,12 +112,18 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
     batch_size : int
         Items collected per step.
     with_masks : bool
-        Also return each usable item's mask as the share of each cell that was pasted.
+        Also return each pair's mask as the share of each cell that was pasted.
+    twins : float
+        Probability in [0, 1] that an item adds a second pair: its real and fake under the same
+        global operation (blur, sharpen, resampling or JPEG over the whole image,
+        :func:`detector.quality.draw_global_op`), drawn from ``seed`` and the item's index, so the
+        pairs replay exactly. A model fitted on them learns that global quality carries no label.
 
     Returns
     -------
     features : numpy.ndarray
-        float32 (2M, 9 * grid^2): real and fake of each usable item, in turn.
+        float32 (2M, 9 * grid^2): real and fake of each pair, in turn (the twin pair right after
+        its item's own).
     labels : numpy.ndarray
         int64 (2M,): 0, 1, 0, 1, ...
     n_skipped : int
@@ -116,16 +131,18 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
     masks : numpy.ndarray
         Only with ``with_masks``: float32 (M, grid, grid) in [0, 1], the fake's pasted share of each cell.
     """
-    loader = DataLoader(_PairStatistics(fakes, grid, with_masks), batch_size=batch_size, collate_fn=_collate_pairs,
-                        **loader_workers(workers))
+    if not 0.0 <= twins <= 1.0:
+        raise ValueError(f"twins: expected a probability in [0, 1], got {twins!r}")
+    loader = DataLoader(_PairStatistics(fakes, grid, with_masks, twins, seed), batch_size=batch_size,
+                        collate_fn=_collate_pairs, **loader_workers(workers))
     chunks, mask_chunks, skipped = [], [], 0
     with tqdm(total=len(fakes), desc="statistics", unit="pair", disable=not progress, leave=False) as bar:
-        for features, masks, bad in loader:
+        for features, masks, bad, n_items in loader:
             skipped += bad
             if features is not None:
                 chunks.append(features)
                 mask_chunks.append(masks)
-            bar.update(bad + (len(features) // 2 if features is not None else 0))
+            bar.update(n_items)
     features = np.concatenate(chunks) if chunks else np.zeros((0, len(STATISTICS) * grid * grid), np.float32)
     labels = np.tile(np.array([0, 1], np.int64), len(features) // 2)
     if not with_masks:
@@ -268,7 +285,7 @@ STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 6
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,
-                          steps: int | None = None, workers: int = 0, progress: bool = False):
+                          steps: int | None = None, twins: float = 0.0, workers: int = 0, progress: bool = False):
     """Fit a statistics model on ``n`` fresh (real, fake) pairs rendered from ``pool``.
 
     Parameters
@@ -283,13 +300,15 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     steps : int, optional
         Optimiser steps (default: the model's, :data:`STATISTICS_FITS`). ``seed`` fixes the pairs,
         the model's initial weights and its fit: the model replays exactly on the same machine.
+    twins : float
+        Probability that an item adds its pair under a global operation (:func:`online_statistics`).
 
     Returns
     -------
     model : PatchStatsClassifier or StatsConvDetector
         Fitted, in eval mode.
     report : dict
-        ``model``, ``steps``, ``n_items``, ``n_skipped``, ``n_faces``, ``fit_loss_first``,
+        ``model``, ``steps``, ``twins``, ``n_items``, ``n_skipped``, ``n_faces`` (twins included), ``fit_loss_first``,
         ``fit_loss_last``, ``features_s``, ``fit_s`` (wall seconds).
 
     Raises
@@ -315,12 +334,12 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     t0 = time.time()
     features, labels, skipped, masks = online_statistics(
         OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n), model.grid, workers=workers,
-        progress=progress, with_masks=True)
+        progress=progress, with_masks=True, twins=twins, seed=seed)
     t1 = time.time()
     if not len(features):
         raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")
     losses = fit(model, features, labels, masks, steps, seed, progress)
-    return model, {"model": name, "steps": steps, "n_items": n, "n_skipped": skipped, "n_faces": int(len(features)),
+    return model, {"model": name, "steps": steps, "twins": twins, "n_items": n, "n_skipped": skipped, "n_faces": int(len(features)),
                    "fit_loss_first": losses[0], "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1),
                    "fit_s": round(time.time() - t1, 1)}
 

@@ -173,7 +173,7 @@ def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None
         f"{len(pool)} faces (recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it")
     model, report = fit_statistics_online(pool, cfg.statistics_n, model=cfg.statistics_model, recipe=cfg.recipe,
                                           size=_regen_size(cfg), seed=seed, steps=cfg.statistics_steps,
-                                          workers=cfg.gen_workers, progress=progress)
+                                          twins=cfg.statistics_twins, workers=cfg.gen_workers, progress=progress)
     report = {**report, "n_faces_source": len(pool), "seed": seed}
     save_checkpoint(path, model, extra={"statistics": report})  # creates RUN/statistics
     write_json_atomic(path.parent / "report.json", report)

@@ -73,6 +73,10 @@ class LoopConfig:
     # on studio portraits, in each seed (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
     statistics_model: str = "stats_conv"
     statistics_steps: int | None = None  # None: the model's default (detector.fit_statistics.STATISTICS_FITS)
+    # probability that a statistics pair is also fitted under one global operation (blur, sharpen,
+    # resampling, JPEG) applied to its real and fake alike: the model's score then does not follow
+    # global image quality (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
+    statistics_twins: float = 0.5
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
@@ -113,7 +117,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
-                 "statistics_model": "patch_stats",
+                 "statistics_model": "patch_stats", "statistics_twins": 0.0,
                  "twins": 0, "twin_weight": 1.0}
 PAIRINGS = ("paired", "independent")
 
@@ -167,6 +171,8 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
                          f"{cfg.statistics_steps}")
     from detector.fit_statistics import STATISTICS_FITS
 
+    if not 0.0 <= cfg.statistics_twins <= 1.0:
+        raise ValueError(f"statistics_twins: expected a probability in [0, 1], got {cfg.statistics_twins}")
     if cfg.statistics_model not in STATISTICS_FITS:
         raise ValueError(f"statistics_model: expected one of {list(STATISTICS_FITS)}, got {cfg.statistics_model!r}")
     if cfg.index and cfg.src:
