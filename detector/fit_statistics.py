@@ -281,7 +281,7 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
 
 
 # the statistics models fit_statistics_online can fit: name -> (fit, default steps)
-STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 6000)}
+STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 5000)}
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,

@@ -67,7 +67,7 @@ class LoopConfig:
     # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
     # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
     # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
-    statistics_n: int = 40000
+    statistics_n: int = 24000
     # "stats_conv" (a small conv net on 16 x 16 statistic maps with a mask head) or "patch_stats" (an MLP
     # on 8 x 8 cells): at equal data the conv net detected more of our held-out fakes, on UTKFace and
     # on studio portraits, in each seed (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
