@@ -227,7 +227,9 @@ def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_
     assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
 
 
-def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm):
+@pytest.mark.parametrize("statistics_model, twins", [("stats_conv", 1.0), ("patch_stats", 0.0)])
+def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm,
+                                                                               statistics_model, twins):
     from synth.pool import FacePool
 
     data, ev = toy_dirs
@@ -236,19 +238,22 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     run = tmp_path / "run"
     lines = []
     kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
-              **{**FAST, "statistics_n": 6, "statistics_steps": 20})
+              **{**FAST, "statistics_n": 6, "statistics_steps": 20, "statistics_model": statistics_model,
+                 "statistics_twins": twins})
     run_loop([data], ev, run, generate_fn=gen, log=lines.append, max_rounds=1, **kw)
-    stats_path = run / "statistics" / "patch_stats.pt"
+    stats_path = run / "statistics" / f"{statistics_model}.pt"
     stats, stats_meta = load_checkpoint(stats_path)
     report = json.loads((run / "statistics" / "report.json").read_text())
-    assert report["n_items"] == 6 and report["n_faces"] == 12 and report["n_faces_source"] == 2
+    n_pairs = 12 if twins else 6  # with twins 1, every item adds its globally processed pair
+    assert report["n_items"] == 6 and report["n_faces"] == 2 * n_pairs and report["n_faces_source"] == 2
+    assert report["model"] == statistics_model and report["twins"] == twins
     assert stats_meta["extra"]["statistics"] == report
     ck = torch.load(run / "round-01" / "checkpoint.pt", weights_only=True)
     assert ck["model_name"] == "score_fusion"
-    assert [m["name"] for m in ck["model_kwargs"]["members"]] == ["freq_attention", "patch_stats"]
+    assert [m["name"] for m in ck["model_kwargs"]["members"]] == ["freq_attention", statistics_model]
     fused, meta = load_checkpoint(run / "round-01" / "checkpoint.pt")
     # the statistics member is the fitted model; the fusion's scale was set (not the defaults 0 and 1)
-    assert torch.equal(fused.members[1].mlp[0].weight, stats.mlp[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(fused.members[1].state_dict().values(), stats.state_dict().values()))
     assert not torch.equal(fused.logit_std, torch.ones(2))
     assert 0.0 <= meta["extra"]["val_fused"]["auc"] <= 1.0 and "statistics_auc" in meta["extra"]["val_fused"]
     assert any("fused with the statistics model" in m for m in lines)
@@ -263,7 +268,7 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and stats_path.stat().st_mtime_ns == stamp
     assert "fused val AUC" in summary["table"]
     second, _ = load_checkpoint(run / "round-02" / "checkpoint.pt")
-    assert torch.equal(second.members[1].mlp[0].weight, stats.mlp[0].weight)
+    assert all(torch.equal(a, b) for a, b in zip(second.members[1].state_dict().values(), stats.state_dict().values()))
     flat = lambda m: torch.cat([p.flatten() for p in m.parameters()])  # noqa: E731
     assert not torch.equal(flat(second.members[0]), flat(fused.members[0]))  # round 2 trained the CNN on
 
