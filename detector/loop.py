@@ -305,7 +305,11 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         model.train()
         say(f"resuming after round {len(state['rounds'])} from {state['rounds'][-1]['checkpoint']}")
     else:
-        model = create_model(cfg.model_name, **{**LOOP_MODEL_KWARGS.get(cfg.model_name, {}), **cfg.model_kwargs})
+        import torch
+
+        with torch.random.fork_rng():  # the initial weights from the run's seed alone
+            torch.manual_seed(cfg.seed)
+            model = create_model(cfg.model_name, **{**LOOP_MODEL_KWARGS.get(cfg.model_name, {}), **cfg.model_kwargs})
     loss_fn = DetectorLoss(**cfg.loss_kwargs)
     eval_samples = read_dataset(cfg.eval_dir)
     # score faces at the side the model trains at (mode full/resize), so a pool generated at another

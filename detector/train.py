@@ -540,6 +540,9 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
             loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(settings.workers))
             net.train()
             losses, skipped = [], 0
+            # dropout and every other draw from torch's global generator from (seed, epoch, rank) alone: a round
+            # trains alike whatever ran before it in the process (e.g. fitting the statistics model or not)
+            torch.manual_seed(int(np.random.default_rng([settings.seed, epoch, rank, 3]).integers(2 ** 62)))
             scale_rng = np.random.default_rng([settings.seed, epoch, rank])  # per epoch: resumable, reproducible
             amp_rng = np.random.default_rng([settings.seed, epoch, rank, 1])
             twin_rng = np.random.default_rng([settings.seed, epoch, rank, 2])

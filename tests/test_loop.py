@@ -338,6 +338,22 @@ def test_train_round_resumes_from_last_state(toy_dirs, tmp_path):
                     log=msgs.append)
 
 
+def test_train_round_does_not_depend_on_the_global_random_state(toy_dirs, tmp_path):
+    # the head's dropout draws from torch's global generator: whatever ran before in the process (e.g.
+    # fitting the statistics model, or not) must not change what a round with the same seed learns
+    model, tds, vds, _ = _round_inputs(toy_dirs[0])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=3)
+    weights = []
+    for k, before in enumerate((1, 2)):
+        model.load_state_dict(start)
+        torch.manual_seed(before)
+        train_round(model, tds, vds, tmp_path / str(k), settings, log=lambda m: None)
+        weights.append({n: v.clone() for n, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
+    assert any(not torch.equal(weights[0][n], start[n]) for n in start if start[n].is_floating_point())
+
+
 def test_train_round_validates_and_keeps_the_ema_weights(toy_dirs, tmp_path):
     model, tds, vds, _ = _round_inputs(toy_dirs[0])
     train_round(model, tds, vds, tmp_path, TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False,
