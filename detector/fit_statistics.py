@@ -175,16 +175,32 @@ def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: n
     y = torch.from_numpy(labels[ok].astype(np.float32))
     model.feature_mean.copy_(x.mean(0))
     model.feature_std.copy_(x.std(0).clamp_min(1e-6))
+
+    def step_loss(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+        return F.binary_cross_entropy_with_logits(model.classify(x[idx]), y[idx])
+
     model.train()
-    opt = torch.optim.AdamW(model.mlp.parameters(), lr=lr / 2, weight_decay=weight_decay)
+    losses = _optimise(model.mlp.parameters(), step_loss, steps, lr, weight_decay, seed, progress)
+    model.eval()
+    return losses
+
+
+def _optimise(params, step_loss, steps: int, lr: float, weight_decay: float, seed: int, progress: bool) -> list[float]:
+    """``steps`` AdamW steps on ``step_loss(gen)`` with a one-cycle schedule peaking at ``lr``.
+
+    ``gen`` (for minibatch draws) is seeded by ``seed``, and so is torch's global generator (dropout) for
+    the duration, restored after: a fit replays exactly on the same machine. Returns the mean loss of
+    every 100 steps (the last window may be shorter).
+    """
+    opt = torch.optim.AdamW(params, lr=lr / 2, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     losses, window = [], []
-    with torch.random.fork_rng():  # dropout draws from the global generator: seed it here, restore it after
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         for _ in tqdm(range(steps), desc="fit", disable=not progress, leave=False):
-            idx = torch.randint(0, len(x), (batch_size,), generator=gen)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(model.classify(x[idx]), y[idx])
+            loss = step_loss(gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -195,7 +211,6 @@ def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: n
                 window = []
     if window:
         losses.append(float(np.mean(window)))
-    model.eval()
     return losses
 
 
@@ -241,33 +256,20 @@ def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 
     m = torch.from_numpy(masks[ok])
     model.feature_mean.copy_(x.mean((0, 1, 3, 4)))
     model.feature_std.copy_(x.std((0, 1, 3, 4)).clamp_min(1e-6))
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr / 2, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
     y = torch.tensor([0.0, 1.0]).repeat(batch_pairs)
-    losses, window = [], []
-    with torch.random.fork_rng():  # dropout draws from the global generator: seed it here, restore it after
-        torch.manual_seed(seed)
-        for _ in tqdm(range(steps), desc="fit", disable=not progress, leave=False):
-            idx = torch.randint(0, len(x), (batch_pairs,), generator=gen)
-            flip = torch.rand(batch_pairs, generator=gen) < 0.5
-            xb = torch.where(flip.view(-1, 1, 1, 1, 1), x[idx].flip(-1), x[idx]).flatten(0, 1)
-            mb = torch.where(flip.view(-1, 1, 1), m[idx].flip(-1), m[idx])
-            mb = torch.stack([torch.zeros_like(mb), mb], 1).flatten(0, 1)
-            logit, mask_logit = model.classify_maps(xb.flatten(1))
-            loss = F.binary_cross_entropy_with_logits(logit, y) + \
-                lambda_mask * F.binary_cross_entropy_with_logits(mask_logit, mb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
-            window.append(loss.item())
-            if len(window) == 100:
-                losses.append(float(np.mean(window)))
-                window = []
-    if window:
-        losses.append(float(np.mean(window)))
+
+    def step_loss(gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(x), (batch_pairs,), generator=gen)
+        flip = torch.rand(batch_pairs, generator=gen) < 0.5
+        xb = torch.where(flip.view(-1, 1, 1, 1, 1), x[idx].flip(-1), x[idx]).flatten(0, 1)
+        mb = torch.where(flip.view(-1, 1, 1), m[idx].flip(-1), m[idx])
+        mb = torch.stack([torch.zeros_like(mb), mb], 1).flatten(0, 1)
+        logit, mask_logit = model.classify_maps(xb.flatten(1))
+        return F.binary_cross_entropy_with_logits(logit, y) + \
+            lambda_mask * F.binary_cross_entropy_with_logits(mask_logit, mb)
+
+    model.train()
+    losses = _optimise(model.parameters(), step_loss, steps, lr, weight_decay, seed, progress)
     model.eval()
     return losses
 
