@@ -67,16 +67,16 @@ class LoopConfig:
     # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
     # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
     # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
-    statistics_n: int = 24000
-    # "stats_conv" (a small conv net on 16 x 16 statistic maps with a mask head) or "patch_stats" (an MLP
-    # on 8 x 8 cells): at equal data the conv net detected more of our held-out fakes, on UTKFace and
-    # on studio portraits, in each seed (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
-    statistics_model: str = "stats_conv"
+    statistics_n: int = 40000
+    # "patch_stats" (an MLP on 8 x 8 cells) or "stats_conv" (a small conv net on 16 x 16 statistic maps with a
+    # mask head; try it with statistics_twins 0.5 and statistics_n 24000). stats_conv detected more of our
+    # held-out fakes in each seed, but fused with the same CNNs it did not transfer better to other generators
+    # (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18), so the MLP stays the default
+    statistics_model: str = "patch_stats"
     statistics_steps: int | None = None  # None: the model's default (detector.fit_statistics.STATISTICS_FITS)
     # probability that a statistics pair is also fitted under one global operation (blur, sharpen,
-    # resampling, JPEG) applied to its real and fake alike: the model's score then does not follow
-    # global image quality (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18)
-    statistics_twins: float = 0.5
+    # resampling, JPEG) applied to its real and fake alike, so that global quality carries no label
+    statistics_twins: float = 0.0
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
