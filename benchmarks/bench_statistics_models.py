@@ -60,6 +60,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args()
+    if args.n < 1 or not 0.0 <= args.twins <= 1.0 or (args.steps is not None and args.steps < 1):
+        ap.error(f"--n, --twins, --steps: expected >= 1, in [0, 1], >= 1; got {args.n}, {args.twins}, {args.steps}")
+    if not Path(args.index).is_dir():
+        ap.error(f"--index {args.index}: not a directory")
     torch.set_num_threads(args.threads)
     from synth.index import load_index
 

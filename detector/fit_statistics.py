@@ -57,10 +57,10 @@ def extract_statistics(model: StatisticsModel, samples: Sequence[Sample], batch_
 
 
 class _PairStatistics(Dataset):
-    """Item i: float32 (2K, F), the statistics of the real and the fake of ``fakes[i]`` (K = 1) and,
-    with probability ``twins``, of both once more under one global operation (K = 2); with
-    ``masks`` also the mask's share of each cell, float32 (K, grid, grid); None when the item
-    renders no usable fake. Computed where the item is rendered (a DataLoader worker), so only
+    """Item i: ``(features, masks)``: float32 (2K, F), the statistics of the real and the fake of
+    ``fakes[i]`` (K = 1) and, with probability ``twins``, of both once more under one global
+    operation (K = 2); with ``masks`` the mask's share of each cell, float32 (K, grid, grid), else
+    None. None when the item renders no usable fake. Computed where the item is rendered (a DataLoader worker), so only
     2K x F numbers cross between processes instead of the images."""
 
     def __init__(self, fakes, grid: int, masks: bool = False, twins: float = 0.0, seed: int = 0):
@@ -86,13 +86,13 @@ class _PairStatistics(Dataset):
         with torch.no_grad():
             features = patch_statistics(pairs, self.grid).numpy()
             if not self.masks:
-                return features
+                return features, None
             share = F.adaptive_avg_pool2d(torch.from_numpy(item["mask"]).float()[None] / 255.0, self.grid)
             return features, share.expand(len(images) // 2, -1, -1).numpy()
 
 
 def _collate_pairs(items: list) -> tuple[np.ndarray | None, np.ndarray | None, int, int]:
-    ok = [x if isinstance(x, tuple) else (x, None) for x in items if x is not None]
+    ok = [x for x in items if x is not None]
     features = np.concatenate([f for f, _ in ok]) if ok else None
     masks = np.concatenate([m for _, m in ok]) if ok and ok[0][1] is not None else None
     return features, masks, len(items) - len(ok), len(items)
@@ -214,7 +214,7 @@ def _optimise(params, step_loss, steps: int, lr: float, weight_decay: float, see
     return losses
 
 
-def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 6000, batch_pairs: int = 64,
+def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 5000, batch_pairs: int = 64,
                    lr: float = 2e-3, weight_decay: float = 1e-2, lambda_mask: float = 1.0, seed: int = 0,
                    progress: bool = False) -> list[float]:
     """Fit a ``stats_conv`` model to (real, fake) pairs of statistic maps and the fakes' masks.
@@ -282,7 +282,7 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
     return fit_stats_conv(model, features, masks, steps=steps, seed=seed, progress=progress)
 
 
-# the statistics models fit_statistics_online can fit: name -> (fit, default steps)
+# the statistics models fit_statistics_online can fit: name -> (fit, default steps, the fit function's own)
 STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 5000)}
 
 
