@@ -554,7 +554,8 @@ def _add_fuse_arguments(p: argparse.ArgumentParser) -> None:
                    help="labelled faces to fit the statistics model on (synth generate outputs or any supported "
                         "layout); tens of thousands help, e.g. a 40,000-sample mixed run")
     p.add_argument("--out", required=True, metavar="PT", help="fused checkpoint to write (usable by eval and predict)")
-    p.add_argument("--steps", type=int, default=20000, help="optimiser steps of the statistics MLP (batch 256)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps of the statistics MLP (batch 256; default: the loop's, 20,000)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="identity-disjoint validation share of --data")
     p.add_argument("--calibration", type=int, default=400,
                    help="validation reals and as many fakes that set the fusion's scale")
@@ -569,7 +570,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     import torch
 
     from detector.checkpoint import load_checkpoint, save_checkpoint
-    from detector.fit_statistics import fuse_with_statistics
+    from detector.fit_statistics import PATCH_STATS_STEPS, fuse_with_statistics
     from detector.readers import check_samples, read_datasets
 
     if args.threads:
@@ -577,9 +578,10 @@ def run_fuse(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     if not 0.0 < args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction: expected a value in (0, 1), got {args.val_fraction}")
-    for name in ("steps", "calibration"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name}: expected >= 1, got {getattr(args, name)}")
+    steps = PATCH_STATS_STEPS if args.steps is None else args.steps
+    for name, value in (("steps", steps), ("calibration", args.calibration)):
+        if value < 1:
+            raise ValueError(f"--{name}: expected >= 1, got {value}")
     out = Path(args.out)
     if out.suffix != ".pt":
         raise ValueError(f"--out: expected a .pt file name, got {args.out}")
@@ -588,7 +590,7 @@ def run_fuse(args: argparse.Namespace) -> int:
         if not any(s.label == label for s in samples):
             raise ValueError(f"{' '.join(args.data)}: no {name} image to fit on")
     cnn, meta = load_checkpoint(args.ckpt, map_location=device)
-    fusion, report = fuse_with_statistics(cnn, samples, val_fraction=args.val_fraction, steps=args.steps,
+    fusion, report = fuse_with_statistics(cnn, samples, val_fraction=args.val_fraction, steps=steps,
                                           calibration=args.calibration, seed=args.seed, workers=args.workers,
                                           device=device, progress=not (args.no_progress or args.quiet))
     extra = {**(meta.get("extra") or {}), "fused_from": str(args.ckpt), "statistics_data": [str(d) for d in args.data],

@@ -28,10 +28,14 @@ from detector.readers import Sample
 from detector.statistics import STATISTICS, patch_statistics
 from detector.train import loader_workers, score_dataset
 
-__all__ = ["STATISTICS_FITS", "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
+__all__ = ["STATISTICS_FITS", "PATCH_STATS_STEPS", "STATS_CONV_STEPS",
+           "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
            "fit_statistics_online", "fuse_members", "set_fusion_scale", "to_logits", "calibrate_fusion",
            "fuse_with_statistics"]
 
+#: Default optimiser steps of each statistics model's fit (one copy: the fit functions, the loop and ``detector fuse`` use these).
+PATCH_STATS_STEPS = 20000
+STATS_CONV_STEPS = 5000
 _TWIN_STREAM = 7  # random stream of the twins' draws, apart from anything else seeded by the same seed
 
 
@@ -151,7 +155,7 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
                                        np.zeros((0, grid, grid), np.float32))
 
 
-def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: np.ndarray, steps: int = 20000,
+def fit_patch_stats(model: PatchStatsClassifier, features: np.ndarray, labels: np.ndarray, steps: int = PATCH_STATS_STEPS,
                     batch_size: int = 256, lr: float = 2e-3, weight_decay: float = 1e-2, seed: int = 0,
                     progress: bool = False) -> list[float]:
     """Fit ``model``'s standardisation and MLP to ``features`` (N, F) and ``labels`` (N,) in {0, 1}.
@@ -214,7 +218,7 @@ def _optimise(params, step_loss, steps: int, lr: float, weight_decay: float, see
     return losses
 
 
-def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 5000, batch_pairs: int = 64,
+def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = STATS_CONV_STEPS, batch_pairs: int = 64,
                    lr: float = 2e-3, weight_decay: float = 1e-2, lambda_mask: float = 1.0, seed: int = 0,
                    progress: bool = False) -> list[float]:
     """Fit a ``stats_conv`` model to (real, fake) pairs of statistic maps and the fakes' masks.
@@ -282,8 +286,8 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
     return fit_stats_conv(model, features, masks, steps=steps, seed=seed, progress=progress)
 
 
-# the statistics models fit_statistics_online can fit: name -> (fit, default steps, the fit function's own)
-STATISTICS_FITS = {"patch_stats": (_fit_mlp, 20000), "stats_conv": (_fit_conv, 5000)}
+# the statistics models fit_statistics_online can fit: name -> (fit, default steps)
+STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "stats_conv": (_fit_conv, STATS_CONV_STEPS)}
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,
@@ -398,7 +402,7 @@ def calibrate_fusion(fusion: ScoreFusion, samples: Sequence[Sample], batch_size:
     return logits
 
 
-def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float = 0.1, steps: int = 20000,
+def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float = 0.1, steps: int = PATCH_STATS_STEPS,
                          calibration: int = 400, seed: int = 0, workers: int = 0, device: str = "cpu",
                          progress: bool = False) -> tuple[ScoreFusion, dict]:
     """Fit a ``patch_stats`` model on ``samples`` and fuse it with the trained detector ``cnn``.
