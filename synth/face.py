@@ -240,6 +240,10 @@ class LandmarkDetector:
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True, max_num_faces=self.max_num_faces, refine_landmarks=False,
                 min_detection_confidence=min_detection_confidence)
+            # The graph opens its models on its own threads after the constructor returns, and
+            # they write their lines then; a first frame waits until the graph is idle, so those
+            # lines land inside this block even when a busy machine delays the threads.
+            self._mesh.process(np.zeros((32, 32, 3), np.uint8))
         self._starting = True
 
     def close(self) -> None:

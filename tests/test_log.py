@@ -62,6 +62,21 @@ def test_synth_index_with_two_workers_prints_no_mediapipe_lines(tmp_path):
     assert not [line for line in lines if not line.startswith("index:")], proc.stderr  # progress bars only
 
 
+def test_detector_start_up_lines_are_written_before_the_constructor_returns():
+    # MediaPipe opens its models on graph threads after FaceMesh() returns; on a busy machine
+    # their lines came after the constructor's catch had ended (a CI flake). A pause after the
+    # constructor stands in for a slow machine: nothing may reach descriptor 2 during it.
+    script = ("import os, time\n"
+              "from synth.face import LandmarkDetector\n"
+              "d = LandmarkDetector()\n"
+              "time.sleep(1.0)\n"
+              "os.write(1, b'built')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and proc.stdout == "built", proc.stderr[-2000:]
+    assert proc.stderr == ""
+
+
 def test_mediapipe_output_to_log_sets_glog_level_unless_the_user_did(monkeypatch):
     from synth.log import mediapipe_output_to_log
 
