@@ -2,9 +2,12 @@
 
 Reads finished (or running) ``detector train`` run directories, one per seed, and prints (and writes
 ``--out``, markdown) for every seed and every round: synth validation AUC, the validation-reals
-global-quality check the loop recorded, the cross-generator AUC overall and per generator. Then,
-for the round given by ``--fixed-round`` (a fixed budget, whatever the stop condition said) and for
-the round each run ended on, it scores the *evaluation set's reals* as they are and globally
+global-quality check the loop recorded, the cross-generator AUC overall and per generator, and
+whether the stop condition holds. The condition is ``--condition``, else the one each run was
+started with (its round 1): a run continued with ``--resume --augment-until "auc>1"`` to reach a
+fixed budget is still read as the documented command, which ends on the first round meeting it
+(else on its last round). Then, for the round given by ``--fixed-round`` (a fixed budget, whatever
+the stop condition said) and for the round the documented command ends on, it scores the *evaluation set's reals* as they are and globally
 blurred / sharpened / down-up-sampled / JPEG-compressed (``detector.quality``; a read-out, nothing
 is chosen on it). Last, the one-feature baseline: the share of high-frequency spectral energy of
 the face, no training; its sign is fixed on the first run's synth validation split, never on the
@@ -28,6 +31,7 @@ import torch
 from scipy.stats import spearmanr
 
 from detector.checkpoint import load_checkpoint
+from detector.condition import condition_holds, parse_condition
 from detector.data import FaceDataset, read_dataset, read_datasets, read_image, split_by_identities
 from detector.loop import _fmt
 from detector.metrics import compute_metrics
@@ -59,16 +63,35 @@ def _rounds(run: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
 
 
+def documented_end(rounds: list[dict], condition: str | None = None) -> tuple[dict, list[bool]]:
+    """The round a run's documented command ends on, and per round whether the condition holds.
+
+    ``rounds``: the run's ``metrics.jsonl`` records in order. ``condition``: the stop condition
+    (``detector.condition`` syntax); None: the one recorded with round 1, i.e. the one the run was
+    started with (a resume may have replaced it). The end is the first round meeting it, else the last.
+    """
+    cond = parse_condition(condition if condition is not None else rounds[0]["condition"])
+    met = [condition_holds(cond, r["eval"]) for r in rounds]
+    return rounds[met.index(True) if True in met else -1], met
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories (one per seed)")
     ap.add_argument("--eval", required=True, help="evaluation set (read out only)")
     ap.add_argument("--fixed-round", type=int, default=3)
+    ap.add_argument("--condition", help="stop condition the runs are read with (default: each run's round-1 "
+                                        "condition, the one it was started with)")
     ap.add_argument("--out", help="write the markdown here")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--heldout", help="a set we may train on, scored with every round's checkpoint (never the eval set)")
     args = ap.parse_args(argv)
+    if args.condition is not None:
+        try:
+            parse_condition(args.condition)
+        except ValueError as err:
+            ap.error(f"--condition: {err}")
     torch.set_num_threads(args.threads)
     eval_samples = read_dataset(args.eval)
     gens = sorted({s.meta.get("generator") for s in eval_samples if s.label == 1})
@@ -82,7 +105,8 @@ def main(argv=None) -> int:
         lines[1] += "---:|"
     for run in map(Path, args.runs):
         rounds = _rounds(run)
-        for r in rounds:
+        end, met = documented_end(rounds, args.condition) if rounds else (None, [])
+        for r, r_met in zip(rounds, met):
             q = r.get("val_quality") or {}
             qa = "/".join(_fmt(q.get("auc", {}).get(o)) for o in QUALITY_OPS) if q else "-"
             per = r["eval"].get("per_generator") or {}
@@ -98,9 +122,9 @@ def main(argv=None) -> int:
             criteria.append(crit)
             lines.append(f"| {run.name} | {r['round']} | {_fmt(r['val'].get('auc'))} | {qa} | "
                          f"{_fmt(r['eval'].get('auc'))} | " + " | ".join(_fmt(per.get(g, {}).get('auc')) for g in gens)
-                         + f"{held} | {'met' if r['condition_met'] else 'not met'} | {r['wall_s']:.0f} |")
+                         + f"{held} | {'met' if r_met else 'not met'} | {r['wall_s']:.0f} |")
         if rounds:
-            picks = {"end": rounds[-1]}
+            picks = {"end": end}
             fixed = [r for r in rounds if r["round"] == args.fixed_round]
             if fixed:
                 picks[f"round {args.fixed_round}"] = fixed[0]
