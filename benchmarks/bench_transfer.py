@@ -7,14 +7,15 @@ whether the stop condition holds. The condition is ``--condition``, else the one
 started with (its round 1): a run continued with ``--resume --augment-until "auc>1"`` to reach a
 fixed budget is still read as the documented command, which ends on the first round meeting it
 (else on its last round). Then, for the round given by ``--fixed-round`` (a fixed budget, whatever
-the stop condition said) and for the round the documented command ends on, it scores the *evaluation set's reals* as they are and globally
-blurred / sharpened / down-up-sampled / JPEG-compressed (``detector.quality``; a read-out, nothing
-is chosen on it). Last, the one-feature baseline: the share of high-frequency spectral energy of
-the face, no training; its sign is fixed on the first run's synth validation split, never on the
-evaluation set. With ``--heldout DIR`` (a set we may train on, e.g. a withheld recipe family) every
-round's checkpoint is also scored on DIR, and the rank correlation (Spearman) with the evaluation AUC
-over all checkpoints is printed for each candidate selection criterion (synth validation AUC, held-out
-AUC, minus the validation-reals quality check's largest deviation).
+the stop condition said) and for the round the documented command ends on, it scores the
+*evaluation set's reals* as they are and globally blurred / sharpened / down-up-sampled /
+JPEG-compressed (``detector.quality``; a read-out, nothing is chosen on it). Last, the one-feature
+baseline: the share of high-frequency spectral energy of the face, no training; its sign is fixed
+on the first run's synth validation split, never on the evaluation set. With ``--heldout DIR`` (a
+set we may train on, e.g. a withheld recipe family) every round's checkpoint is also scored on DIR,
+and the rank correlation (Spearman) with the evaluation AUC over all checkpoints is printed for each
+candidate selection criterion (synth validation AUC, held-out AUC, minus the validation-reals
+quality check's largest deviation).
 
     .venv/bin/python benchmarks/bench_transfer.py --runs bench-out/s0 bench-out/s1 bench-out/s2 \\
         --eval ../shared/data/eval/xgen-webmorph --out bench-out/transfer.md --threads 2
