@@ -14,6 +14,25 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("examples/x.py")``: a script of the repository (a path relative to its root)
+    imported as a module, for testing examples and benchmarks that are not in a package."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def load(relpath: str):
+        path = root / relpath
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture(scope="module")
 def astro() -> np.ndarray:
     """scikit-image's astronaut photo (512 x 512 RGB uint8), the embedded default face."""

@@ -1,18 +1,10 @@
 """benchmarks/bench_transfer.py reads a run as the documented command even after a resume changed its condition."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_transfer.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_transfer", _PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_script):
+    return load_script("benchmarks/bench_transfer.py")
 
 
 def _rounds(aucs, conditions):

@@ -1,25 +1,20 @@
 """synth.OnlineFakes in a torch DataLoader with 2 workers (fork and spawn), the default collate,
 through the importable example ``examples/online_dataloader.py``: the batches equal the items
 rendered in this process, whichever the workers and their start method."""
-import importlib.util
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from synth import OnlineFakes
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "online_dataloader.py"
+EXAMPLE = "examples/online_dataloader.py"
 SIZE, LENGTH, BATCH = 64, 8, 4
 
 
 @pytest.fixture(scope="module")
-def example():
-    spec = importlib.util.spec_from_file_location("online_dataloader", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def example(load_script):
+    return load_script(EXAMPLE)
 
 
 @pytest.fixture(scope="module")

@@ -357,14 +357,8 @@ def test_documented_relations_to_albumentations(face):
 
 
 # ------------------------------------------------------------------ the example
-def test_example_runs_and_replays(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "examples" / "albumentations_pipeline.py"
-    spec = importlib.util.spec_from_file_location("albumentations_pipeline", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+def test_example_runs_and_replays(tmp_path, load_script):
+    example = load_script("examples/albumentations_pipeline.py")
     args = ["--n", "6", "--side", "96", "--seed", "0", "--out", str(tmp_path / "sheet.png"),
             "--save", str(tmp_path / "pipe.json")]
     first = example.main(args)
