@@ -25,7 +25,7 @@ from detector.models.fusion import ScoreFusion
 from detector.models.patch_stats import PatchStatsClassifier, StatisticsModel
 from detector.quality import apply_global_op, draw_global_op
 from detector.readers import Sample
-from detector.statistics import STATISTICS, patch_statistics
+from detector.statistics import patch_statistics, statistic_names
 from detector.train import loader_workers, score_dataset
 
 __all__ = ["STATISTICS_FITS", "PATCH_STATS_STEPS", "STATS_CONV_STEPS",
@@ -67,8 +67,9 @@ class _PairStatistics(Dataset):
     None. None when the item renders no usable fake. Computed where the item is rendered (a DataLoader worker), so only
     2K x F numbers cross between processes instead of the images."""
 
-    def __init__(self, fakes, grid: int, masks: bool = False, twins: float = 0.0, seed: int = 0):
+    def __init__(self, fakes, grid: int, masks: bool = False, twins: float = 0.0, seed: int = 0, extended: bool = False):
         self.fakes, self.grid, self.masks, self.twins, self.seed = fakes, grid, masks, twins, seed
+        self.extended = extended
 
     def __len__(self) -> int:
         return len(self.fakes)
@@ -88,7 +89,7 @@ class _PairStatistics(Dataset):
                 images += [apply_global_op(im, name, value) for im in images]
         pairs = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
         with torch.no_grad():
-            features = patch_statistics(pairs, self.grid).numpy()
+            features = patch_statistics(pairs, self.grid, self.extended).numpy()
             if not self.masks:
                 return features, None
             share = F.adaptive_avg_pool2d(torch.from_numpy(item["mask"]).float()[None] / 255.0, self.grid)
@@ -103,7 +104,7 @@ def _collate_pairs(items: list) -> tuple[np.ndarray | None, np.ndarray | None, i
 
 
 def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int = 0, progress: bool = False,
-                      with_masks: bool = False, twins: float = 0.0, seed: int = 0):
+                      with_masks: bool = False, twins: float = 0.0, seed: int = 0, extended: bool = False):
     """Statistics of the real and the fake of every item of ``fakes``, rendered in memory.
 
     Parameters
@@ -122,11 +123,13 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
         global operation (blur, sharpen, resampling or JPEG over the whole image,
         :func:`detector.quality.draw_global_op`), drawn from ``seed`` and the item's index, so the
         pairs replay exactly. A model fitted on them learns that global quality carries no label.
+    extended : bool
+        The 13 statistics of :data:`~detector.statistics.EXTENDED_STATISTICS` instead of the 9.
 
     Returns
     -------
     features : numpy.ndarray
-        float32 (2M, 9 * grid^2): real and fake of each pair, in turn (the twin pair right after
+        float32 (2M, S * grid^2), S = 9 (13 ``extended``): real and fake of each pair, in turn (the twin pair right after
         its item's own).
     labels : numpy.ndarray
         int64 (2M,): 0, 1, 0, 1, ...
@@ -137,7 +140,7 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
     """
     if not 0.0 <= twins <= 1.0:
         raise ValueError(f"twins: expected a probability in [0, 1], got {twins!r}")
-    loader = DataLoader(_PairStatistics(fakes, grid, with_masks, twins, seed), batch_size=batch_size,
+    loader = DataLoader(_PairStatistics(fakes, grid, with_masks, twins, seed, extended), batch_size=batch_size,
                         collate_fn=_collate_pairs, **loader_workers(workers))
     chunks, mask_chunks, skipped = [], [], 0
     with tqdm(total=len(fakes), desc="statistics", unit="pair", disable=not progress, leave=False) as bar:
@@ -147,7 +150,7 @@ def online_statistics(fakes, grid: int = 8, batch_size: int = 32, workers: int =
                 chunks.append(features)
                 mask_chunks.append(masks)
             bar.update(n_items)
-    features = np.concatenate(chunks) if chunks else np.zeros((0, len(STATISTICS) * grid * grid), np.float32)
+    features = np.concatenate(chunks) if chunks else np.zeros((0, len(statistic_names(extended)) * grid * grid), np.float32)
     labels = np.tile(np.array([0, 1], np.int64), len(features) // 2)
     if not with_masks:
         return features, labels, skipped
@@ -242,7 +245,7 @@ def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 
     the caller's global random state is left as it was. Pairs with a non-finite feature are left
     out. Returns the mean loss of every 100 steps; the model is left in eval mode.
     """
-    c, g = len(STATISTICS), model.grid
+    c, g = len(statistic_names(model.extended)), model.grid
     features = np.asarray(features, dtype=np.float32)
     masks = np.asarray(masks, dtype=np.float32)
     if features.ndim != 2 or features.shape[1] != model.n_features or len(features) % 2:
@@ -287,7 +290,8 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
 
 
 # the statistics models fit_statistics_online can fit: name -> (fit, default steps)
-STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "stats_conv": (_fit_conv, STATS_CONV_STEPS)}
+STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "patch_stats_extended": (_fit_mlp, PATCH_STATS_STEPS),
+                   "stats_conv": (_fit_conv, STATS_CONV_STEPS)}
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,
@@ -340,7 +344,7 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     t0 = time.time()
     features, labels, skipped, masks = online_statistics(
         OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n), model.grid, workers=workers,
-        progress=progress, with_masks=True, twins=twins, seed=seed)
+        progress=progress, with_masks=True, twins=twins, seed=seed, extended=getattr(model, "extended", False))
     t1 = time.time()
     if not len(features):
         raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")

@@ -15,6 +15,15 @@ The nine statistics, in the order of :data:`STATISTICS`:
 - ``laplacian``, ``gradient``: log mean absolute 3x3 Laplacian and Sobel gradient magnitude;
 - ``hf_mf``: ``hf - mf`` (sharpness independent of the local contrast).
 
+With ``extended=True`` four more follow (:data:`EXTENDED_STATISTICS`), aimed at a pasted face that
+comes from another photo (its own camera noise and colour processing):
+
+- ``a_detail``, ``b_detail``: log mean absolute chroma detail, ``|c - G_1 * c|`` of the a* and b*
+  channels (colour noise and colour texture; colour transfer and other cameras change it);
+- ``noise``: log noise floor, the smallest mean ``hf`` energy of the cell's 8 x 8-px blocks (flat
+  blocks hold sensor noise, not texture);
+- ``noise_hf``: ``noise - hf`` (how much of the cell's fine detail is noise).
+
 Colour statistics are differences from the median cell, log energies are log-ratios to it.
 """
 from __future__ import annotations
@@ -25,9 +34,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["STATISTICS", "patch_statistics", "statistic_maps"]
+__all__ = ["STATISTICS", "EXTENDED_STATISTICS", "statistic_names", "patch_statistics", "statistic_maps"]
 
 STATISTICS = ("L", "a", "b", "hf", "mf", "lf", "laplacian", "gradient", "hf_mf")
+EXTENDED_STATISTICS = STATISTICS + ("a_detail", "b_detail", "noise", "noise_hf")
+_NOISE_BLOCK = 8  # px: side of the blocks whose least detailed one gives a cell's noise floor
 _SIGMAS = (1.0, 2.0, 4.0)
 _EPS = 1e-4  # floor of a cell's mean energy before the log: flat, noise-free cells stay finite
 _LUMA = (0.299, 0.587, 0.114)
@@ -76,17 +87,23 @@ def _lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([(116 * f[:, 1] - 16) / 100, 10 * (f[:, 0] - f[:, 1]), 4 * (f[:, 1] - f[:, 2])], 1)
 
 
-def patch_statistics(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
+def statistic_names(extended: bool = False) -> tuple[str, ...]:
+    """Names of the statistics :func:`statistic_maps` returns, in channel order."""
+    return EXTENDED_STATISTICS if extended else STATISTICS
+
+
+def patch_statistics(rgb: torch.Tensor, grid: int = 8, extended: bool = False) -> torch.Tensor:
     """Relational colour, sharpness and noise statistics of each cell of a grid, as one vector per image.
 
-    :func:`statistic_maps` flattened: float32 (B, 9 * grid * grid), for each name of
-    :data:`STATISTICS` in turn its ``grid * grid`` cells in row-major order. Parameters, errors:
+    :func:`statistic_maps` flattened: float32 (B, S * grid * grid), for each name of
+    :func:`statistic_names` in turn its ``grid * grid`` cells in row-major order (S = 9, or 13 with
+    ``extended``; the first 9 * grid * grid values are the same either way). Parameters, errors:
     :func:`statistic_maps`.
     """
-    return statistic_maps(rgb, grid).flatten(1)
+    return statistic_maps(rgb, grid, extended).flatten(1)
 
 
-def statistic_maps(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
+def statistic_maps(rgb: torch.Tensor, grid: int = 8, extended: bool = False) -> torch.Tensor:
     """Relational colour, sharpness and noise statistics of each cell of a grid, as maps.
 
     Parameters
@@ -96,12 +113,14 @@ def statistic_maps(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
         (faces of 256 px were used to design it; other sizes work, the scales are in pixels).
     grid : int
         Cells per side (cells are adaptive-average-pooled, so H and W need not divide).
+    extended : bool
+        Also the four statistics of :data:`EXTENDED_STATISTICS` (chroma detail, noise floor).
 
     Returns
     -------
     torch.Tensor
-        Float32 (B, 9, grid, grid): channel k is statistic ``STATISTICS[k]`` of every cell,
-        relative to the image's median cell.
+        Float32 (B, S, grid, grid), S = 9 (13 with ``extended``): channel k is statistic
+        ``statistic_names(extended)[k]`` of every cell, relative to the image's median cell.
 
     Raises
     ------
@@ -131,5 +150,15 @@ def statistic_maps(rgb: torch.Tensor, grid: int = 8) -> torch.Tensor:
         return F.adaptive_avg_pool2d(maps, grid).flatten(2)
 
     log_energy = torch.log(cells(energy) + _EPS)
-    stats = torch.cat([cells(_lab(rgb)), log_energy, log_energy[:, :1] - log_energy[:, 1:2]], 1)
-    return (stats - stats.quantile(0.5, dim=2, keepdim=True)).view(len(rgb), len(STATISTICS), grid, grid)
+    lab = _lab(rgb)
+    parts = [cells(lab), log_energy, log_energy[:, :1] - log_energy[:, 1:2]]
+    if extended:
+        chroma = lab[:, 1:].reshape(-1, 1, *lab.shape[-2:])  # a*, b* of every image as single channels
+        detail = (chroma - _blurs(chroma)[:, :1]).abs().view(len(rgb), 2, *lab.shape[-2:])
+        # noise floor: the least detailed block of each cell (blocks shrink so that a cell holds >= 1)
+        block = max(1, min(_NOISE_BLOCK, min(rgb.shape[-2:]) // grid))
+        floor = -F.adaptive_max_pool2d(-F.avg_pool2d(bands[0], block), grid).flatten(2)
+        extra = torch.log(torch.cat([cells(detail), floor], 1) + _EPS)
+        parts += [extra, extra[:, 2:3] - log_energy[:, :1]]
+    stats = torch.cat(parts, 1)
+    return (stats - stats.quantile(0.5, dim=2, keepdim=True)).view(len(rgb), stats.shape[1], grid, grid)

@@ -11,7 +11,7 @@ from detector.fit_statistics import calibrate_fusion, extract_statistics, fit_pa
 from detector.metrics import binary_metrics
 from detector.models import create_model
 from detector.readers import read_dataset
-from detector.statistics import STATISTICS, patch_statistics
+from detector.statistics import EXTENDED_STATISTICS, STATISTICS, patch_statistics, statistic_maps, statistic_names
 
 
 def _reference(img: np.ndarray, grid: int = 8) -> np.ndarray:
@@ -68,6 +68,71 @@ def test_a_blurred_region_is_softer_than_the_rest_and_a_global_blur_is_not(astro
     glob = hf_cells(cv2.GaussianBlur(img, (0, 0), 2.0))
     # blurring everything moves the median cell too: the relative features change far less
     assert (glob - base).abs().mean() < (after - base).abs().max() / 2
+
+
+def _extended_reference(img: np.ndarray, grid: int = 8) -> np.ndarray:
+    """The four extended statistics written independently with OpenCV (uint8 RGB in)."""
+    x = img.astype(np.float32) / 255.0
+    lab = cv2.cvtColor(x, cv2.COLOR_RGB2LAB)
+    g = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)
+
+    def detail(c):
+        return np.abs(c - cv2.GaussianBlur(c, (7, 7), 1.0))
+
+    def cells(m):
+        return cv2.resize(m, (grid, grid), interpolation=cv2.INTER_AREA)
+
+    hf = detail(g)
+    blocks = cv2.resize(hf, (hf.shape[1] // 8, hf.shape[0] // 8), interpolation=cv2.INTER_AREA)
+    k = blocks.shape[0] // grid
+    floor = blocks.reshape(grid, k, grid, k).min(axis=(1, 3))
+    logs = [np.log(cells(detail(lab[..., 1] / 50)) + 1e-4), np.log(cells(detail(lab[..., 2] / 50)) + 1e-4),
+            np.log(floor + 1e-4)]
+    logs.append(logs[2] - np.log(cells(hf) + 1e-4))
+    return np.stack([c - np.median(c) for c in logs]).ravel()
+
+
+def test_extended_statistics_add_four_channels_that_match_an_opencv_reference(astro):
+    img = cv2.resize(astro, (256, 256), interpolation=cv2.INTER_AREA)
+    base, ext = statistic_maps(_tensor(img)), statistic_maps(_tensor(img), extended=True)
+    assert statistic_names() == STATISTICS and statistic_names(True) == EXTENDED_STATISTICS
+    assert ext.shape == (1, len(EXTENDED_STATISTICS), 8, 8) and len(EXTENDED_STATISTICS) == 13
+    assert torch.equal(ext[:, :9], base)  # the nine are unchanged: a model on them reads the same features
+    got, ref = ext[0, 9:].flatten().numpy(), _extended_reference(img)
+    assert np.abs(got - ref).max() < 0.05 and np.corrcoef(got, ref)[0, 1] > 0.999
+
+
+def test_noise_in_a_region_raises_its_noise_floor_there_only(astro):
+    img = cv2.resize(astro, (256, 256), interpolation=cv2.INTER_AREA)
+    r = np.random.default_rng(0)
+    noisy = np.clip(img + r.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    local = img.copy()
+    local[64:128, 64:128] = noisy[64:128, 64:128]
+    noise, a_detail = EXTENDED_STATISTICS.index("noise"), EXTENDED_STATISTICS.index("a_detail")
+    cells = [2 * 8 + 2, 2 * 8 + 3, 3 * 8 + 2, 3 * 8 + 3]  # inside the noisy block
+
+    def maps(im):
+        return statistic_maps(_tensor(im), extended=True)[0].view(13, 64)
+
+    base, after = maps(img), maps(local)
+    rise = after[noise, cells] - base[noise, cells]
+    assert rise.min() > 0.25 and rise.mean() > 0.8  # the block's floor rises against the median
+    assert (after[a_detail, cells] - base[a_detail, cells]).min() > 0.3  # RGB noise is chroma noise too
+    outside = torch.ones(64, dtype=torch.bool)
+    outside[cells] = False
+    assert (after[noise, outside] - base[noise, outside]).abs().mean() < rise.mean() / 4  # the change stays local
+
+
+def test_extended_statistics_model_round_trips_through_a_checkpoint(tmp_path):
+    m = create_model("patch_stats_extended", grid=4, hidden=8).eval()
+    assert m.extended and m.n_features == 13 * 16 and create_model("patch_stats").n_features == 9 * 64
+    with pytest.raises(ValueError, match="extended"):
+        create_model("patch_stats", extended=1)
+    x = torch.rand(2, 3, 64, 64)
+    save_checkpoint(tmp_path / "x.pt", m)
+    again, _ = load_checkpoint(tmp_path / "x.pt")
+    with torch.no_grad():
+        assert again.extended and torch.equal(m(x)["logit"], again(x)["logit"])
 
 
 @pytest.mark.parametrize("bad, match", [(torch.zeros(1, 1, 32, 32), "B, 3, H, W"), (torch.zeros(3, 32, 32), "B, 3, H, W"),
@@ -235,6 +300,17 @@ def test_online_statistics_are_those_of_the_rendered_real_and_fake(two_faces):
         pair = torch.from_numpy(np.stack([item["real"], item["fake"]])).permute(0, 3, 1, 2).float() / 255
         np.testing.assert_allclose(features[2 * i: 2 * i + 2], patch_statistics(pair).numpy(), atol=1e-6)
     assert not np.allclose(features[0], features[1])  # the fake is not its real
+
+
+def test_online_statistics_extended_add_the_four_statistics_per_face(two_faces):
+    from detector.fit_statistics import online_statistics
+    from synth import OnlineFakes
+
+    fakes = OnlineFakes(two_faces, recipe="mixed", size=64, seed=3, length=2)
+    base, _, _ = online_statistics(fakes, batch_size=2)
+    ext, labels, _ = online_statistics(fakes, batch_size=2, extended=True)
+    assert ext.shape == (4, 13 * 64) and labels.tolist() == [0, 1, 0, 1]
+    np.testing.assert_array_equal(ext[:, :576], base)
 
 
 def test_online_statistics_skip_and_count_items_without_a_usable_fake(two_faces):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from detector.models.registry import IMAGENET_NORM, register_model
-from detector.statistics import STATISTICS, patch_statistics
+from detector.statistics import patch_statistics, statistic_names
 
 
 class StatisticsModel(nn.Module):
@@ -22,26 +22,29 @@ class StatisticsModel(nn.Module):
     ``classify(features) -> (B,) logits``.
     """
 
-    def __init__(self, grid: int, dropout: float):
+    def __init__(self, grid: int, dropout: float, extended: bool = False):
         super().__init__()
         if not isinstance(grid, int) or grid < 2:
             raise ValueError(f"grid: expected an int >= 2, got {grid!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), got {dropout!r}")
+        if not isinstance(extended, bool):
+            raise ValueError(f"extended: expected a bool, got {extended!r}")
         self.grid = grid
+        self.extended = extended  # the 13 statistics of EXTENDED_STATISTICS instead of the 9
         self.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
 
     @property
     def n_features(self) -> int:
-        """Length of one image's feature vector, ``9 * grid ** 2``."""
-        return len(STATISTICS) * self.grid * self.grid
+        """Length of one image's feature vector, ``S * grid ** 2`` (S = 9, or 13 ``extended``)."""
+        return len(statistic_names(self.extended)) * self.grid * self.grid
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Unstandardised statistics (B, 9 * grid^2) of normalised images x (B, 3, H, W)."""
+        """Unstandardised statistics (B, :attr:`n_features`) of normalised images x (B, 3, H, W)."""
         mean = torch.tensor(self.input_norm["mean"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.input_norm["std"], dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         with torch.autocast(x.device.type, enabled=False):  # log energies of small residuals need float32
-            return patch_statistics(x.float() * std + mean, self.grid)
+            return patch_statistics(x.float() * std + mean, self.grid, self.extended)
 
 
 class PatchStatsClassifier(StatisticsModel):
@@ -51,8 +54,8 @@ class PatchStatsClassifier(StatisticsModel):
     model is fitted).
     """
 
-    def __init__(self, grid: int = 8, hidden: int = 256, dropout: float = 0.3):
-        super().__init__(grid, dropout)
+    def __init__(self, grid: int = 8, hidden: int = 256, dropout: float = 0.3, extended: bool = False):
+        super().__init__(grid, dropout, extended)
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden: expected a positive int, got {hidden!r}")
         n = self.n_features
@@ -62,7 +65,7 @@ class PatchStatsClassifier(StatisticsModel):
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B,) of features (B, 9 * grid^2) as returned by :meth:`features`."""
+        """Logits (B,) of features (B, :attr:`n_features`) as returned by :meth:`features`."""
         return self.mlp((features - self.feature_mean) / self.feature_std).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -72,3 +75,9 @@ class PatchStatsClassifier(StatisticsModel):
 @register_model("patch_stats")
 def patch_stats(**kwargs) -> PatchStatsClassifier:
     return PatchStatsClassifier(**kwargs)
+
+
+@register_model("patch_stats_extended")
+def patch_stats_extended(**kwargs) -> PatchStatsClassifier:
+    """The MLP on the 13 statistics of :data:`~detector.statistics.EXTENDED_STATISTICS`."""
+    return PatchStatsClassifier(**{"extended": True, **kwargs})
