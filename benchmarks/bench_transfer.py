@@ -60,8 +60,7 @@ def _feature(samples, op=None) -> np.ndarray:
 
 
 def _rounds(run: Path) -> list[dict]:
-    log = run / "metrics.jsonl"
-    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def documented_end(rounds: list[dict], condition: str | None = None) -> tuple[dict, list[bool]]:
@@ -93,6 +92,9 @@ def main(argv=None) -> int:
             parse_condition(args.condition)
         except ValueError as err:
             ap.error(f"--condition: {err}")
+    missing = [str(Path(run) / "metrics.jsonl") for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
+    if missing:
+        ap.error(f"--runs: {', '.join(missing)} not found; --runs takes `detector train` run directories")
     torch.set_num_threads(args.threads)
     eval_samples = read_dataset(args.eval)
     gens = sorted({s.meta.get("generator") for s in eval_samples if s.label == 1})

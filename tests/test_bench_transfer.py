@@ -30,3 +30,12 @@ def test_a_bad_condition_is_refused_naming_the_option(bench, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--runs", "x", "--eval", "y", "--condition", "auc>>"])
     assert exc.value.code == 2 and "--condition" in capsys.readouterr().err
+
+
+def test_a_run_directory_without_metrics_is_refused_naming_the_file(bench, capsys, tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "metrics.jsonl").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--runs", str(tmp_path / "ok"), str(tmp_path / "typo"), "--eval", "y"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and str(tmp_path / "typo" / "metrics.jsonl") in err and "ok/metrics" not in err
