@@ -72,6 +72,7 @@ class LoopConfig:
     # mask head; try it with statistics_twins 0.5 and statistics_n 24000). stats_conv detected more of our
     # held-out fakes in each seed, but fused with the same CNNs it did not transfer better to other generators
     # (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18), so the MLP stays the default
+    # "patch_stats_extended" (the MLP on 13 statistics) is a better member alone but fused worse (session 21)
     statistics_model: str = "patch_stats"
     statistics_steps: int | None = None  # None: the model's default (detector.fit_statistics.STATISTICS_FITS)
     # probability that a statistics pair is also fitted under one global operation (blur, sharpen,

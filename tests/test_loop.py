@@ -227,7 +227,7 @@ def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_
     assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
 
 
-@pytest.mark.parametrize("statistics_model, twins", [("stats_conv", 1.0), ("patch_stats", 0.0)])
+@pytest.mark.parametrize("statistics_model, twins", [("stats_conv", 1.0), ("patch_stats", 0.0), ("patch_stats_extended", 0.0)])
 def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm,
                                                                                statistics_model, twins):
     from synth.pool import FacePool
