@@ -12,6 +12,7 @@ TINY = {
     "timm_classifier": {"backbone": "mobilenetv3_small_050"},
     "wavelet_dual_branch": {"width": 8, "bilinear_dim": 8, "decoder_dim": 8},
     "patch_stats": {"grid": 4, "hidden": 16},
+    "patch_stats_extended": {"grid": 4, "hidden": 16},
     "stats_conv": {"grid": 8, "widths": [4, 8, 8]},
     "score_fusion": {"members": [{"name": "wavelet_dual_branch", "kwargs": {"width": 8, "bilinear_dim": 8, "decoder_dim": 8}},
                                  {"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 16}}]},
@@ -41,7 +42,8 @@ def test_output_contract(name, hw):
         assert out["sim"].shape == (2, 25, 25)
         assert out["sim"].min() >= 0 and out["sim"].max() <= 1
     expected_none = {"timm_classifier": {"mask", "sim"}, "wavelet_dual_branch": {"sim"}, "freq_attention": set(),
-                     "patch_stats": {"mask", "sim"}, "stats_conv": {"sim"}, "score_fusion": {"sim"}}
+                     "patch_stats": {"mask", "sim"}, "patch_stats_extended": {"mask", "sim"}, "stats_conv": {"sim"},
+                     "score_fusion": {"sim"}}
     assert {k for k, v in out.items() if v is None} == expected_none[name]
 
 
