@@ -33,6 +33,7 @@ from scipy.stats import spearmanr
 
 from detector.checkpoint import load_checkpoint
 from detector.data import FaceDataset
+from detector.loop import read_metrics
 from detector.metrics import binary_metrics, compute_metrics
 from detector.quality import QUALITY_OPS
 from detector.readers import read_dataset
@@ -86,8 +87,7 @@ def _points(args) -> list[tuple[str, Path, float | None, float | None, float | N
     out = []
     for run in args.runs:
         run = Path(run)
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            m = json.loads(line)
+        for m in read_metrics(run):
             fused = m.get("val_fused") or {}
             out.append((f"{run.parent.name}/{run.name}/r{m['round']}", run / f"round-{m['round']:02d}" / "checkpoint.pt",
                         m["val"]["auc"], fused.get("statistics_auc"), fused.get("auc")))
@@ -134,8 +134,10 @@ def main(argv=None) -> int:
         if not Path(path).exists():
             ap.error(f"{path}: not found (from {spec!r})")
     for run in args.runs:
-        if not (Path(run) / "metrics.jsonl").is_file():
-            ap.error(f"{Path(run) / 'metrics.jsonl'}: not found; --runs takes `detector train` run directories")
+        try:
+            read_metrics(run)
+        except ValueError as err:
+            ap.error(f"--runs: {err}")
     if not args.runs and not args.ckpt:
         ap.error("nothing to score: give --runs or --ckpt")
     torch.set_num_threads(args.threads)

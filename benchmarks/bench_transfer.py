@@ -34,7 +34,7 @@ from scipy.stats import spearmanr
 from detector.checkpoint import load_checkpoint
 from detector.condition import condition_holds, parse_condition
 from detector.data import FaceDataset, read_dataset, read_datasets, read_image, split_by_identities
-from detector.loop import _fmt
+from detector.loop import _fmt, read_metrics
 from detector.metrics import compute_metrics
 from detector.quality import QUALITY_OPS, paired_auc, quality_check
 from detector.train import evaluate
@@ -57,10 +57,6 @@ def _feature(samples, op=None) -> np.ndarray:
         if img is not None:
             out[k] = high_frequency_share(op(img) if op else img)
     return out
-
-
-def _rounds(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def documented_end(rounds: list[dict], condition: str | None = None) -> tuple[dict, list[bool]]:
@@ -92,9 +88,10 @@ def main(argv=None) -> int:
             parse_condition(args.condition)
         except ValueError as err:
             ap.error(f"--condition: {err}")
-    missing = [str(Path(run) / "metrics.jsonl") for run in args.runs if not (Path(run) / "metrics.jsonl").is_file()]
-    if missing:
-        ap.error(f"--runs: {', '.join(missing)} not found; --runs takes `detector train` run directories")
+    try:
+        runs = {Path(run): read_metrics(run) for run in args.runs}
+    except ValueError as err:
+        ap.error(f"--runs: {err}")
     torch.set_num_threads(args.threads)
     eval_samples = read_dataset(args.eval)
     gens = sorted({s.meta.get("generator") for s in eval_samples if s.label == 1})
@@ -106,8 +103,7 @@ def main(argv=None) -> int:
     if heldout is not None:
         lines[0] = lines[0].replace(" | condition |", " | held-out AUC | condition |")
         lines[1] += "---:|"
-    for run in map(Path, args.runs):
-        rounds = _rounds(run)
+    for run, rounds in runs.items():
         end, met = documented_end(rounds, args.condition) if rounds else (None, [])
         for r, r_met in zip(rounds, met):
             q = r.get("val_quality") or {}

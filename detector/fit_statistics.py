@@ -344,7 +344,7 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     t0 = time.time()
     features, labels, skipped, masks = online_statistics(
         OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n), model.grid, workers=workers,
-        progress=progress, with_masks=True, twins=twins, seed=seed, extended=getattr(model, "extended", False))
+        progress=progress, with_masks=True, twins=twins, seed=seed, extended=model.extended)
     t1 = time.time()
     if not len(features):
         raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")

@@ -65,6 +65,20 @@ STATISTICS_DIR = "statistics"  # RUN/statistics: <statistics_model>.pt, report.j
 STATISTICS_SEED_OFFSET = 1_000_000  # the statistics pool's seed: run seed + this, apart from every round's seed
 
 
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``RUN/metrics.jsonl``, one per finished round, in order.
+
+    Raises
+    ------
+    ValueError
+        The file is missing (naming it: ``run_dir`` is not a ``detector train`` run directory).
+    """
+    path = Path(run_dir) / METRICS_LOG
+    if not path.is_file():
+        raise ValueError(f"{path}: not found; expected a `detector train` run directory")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _regen_source(cfg: LoopConfig, pool: Sequence[str]) -> dict:
     """Face source for regeneration: --index, else --src (reusing an index the statistics step or a
     previous round built), else the index recorded in a data directory's run.json."""

@@ -68,12 +68,12 @@ def _blur_matrix(n: int, device: torch.device) -> torch.Tensor:
     return torch.cat(blocks, 1).to(device=device, dtype=torch.float32)
 
 
-def _blurs(luma: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) -> (B, 3, H, W) Gaussian blurs at :data:`_SIGMAS`, reflected borders."""
+def _blurs(luma: torch.Tensor, k: int = len(_SIGMAS)) -> torch.Tensor:
+    """(B, 1, H, W) -> (B, k, H, W) Gaussian blurs at the first ``k`` of :data:`_SIGMAS`, reflected borders."""
     b, _, h, w = luma.shape
-    k = len(_SIGMAS)
-    rows = (luma[:, 0] @ _blur_matrix(w, luma.device)).view(b, h, k, w).permute(0, 2, 1, 3)  # (B, 3, H, W)
-    mh = _blur_matrix(h, luma.device).view(h, k, h).permute(1, 0, 2)  # (3, H, H): column blur per sigma
+    n = len(_SIGMAS)
+    rows = (luma[:, 0] @ _blur_matrix(w, luma.device)[:, :k * w]).view(b, h, k, w).permute(0, 2, 1, 3)  # (B, k, H, W)
+    mh = _blur_matrix(h, luma.device).view(h, n, h)[:, :k].permute(1, 0, 2)  # (k, H, H): column blur per sigma
     return mh.transpose(1, 2).unsqueeze(0) @ rows
 
 
@@ -154,7 +154,7 @@ def statistic_maps(rgb: torch.Tensor, grid: int = 8, extended: bool = False) -> 
     parts = [cells(lab), log_energy, log_energy[:, :1] - log_energy[:, 1:2]]
     if extended:
         chroma = lab[:, 1:].reshape(-1, 1, *lab.shape[-2:])  # a*, b* of every image as single channels
-        detail = (chroma - _blurs(chroma)[:, :1]).abs().view(len(rgb), 2, *lab.shape[-2:])
+        detail = (chroma - _blurs(chroma, 1)).abs().view(len(rgb), 2, *lab.shape[-2:])
         # noise floor: the least detailed block of each cell (blocks shrink so that a cell holds >= 1)
         block = max(1, min(_NOISE_BLOCK, min(rgb.shape[-2:]) // grid))
         floor = -F.adaptive_max_pool2d(-F.avg_pool2d(bands[0], block), grid).flatten(2)

@@ -572,3 +572,12 @@ def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs
         TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, twins=2)
     with pytest.raises(ValueError, match="twins, twin_weight"):
         TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, paired=True, twins=5)
+
+
+def test_read_metrics_returns_the_round_records_and_names_a_missing_file(tmp_path):
+    from detector.loop import read_metrics
+
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n\n{"round": 2}\n')
+    assert [m["round"] for m in read_metrics(tmp_path)] == [1, 2]
+    with pytest.raises(ValueError, match=str(tmp_path / "nope" / "metrics.jsonl")):
+        read_metrics(tmp_path / "nope")
