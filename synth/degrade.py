@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.special import ndtri
 
-from ._checks import check_choice, check_image, check_rng, round_uint8
+from ._checks import check_choice, check_image, check_rng, round_uint8, to_uint8
 from .params import Op, Param
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "jpeg", "jpeg_ratio", "jpeg_quality_for_ratio",
     "downup", "INTERPOLATIONS",
     "gaussian_noise", "poisson_noise", "salt_pepper",
+    "guided_smooth",
     "OPS",
 ]
 
@@ -630,6 +631,55 @@ def downup(image: np.ndarray, scale: float = 0.5, interpolation: str = "linear")
     return cv2.resize(small, (w, h), interpolation=flag)
 
 
+# --------------------------------------------------------------------------- texture
+
+def guided_smooth(image: np.ndarray, radius: int = 4, strength: float = 10.0) -> np.ndarray:
+    """Edge-preserving smoothing: each channel through its own guided filter.
+
+    Removes fine texture and sensor noise while keeping strong edges (eyes, lips, the
+    face contour): the look of a face rendered by an autoencoder or a beautifying filter,
+    which a blur (that softens edges as much as texture) does not give.  A local window
+    whose standard deviation is well below ``strength`` is replaced by its mean; one
+    well above it is kept (He et al., "Guided Image Filtering", 2013, with the image as
+    its own guide).
+
+    Parameters
+    ----------
+    image : numpy.ndarray, uint8 (H, W, 3), RGB
+        Not modified.
+    radius : int, optional
+        Window radius in pixels, 1..16 (window side 2r+1).  Default 4.
+    strength : float, optional
+        Standard deviation, in 0..255 units, at which a window is half smoothed (the
+        filter's regularisation is ``strength**2``); a finite real number in (0, 255].
+        Default 10.
+
+    Returns
+    -------
+    out : numpy.ndarray, uint8 (H, W, 3), RGB
+        A new array (reflect-101 border); the same input gives the same bytes on every CPU.
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not a numpy uint8 (H, W, 3) array with H, W >= 1; ``radius`` is
+        not an integer in 1..16 (a bool is refused); ``strength`` is not a finite real
+        number in (0, 255] (a bool is refused).
+    """
+    check_image(image)
+    _check_number(radius, "radius", 1, 16, integer=True)
+    _check_number(strength, "strength", 0.0, 255.0, low_open=True)
+    window = (2 * int(radius) + 1,) * 2
+    x = image.astype(np.float32)
+    # cv2.boxFilter sums float32 input in float64 along a fixed order: the same bytes with
+    # AVX-512, AVX2 or SSE only (checked with OPENCV_CPU_DISABLE), ~15x faster than numpy
+    mean = cv2.boxFilter(x, -1, window)
+    var = np.maximum(cv2.boxFilter(x * x, -1, window) - mean * mean, 0.0)
+    a = var / (var + np.float32(strength) ** 2)
+    b = mean * (1.0 - a)
+    return to_uint8(cv2.boxFilter(a, -1, window) * x + cv2.boxFilter(b, -1, window))
+
+
 # --------------------------------------------------------------------------- noise
 
 @functools.lru_cache(maxsize=1)
@@ -828,6 +878,10 @@ OPS: tuple[Op, ...] = (
         "scale": Param("float", 0.1, 1.0, default=0.5),
         "interpolation": Param("choice", choices=tuple(INTERPOLATIONS), default="linear"),
     }, doc="downscale then upscale back"),
+    Op("guided_smooth", "blur", guided_smooth, {
+        "radius": Param("int", 1, 16, default=4, doc="window radius (pixels)"),
+        "strength": Param("float", 0.5, 255.0, default=10.0, doc="0..255 units; texture below it is smoothed"),
+    }, doc="edge-preserving smoothing (guided filter)"),
     Op("gaussian_noise", "noise", gaussian_noise, {
         "mean": Param("float", -20.0, 20.0, default=0.0, doc="0..255 units"),
         "sigma": Param("float", 0.0, 50.0, default=5.0, doc="0..255 units"),

@@ -43,7 +43,7 @@ def test_ops_registry_is_complete_and_consistent():
     assert len(names) == len(set(names))
     assert set(names) == {"gaussian_blur", "mean_blur", "dual_blur", "bokeh_blur", "tilt_shift_blur",
                           "motion_blur", "jpeg", "jpeg_ratio", "downup", "gaussian_noise",
-                          "poisson_noise", "salt_pepper"}
+                          "poisson_noise", "salt_pepper", "guided_smooth"}
     for op in D.OPS:
         assert op.stage in {"blur", "compression", "resample", "noise"}
         assert op.random == (op.stage == "noise")
@@ -102,6 +102,11 @@ def test_bad_images_raise(op, face):
     (lambda im: D.downup(im, scale=0), "scale"),
     (lambda im: D.downup(im, scale=1.2), "scale"),
     (lambda im: D.downup(im, interpolation="bicubic"), "interpolation"),
+    (lambda im: D.guided_smooth(im, radius=0), "radius"),
+    (lambda im: D.guided_smooth(im, radius=2.5), "radius"),
+    (lambda im: D.guided_smooth(im, radius=True), "radius"),
+    (lambda im: D.guided_smooth(im, strength=0), "strength"),
+    (lambda im: D.guided_smooth(im, strength=float("nan")), "strength"),
     (lambda im: D.gaussian_noise(im, np.random.default_rng(0), sigma=-2), "sigma"),
     (lambda im: D.gaussian_noise(im, 0), "rng"),
     (lambda im: D.poisson_noise(im, np.random.default_rng(0), peak=0), "peak"),
@@ -356,3 +361,65 @@ def test_salt_pepper_fractions():
     assert frac == pytest.approx(0.05, abs=0.003)
     assert salt.sum() / (salt | pepper).sum() == pytest.approx(0.3, abs=0.03)
     np.testing.assert_array_equal(D.salt_pepper(img, np.random.default_rng(0), amount=0.0), img)
+
+
+# ------------------------------------------------------------------ edge-preserving smoothing
+
+def _guided_reference(image, radius, strength):
+    """He et al.'s self-guided filter per channel, windows taken one by one in float64."""
+    x = image.astype(np.float64)
+    h, w = x.shape[:2]
+    k = 2 * radius + 1
+
+    def box(a):
+        p = np.pad(a, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")  # = reflect-101
+        win = np.lib.stride_tricks.sliding_window_view(p, (k, k), axis=(0, 1))
+        return win.mean(axis=(-2, -1))
+
+    mean = box(x)
+    var = box(x * x) - mean ** 2
+    a = var / (var + strength ** 2)
+    b = mean * (1 - a)
+    return box(a) * x + box(b)
+
+
+@pytest.mark.parametrize("radius, strength", [(1, 3.0), (4, 10.0), (7, 25.0)])
+def test_guided_smooth_matches_the_guided_filter(synthetic, radius, strength):
+    out = D.guided_smooth(synthetic, radius, strength)
+    ref = _guided_reference(synthetic, radius, strength)
+    assert np.abs(out - ref).max() <= 0.5 + 1e-3  # rounding to uint8 only
+
+
+def test_guided_smooth_removes_texture_and_keeps_edges():
+    rng = np.random.default_rng(0)
+    img = np.full((96, 96, 3), 90.0)
+    img[:, 48:] = 170.0                                   # a step edge of 80 levels
+    img = np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)   # fine texture
+    out = D.guided_smooth(img, radius=4, strength=12.0).astype(np.float64)
+    blur = cv2.GaussianBlur(img, (9, 9), 0).astype(np.float64)
+    flat = (slice(10, 86), slice(5, 38))
+    assert out[flat].std() < 0.35 * img[flat].astype(np.float64).std()   # texture gone
+    # the edge stays a step: the two pixels beside it keep most of their difference,
+    # where a blur that removes as much texture spreads it out
+    step = (out[:, 49] - out[:, 46]).mean()
+    assert step > 70 and (blur[:, 49] - blur[:, 46]).mean() < step - 20
+
+
+def test_guided_smooth_is_the_same_without_avx512_or_avx2(synthetic):
+    """The bytes must not depend on the CPU: the same call in a process where OpenCV may not use
+    AVX-512 or AVX2 (a no-op on a CPU without them)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib, sys, numpy as np; from synth.degrade import guided_smooth; "
+            "x = np.frombuffer(sys.stdin.buffer.read(), np.uint8).reshape(192, 256, 3); "
+            "print(hashlib.sha256(b''.join(guided_smooth(x, r, s).tobytes() "
+            "for r, s in ((2, 4.0), (5, 17.5), (9, 40.0)))).hexdigest())")
+    env = dict(os.environ, OPENCV_CPU_DISABLE="AVX512-SKX,AVX512F,AVX512-COMMON,AVX2,FMA3")
+    done = subprocess.run([sys.executable, "-c", code], input=synthetic.tobytes(), env=env,
+                          capture_output=True, check=True)
+    here = hashlib.sha256(b"".join(D.guided_smooth(synthetic, r, s).tobytes()
+                                   for r, s in ((2, 4.0), (5, 17.5), (9, 40.0)))).hexdigest()
+    assert done.stdout.decode().split()[-1] == here
