@@ -18,7 +18,8 @@ def _write(tmp_path, text, name="r.yaml"):
 
 def test_shipped_recipes_validate():
     names = list_recipes()
-    for required in ("mixed", "self-blend", "swap", "blend-alpha", "blend-poisson", "blend-pyramid", "blend-wavelet"):
+    for required in ("mixed", "self-blend", "swap", "rendered-swap", "blend-alpha", "blend-poisson", "blend-pyramid",
+                     "blend-wavelet"):
         assert required in names
     for name in names:
         r = load_recipe(name)
@@ -160,6 +161,18 @@ def test_plan_is_deterministic_json_and_in_range(jittered_pool):
             assert plan["source"] == plan["target"]
     # each face is a target once per pass over the pool
     assert sorted(p["target"] for p in plans[:5]) == sorted(pool.keys)
+
+
+def test_rendered_swap_smooths_every_source_and_never_the_target(jittered_pool):
+    recipe, pool = load_recipe("rendered-swap"), jittered_pool()
+    plans = [sample_plan(recipe, pool, i, 3, size=128) for i in range(40)]
+    for plan in plans:
+        assert plan["pairing"] == "swap" and plan["target_degrade"] == []
+        ops = [step["op"] for step in plan["source_degrade"]]
+        assert ops in (["guided_smooth"], ["downup", "guided_smooth"])   # resolution first, then texture
+        smooth = plan["source_degrade"][-1]["params"]
+        assert 2 <= smooth["radius"] <= 6 and 4.0 <= smooth["strength"] <= 20.0
+    assert 10 < sum(len(p["source_degrade"]) == 2 for p in plans) < 40   # downup p = 0.6
 
 
 def test_sampled_values_stay_in_recipe_ranges(jittered_pool):
