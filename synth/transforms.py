@@ -25,6 +25,7 @@ transform         synth op                               data it reads besides `
 ``DualBlur``      ``synth.degrade.dual_blur``           -
 ``BokehBlur``     ``synth.degrade.bokeh_blur``          -
 ``TiltShiftBlur`` ``synth.degrade.tilt_shift_blur``     -
+``GuidedSmooth``  ``synth.degrade.guided_smooth``       -
 ``PoissonBlend``  ``synth.blend.poisson_blend``         ``blend_source``, ``mask``
 ``PyramidBlend``  ``synth.blend.pyramid_blend``         ``blend_source``, ``mask``
 ``WaveletBlend``  ``synth.blend.wavelet_blend``         ``blend_source``, ``mask``
@@ -113,7 +114,7 @@ from synth._checks import check_image, round_uint8
 
 __all__ = [
     "SelfBlend", "self_blend", "ColorTransfer", "JpegRatio", "DualBlur", "BokehBlur", "TiltShiftBlur",
-    "PoissonBlend", "PyramidBlend", "WaveletBlend",
+    "GuidedSmooth", "PoissonBlend", "PyramidBlend", "WaveletBlend",
 ]
 
 
@@ -158,6 +159,8 @@ _Iterations = _range(1, 8, integer=True)
 _Offset = _range(0.0, 8.0, low_open=True)
 _Radius = _range(0.0, 64.0, low_open=True)
 _Fraction = _range(0.0, 1.0)
+_SmoothRadius = _range(1, 16, integer=True)
+_Strength = _range(0.0, 255.0, low_open=True)
 _MaxSigma = _range(0.0, 32.0)
 _Angle = _range(None, None)
 _Ratio = _range(0.0, 1.0, low_open=True)
@@ -351,6 +354,45 @@ class TiltShiftBlur(_SynthTransform):
 
 
 # ------------------------------------------------------------------------------ compression
+class GuidedSmooth(_SynthTransform):
+    """Edge-preserving smoothing (:func:`synth.degrade.guided_smooth`): skin texture and noise
+    go, edges stay, the look of a face rendered by a face-swap autoencoder or a beautifying
+    filter.  albumentations has no edge-preserving filter (its blurs soften edges as much as
+    texture).
+
+    Parameters
+    ----------
+    radius : int or (int, int)
+        Window radius in pixels, drawn from this inclusive range; each in 1..16.
+    strength : float or (float, float)
+        Standard deviation (0..255 units) at which a window is half smoothed, drawn uniformly;
+        each in (0, 255].
+    p : float
+        Probability of applying the transform.
+
+    Notes
+    -----
+    Targets: image.  Image types: uint8 HxWx3 RGB; output of the same shape and dtype.
+    Defaults are the ``rendered-swap`` recipe's ranges.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        radius: _SmoothRadius
+        strength: _Strength
+
+    def __init__(self, radius: tuple[int, int] | int = (2, 6), strength: tuple[float, float] | float = (4.0, 20.0),
+                 p: float = 0.5):
+        super().__init__(p=p)
+        self.radius = radius
+        self.strength = strength
+
+    def get_params(self) -> dict[str, Any]:
+        return {"radius": self.py_random.randint(*self.radius), "strength": self.py_random.uniform(*self.strength)}
+
+    def apply(self, img: np.ndarray, radius: int, strength: float, **params: Any) -> np.ndarray:
+        return _degrade.guided_smooth(img, radius=radius, strength=strength)
+
+
 class JpegRatio(_SynthTransform):
     """JPEG round trip at the quality whose compressed size is closest to a target ratio
     (:func:`synth.degrade.jpeg_ratio`).

@@ -65,6 +65,8 @@ OP_CASES = {
                         lambda img, o, p: degrade.tilt_shift_blur(img, band_center=p["band_center"],
                                                                   band_width=p["band_width"],
                                                                   max_sigma=p["max_sigma"], angle=p["angle"])),
+    "guided_smooth": (lambda: T.GuidedSmooth(radius=(1, 8), strength=(2.0, 30.0), p=1),
+                      lambda img, o, p: degrade.guided_smooth(img, radius=p["radius"], strength=p["strength"])),
     "jpeg_ratio": (lambda: T.JpegRatio(ratio=(0.02, 0.1), p=1),
                    lambda img, o, p: degrade.jpeg_ratio(img, ratio=p["ratio"])),
     "poisson": (lambda: T.PoissonBlend(mode=("normal", "mixed"), domain=("mask", "box"), composite=True, p=1),
@@ -153,6 +155,10 @@ BAD = [
     (T.TiltShiftBlur, {"band_width": 1.5}, "band_width"),
     (T.TiltShiftBlur, {"max_sigma": (1.0, 40.0)}, "max_sigma"),
     (T.TiltShiftBlur, {"angle": (float("nan"), 1.0)}, "angle"),
+    (T.GuidedSmooth, {"radius": (0, 4)}, "radius"),
+    (T.GuidedSmooth, {"radius": 2.5}, "radius"),
+    (T.GuidedSmooth, {"strength": (0.0, 10.0)}, "strength"),
+    (T.GuidedSmooth, {"strength": 300.0}, "strength"),
     (T.JpegRatio, {"ratio": (0.0, 0.1)}, "ratio"),
     (T.JpegRatio, {"ratio": 1.5}, "ratio"),
     (T.ColorTransfer, {"method": "lab"}, "method"),
@@ -181,6 +187,7 @@ def test_invalid_parameters_raise_value_error_naming_the_parameter(cls, kwargs, 
 def test_valid_edges_are_accepted():
     T.DualBlur(iterations=8, offset=8.0)
     T.BokehBlur(radius=64.0)
+    T.GuidedSmooth(radius=(1, 16), strength=255.0)
     T.JpegRatio(ratio=1.0)
     T.TiltShiftBlur(band_center=(0.0, 1.0), band_width=0.0, max_sigma=0.0, angle=(-180, 180))
     T.SelfBlend(size=None)
@@ -194,7 +201,7 @@ def _pipeline(seed: int | None = None) -> A.Compose:
         T.PoissonBlend(p=0.3),
         T.PyramidBlend(p=0.3),
         T.WaveletBlend(wavelet=("haar", "db2"), p=0.3),
-        A.OneOf([T.DualBlur(p=1), T.BokehBlur(p=1), T.TiltShiftBlur(p=1)], p=0.8),
+        A.OneOf([T.DualBlur(p=1), T.BokehBlur(p=1), T.TiltShiftBlur(p=1), T.GuidedSmooth(p=1)], p=0.8),
         T.JpegRatio(p=0.5),
     ], seed=seed)
 
