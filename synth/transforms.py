@@ -353,7 +353,6 @@ class TiltShiftBlur(_SynthTransform):
                                         max_sigma=max_sigma, angle=angle)
 
 
-# ------------------------------------------------------------------------------ compression
 class GuidedSmooth(_SynthTransform):
     """Edge-preserving smoothing (:func:`synth.degrade.guided_smooth`): skin texture and noise
     go, edges stay, the look of a face rendered by a face-swap autoencoder or a beautifying
@@ -393,6 +392,7 @@ class GuidedSmooth(_SynthTransform):
         return _degrade.guided_smooth(img, radius=radius, strength=strength)
 
 
+# ------------------------------------------------------------------------------ compression
 class JpegRatio(_SynthTransform):
     """JPEG round trip at the quality whose compressed size is closest to a target ratio
     (:func:`synth.degrade.jpeg_ratio`).
