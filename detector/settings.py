@@ -96,6 +96,9 @@ class LoopConfig:
     # evaluate → regenerate", session 15)
     twins: int = 0
     twin_weight: float = 1.0
+    # the twins' consistency term: "kl" on probabilities or "logit", the squared logit difference
+    # (detector.train.TWIN_LOSSES)
+    twin_loss: str = "kl"
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -119,7 +122,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
                  "statistics_model": "patch_stats", "statistics_twins": 0.0,
-                 "twins": 0, "twin_weight": 1.0}
+                 "twins": 0, "twin_weight": 1.0, "twin_loss": "kl"}
 PAIRINGS = ("paired", "independent")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -191,4 +194,5 @@ def round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool) -> Tra
                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                          batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
                          amplify_until=cfg.amplify_until, precision=cfg.precision,
-                         twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight)
+                         twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight,
+                         twin_loss=cfg.twin_loss)

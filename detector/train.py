@@ -315,6 +315,20 @@ def twin_consistency(twin_logit: torch.Tensor, source_logit: torch.Tensor) -> to
     return (torch.nn.functional.binary_cross_entropy_with_logits(twin_logit, p, reduction="none") - entropy).mean()
 
 
+def twin_logit_gap(twin_logit: torch.Tensor, source_logit: torch.Tensor) -> torch.Tensor:
+    """Squared difference of the twins' logits from their originals' (held fixed), mean over twins.
+
+    Unlike :func:`twin_consistency`, whose gradient shrinks with ``p (1 - p)`` where scores sit near
+    0.5, this pulls a shifted logit back at the same rate wherever it is: the global-quality check
+    ranks processed reals against unprocessed ones, so a small shift shared by all of them is what
+    it reads, whatever the probabilities."""
+    return (twin_logit - source_logit.detach()).pow(2).mean()
+
+
+# the consistency terms a twin can take, by name (``TrainSettings.twin_loss``)
+TWIN_LOSSES = {"kl": twin_consistency, "logit": twin_logit_gap}
+
+
 def amplify_factor(start: float, step: int, steps: int, until: float) -> float:
     """Forgery amplification at ``step`` of ``steps``: ``start`` decaying linearly to 1 at ``until`` x steps."""
     if start <= 1.0 or until <= 0:
@@ -385,10 +399,13 @@ class TrainSettings:
         float32. Stored as given.
     twins : int, 0 <= twins <= batch_size // 2; > 0 only with ``paired``
         The first ``twins`` pairs of every batch are copied once more, globally processed
-        (:func:`quality_twins`), and ``twin_weight`` x :func:`twin_consistency` (logged as ``twin``)
+        (:func:`quality_twins`), and ``twin_weight`` x the ``twin_loss`` term (logged as ``twin``)
         is added to the loss; the twins take no other loss. 0 = off.
     twin_weight : float, >= 0
         Weight of the twins' consistency term.
+    twin_loss : str, a key of :data:`TWIN_LOSSES`
+        ``"kl"`` (:func:`twin_consistency`, on probabilities) or ``"logit"`` (:func:`twin_logit_gap`,
+        squared logit difference).
     """
 
     epochs: int
@@ -412,6 +429,7 @@ class TrainSettings:
     precision: str = "fp32"
     twins: int = 0
     twin_weight: float = 1.0
+    twin_loss: str = "kl"
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -440,6 +458,8 @@ class TrainSettings:
         if not (0 <= self.twins <= self.batch_size // 2 and self.twin_weight >= 0):
             raise ValueError(f"twins, twin_weight: expected 0 <= twins <= {self.batch_size // 2} and twin_weight >= 0, "
                              f"got {self.twins}, {self.twin_weight}")
+        if self.twin_loss not in TWIN_LOSSES:
+            raise ValueError(f"twin_loss: expected one of {sorted(TWIN_LOSSES)}, got {self.twin_loss!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema: expected a decay in [0, 1), got {self.ema}")
         object.__setattr__(self, "batch_scale", check_batch_scale(self.batch_scale))
@@ -578,7 +598,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                                       batch["mask_valid"].to(settings.device))
                 if n_twins:
                     logit = out_all["logit"].reshape(-1)
-                    twin_term = twin_consistency(logit[n:], logit[source.to(settings.device)])
+                    twin_term = TWIN_LOSSES[settings.twin_loss](logit[n:], logit[source.to(settings.device)])
                     loss = loss + settings.twin_weight * twin_term
                     parts["twin"] = twin_term.detach()
                 opt.zero_grad(set_to_none=True)

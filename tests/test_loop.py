@@ -304,6 +304,7 @@ def _round_inputs(data):
     ("paired", False, r"twins: quality twins need paired batches \(paired=True\)"),
     ("twins", 5, r"twins, twin_weight: expected 0 <= twins <= 4 and twin_weight >= 0, got 5, 1.0"),
     ("twin_weight", -1.0, "twins, twin_weight: expected"),
+    ("twin_loss", "mse", r"twin_loss: expected one of \['kl', 'logit'\], got 'mse'"),
     ("ema", 1.0, r"ema: expected a decay in \[0, 1\), got 1.0"),
     ("batch_scale", (0.5, 1.5), "batch_scale: expected"),
     ("batch_scale", "x", "batch_scale: expected"),
@@ -550,7 +551,8 @@ def test_resolve_precision(monkeypatch):
         resolve_precision("half", "cpu")
 
 
-def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs, tmp_path):
+@pytest.mark.parametrize("twin_loss", ["kl", "logit"])
+def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs, tmp_path, twin_loss):
     # with twins, every training forward holds the batch plus 2 x twins processed copies, and the
     # consistency term is logged per step; without paired batches the option is refused
     train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
@@ -562,7 +564,7 @@ def test_train_round_twins_feed_processed_pairs_and_log_the_consistency(toy_dirs
     hook = model.register_forward_pre_hook(lambda mod, args: sizes.append(args[0].shape[0]) if mod.training else None)
     train_round(model, tds, vds, tmp_path / "t",
                 TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
-                              paired=True, twins=2, twin_weight=0.5), log=lambda m: None)
+                              paired=True, twins=2, twin_weight=0.5, twin_loss=twin_loss), log=lambda m: None)
     hook.remove()
     assert sizes == [12, 12]
     steps = [json.loads(line) for line in open(tmp_path / "t" / "train_log.jsonl")]

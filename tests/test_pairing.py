@@ -213,3 +213,18 @@ def test_twin_consistency_is_zero_for_equal_scores_and_moves_only_the_twin():
     assert float(loss.detach()) > 0.1
     loss.backward()
     assert src.grad is None and twin.grad.abs().sum() > 0
+
+
+def test_twin_logit_gap_is_the_mean_squared_logit_shift_and_moves_only_the_twin():
+    from detector.train import TWIN_LOSSES, twin_logit_gap
+
+    src = torch.tensor([2.0, -1.0, 0.3], requires_grad=True)
+    twin = torch.tensor([2.5, -1.0, -0.7], requires_grad=True)
+    loss = twin_logit_gap(twin, src)
+    assert float(loss.detach()) == pytest.approx((0.25 + 0.0 + 1.0) / 3)
+    loss.backward()
+    assert src.grad is None
+    assert torch.allclose(twin.grad, torch.tensor([1.0, 0.0, -2.0]) / 3)  # 2 (twin - src) / n
+    # near p = 0.5 the KL term pulls ~8x less for the same logit shift; the logit term does not shrink there
+    a, b = torch.tensor([0.0]), torch.tensor([0.2])
+    assert float(TWIN_LOSSES["logit"](b, a)) / float(TWIN_LOSSES["kl"](b, a)) == pytest.approx(8.0, rel=0.02)
