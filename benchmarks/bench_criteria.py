@@ -33,6 +33,7 @@ from scipy.stats import spearmanr
 
 from detector.checkpoint import load_checkpoint
 from detector.data import FaceDataset
+from detector.fit_statistics import fused_logits
 from detector.loop import read_metrics
 from detector.metrics import binary_metrics, compute_metrics
 from detector.quality import QUALITY_OPS
@@ -168,9 +169,7 @@ def main(argv=None) -> int:
                            "synth val": vals[k] if k < 2 else None}
             print(label, json.dumps({k2: round(v, 3) for k2, v in rows[label].items() if v is not None}), flush=True)
         if len(members) > 1:
-            mu, sd = model.logit_mean.double().numpy(), model.logit_std.double().numpy()
-            fused = {key: np.mean([(sc[key] - mu[i]) / sd[i] for i, sc in enumerate(member_scores)], axis=0)
-                     for key in member_scores[0]}
+            fused = {key: fused_logits(model, np.stack([sc[key] for sc in member_scores], 1)) for key in member_scores[0]}
             rows[name] = {**_criteria(fused, sets, eval_samples, len(reals)), "synth val": vals[2]}
             print(name, json.dumps({k2: round(v, 3) for k2, v in rows[name].items() if v is not None}), flush=True)
 

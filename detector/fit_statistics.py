@@ -30,7 +30,8 @@ from detector.train import loader_workers, score_dataset
 
 __all__ = ["STATISTICS_FITS", "PATCH_STATS_STEPS", "STATS_CONV_STEPS",
            "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
-           "fit_statistics_online", "fuse_members", "set_fusion_scale", "to_logits", "calibrate_fusion",
+           "fit_statistics_online", "fuse_members", "set_fusion_scale", "set_fusion_weights", "fused_logits", "to_logits",
+           "calibrate_fusion",
            "fuse_with_statistics"]
 
 #: Default optimiser steps of each statistics model's fit (one copy: the fit functions, the loop and ``detector fuse`` use these).
@@ -380,7 +381,48 @@ def set_fusion_scale(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
         raise ValueError("set_fusion_scale: fewer than two faces with finite logits")
     fusion.logit_mean.copy_(torch.from_numpy(logits[ok].mean(0)).float())
     fusion.logit_std.copy_(torch.from_numpy(logits[ok].std(0)).float().clamp_min(1e-6))
-    return ((logits - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()).mean(1)
+    return fused_logits(fusion, logits)
+
+
+def fused_logits(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
+    """The fusion's logit (N,) from its members' logits (N, M), with its stored scale and weights
+    (NaN where a member's is): what ``fusion(x)["logit"]`` gives, without running the members."""
+    logits = np.asarray(logits, dtype=np.float64)
+    z = (logits - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()
+    return z @ fusion.logit_weight.cpu().double().numpy()
+
+
+def set_fusion_weights(fusion: ScoreFusion, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Set ``logit_weight`` by a logistic regression of the labels on the z-scored member logits.
+
+    Call after :func:`set_fusion_scale` with the same calibration faces (labelled faces none of
+    the members was trained on, e.g. the synth validation split; never an evaluation set). The
+    regression (L2, C = 1, with intercept) gives one coefficient per member; negative ones are set
+    to 0 (a member is never used against its own direction) and the rest normalised to sum 1, so
+    the fused logit stays on the members' z scale. All coefficients <= 0: equal weights are kept.
+
+    Parameters
+    ----------
+    logits : float array (N, M), the members' logits; rows with a non-finite value are left out.
+    labels : int array (N,), 0 real / 1 fake; both classes must be present among the finite rows.
+
+    Returns
+    -------
+    weights : float64 (M,), as stored.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if logits.ndim != 2 or logits.shape[1] != len(fusion.members) or labels.shape != (len(logits),):
+        raise ValueError(f"logits, labels: expected (N, {len(fusion.members)}) and (N,), got {logits.shape}, {labels.shape}")
+    ok = np.isfinite(logits).all(1)
+    if len(np.unique(labels[ok])) != 2:
+        raise ValueError("set_fusion_weights: the calibration faces with finite logits hold only one class")
+    z = (logits[ok] - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()
+    coef = np.clip(LogisticRegression(C=1.0).fit(z, labels[ok]).coef_[0], 0.0, None)
+    weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(coef), 1.0 / len(coef))
+    fusion.logit_weight.copy_(torch.from_numpy(weights).float())
+    return weights
 
 
 def to_logits(probabilities: np.ndarray) -> np.ndarray:

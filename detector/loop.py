@@ -199,24 +199,32 @@ def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None
 
 def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConfig) -> tuple[object, dict]:
     """The round's detector: the fusion of ``cnn`` and ``stats``, its scale set on the validation
-    split (no label used), and validation AUCs of the statistics model and the fusion."""
+    split (no label used) and, with ``fusion: learnt``, its member weights fitted there (labels
+    used; the validation AUC of the fusion is then in-sample for two weights), and validation AUCs
+    of the statistics model and the fusion."""
     import torch
 
-    from detector.fit_statistics import extract_statistics, fuse_members, set_fusion_scale, to_logits
+    from detector.fit_statistics import (extract_statistics, fuse_members, fused_logits, set_fusion_scale,
+                                         set_fusion_weights, to_logits)
     from detector.metrics import binary_metrics
 
     features = extract_statistics(stats, val, workers=cfg.workers)
     with torch.no_grad():
         stats_logits = stats.classify(torch.from_numpy(features)).double().numpy()
     fusion = fuse_members(cnn, stats)
-    fused = set_fusion_scale(fusion, np.stack([to_logits(np.asarray(cnn_val_scores)), stats_logits], 1))
+    members = np.stack([to_logits(np.asarray(cnn_val_scores)), stats_logits], 1)
     labels = np.array([s.label for s in val])
+    set_fusion_scale(fusion, members)
+    if cfg.fusion == "learnt":
+        set_fusion_weights(fusion, members, labels)
+    fused = fused_logits(fusion, members)
 
     def auc(scores):
         ok = np.isfinite(scores)
         return float(binary_metrics(labels[ok], scores[ok])["auc"]) if len(np.unique(labels[ok])) == 2 else math.nan
 
-    return fusion, {"statistics_auc": auc(stats_logits), "auc": auc(fused)}
+    return fusion, {"statistics_auc": auc(stats_logits), "auc": auc(fused),
+                    "fusion_weights": [round(float(w), 4) for w in fusion.logit_weight]}
 
 
 # ------------------------------------------------------------------------------------ the loop

@@ -17,7 +17,7 @@ from detector.condition import parse_condition
 if TYPE_CHECKING:
     from detector.train import TrainSettings
 
-__all__ = ["LEGACY_CONFIG", "LOOP_MODEL_KWARGS", "PAIRINGS", "RESUME_MUTABLE", "LoopConfig", "check_config",
+__all__ = ["FUSIONS", "LEGACY_CONFIG", "LOOP_MODEL_KWARGS", "PAIRINGS", "RESUME_MUTABLE", "LoopConfig", "check_config",
            "check_resume", "check_weight_clip", "normalised_config", "round_settings"]
 
 
@@ -78,6 +78,10 @@ class LoopConfig:
     # probability that a statistics pair is also fitted under one global operation (blur, sharpen,
     # resampling, JPEG) applied to its real and fake alike, so that global quality carries no label
     statistics_twins: float = 0.0
+    # how the CNN and the statistics model are weighted in each round's fusion, both on z-scored logits
+    # measured on the validation split: "equal" (their mean) or "learnt" (a logistic regression on that
+    # split's labels sets the two weights; detector.fit_statistics.set_fusion_weights)
+    fusion: str = "equal"
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
@@ -121,9 +125,10 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 # settings added after runs were stored: a stored config without them ran with these values
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
-                 "statistics_model": "patch_stats", "statistics_twins": 0.0,
+                 "statistics_model": "patch_stats", "statistics_twins": 0.0, "fusion": "equal",
                  "twins": 0, "twin_weight": 1.0, "twin_loss": "kl"}
 PAIRINGS = ("paired", "independent")
+FUSIONS = ("equal", "learnt")
 
 # settings a resumed run may change; everything else must match the stored run
 RESUME_MUTABLE = {"condition", "max_rounds", "workers", "gen_workers", "device", "precision"}
@@ -177,6 +182,8 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
 
     if not 0.0 <= cfg.statistics_twins <= 1.0:
         raise ValueError(f"statistics_twins: expected a probability in [0, 1], got {cfg.statistics_twins}")
+    if cfg.fusion not in FUSIONS:
+        raise ValueError(f"fusion: expected one of {list(FUSIONS)}, got {cfg.fusion!r}")
     if cfg.statistics_model not in STATISTICS_FITS:
         raise ValueError(f"statistics_model: expected one of {list(STATISTICS_FITS)}, got {cfg.statistics_model!r}")
     if cfg.index and cfg.src:

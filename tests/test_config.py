@@ -124,6 +124,7 @@ def test_flags_override_the_file(toy_dirs, tmp_path, captured):
     ("batch_scale: [1, 0.5]\n", "batch_scale", "0 < lo <= hi <= 1"),
     ("weight_clip: [2, 3]\n", "weight_clip", "0 < lo <= 1 <= hi"),
     ("pairing: sideways\n", "pairing", "expected one of"),
+    ("fusion: max\n", "fusion", "expected one of ['equal', 'learnt'], got 'max'"),
     ("batch_size: 7\n", "batch_size", "even size"),
     ("amplify: 0.5\n", "amplify", "expected >= 1"),
     ("quality_reals: -1\n", "quality_reals", "expected >= 0"),

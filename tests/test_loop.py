@@ -227,9 +227,10 @@ def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_
     assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
 
 
-@pytest.mark.parametrize("statistics_model, twins", [("stats_conv", 1.0), ("patch_stats", 0.0), ("patch_stats_extended", 0.0)])
+@pytest.mark.parametrize("statistics_model, twins, fusion", [("stats_conv", 1.0, "learnt"), ("patch_stats", 0.0, "equal"),
+                                                              ("patch_stats_extended", 0.0, "learnt")])
 def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm,
-                                                                               statistics_model, twins):
+                                                                               statistics_model, twins, fusion):
     from synth.pool import FacePool
 
     data, ev = toy_dirs
@@ -239,7 +240,7 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     lines = []
     kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
               **{**FAST, "statistics_n": 6, "statistics_steps": 20, "statistics_model": statistics_model,
-                 "statistics_twins": twins})
+                 "statistics_twins": twins, "fusion": fusion})
     run_loop([data], ev, run, generate_fn=gen, log=lines.append, max_rounds=1, **kw)
     stats_path = run / "statistics" / f"{statistics_model}.pt"
     stats, stats_meta = load_checkpoint(stats_path)
@@ -256,6 +257,12 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     assert all(torch.equal(a, b) for a, b in zip(fused.members[1].state_dict().values(), stats.state_dict().values()))
     assert not torch.equal(fused.logit_std, torch.ones(2))
     assert 0.0 <= meta["extra"]["val_fused"]["auc"] <= 1.0 and "statistics_auc" in meta["extra"]["val_fused"]
+    # the weights are recorded and stored: equal, or learnt on the validation split (non-negative, sum 1)
+    weights = meta["extra"]["val_fused"]["fusion_weights"]
+    assert torch.allclose(fused.logit_weight, torch.tensor(weights), atol=1e-4)
+    assert min(weights) >= 0 and sum(weights) == pytest.approx(1.0, abs=1e-3)
+    if fusion == "equal":
+        assert weights == [0.5, 0.5]
     assert any("fused with the statistics model" in m for m in lines)
     # eval and predict read the fusion like any checkpoint (mask from the CNN)
     with torch.no_grad():

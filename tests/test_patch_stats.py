@@ -363,3 +363,54 @@ def test_set_fusion_scale_uses_finite_rows_and_returns_fused_logits():
     assert np.isnan(fused[3])
     with pytest.raises(ValueError, match=r"logits: expected \(N, 2\)"):
         set_fusion_scale(f, np.zeros((4, 3)))
+
+
+def test_fusion_weights_scale_each_member_and_old_checkpoints_load_as_equal_weights(tmp_path):
+    from detector.checkpoint import load_checkpoint, save_checkpoint
+    from detector.fit_statistics import fused_logits
+
+    torch.manual_seed(0)
+    f = _fusion().eval()
+    f.logit_mean.copy_(torch.tensor([0.5, -1.0]))
+    f.logit_std.copy_(torch.tensor([2.0, 0.5]))
+    f.logit_weight.copy_(torch.tensor([0.8, 0.2]))
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        a, b = (m(x)["logit"] for m in f.members)
+        expected = 0.8 * (a - 0.5) / 2.0 + 0.2 * (b + 1.0) / 0.5
+        assert torch.allclose(f(x)["logit"], expected, atol=1e-6)
+        np.testing.assert_allclose(fused_logits(f, torch.stack([a, b], 1).numpy()), expected.numpy(), atol=1e-5)
+    # a fusion saved before the weights existed (no logit_weight in its state) loads as the mean it was
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, f)
+    ck = torch.load(path, weights_only=True)
+    del ck["state_dict"]["logit_weight"]
+    torch.save(ck, path)
+    old, _ = load_checkpoint(path)
+    assert torch.equal(old.logit_weight, torch.tensor([0.5, 0.5]))
+    assert torch.equal(old.logit_mean, f.logit_mean)
+
+
+def test_set_fusion_weights_follows_the_informative_member_and_never_inverts_one():
+    from detector.fit_statistics import fused_logits, set_fusion_scale, set_fusion_weights
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 400)
+    informative = 2.0 * labels + rng.standard_normal(800)
+    noise = rng.standard_normal(800)
+    f = create_model("score_fusion", members=[{"name": "patch_stats"}, {"name": "patch_stats"}])
+    logits = np.c_[noise, informative]
+    set_fusion_scale(f, logits)
+    w = set_fusion_weights(f, logits, labels)
+    assert w.sum() == pytest.approx(1.0) and w[1] > 0.85 and w[0] >= 0
+    np.testing.assert_allclose(f.logit_weight.numpy(), w, rtol=1e-6)
+    # a member scoring against its label gets weight 0, not a negative one
+    logits = np.c_[-informative, informative + rng.standard_normal(800)]
+    set_fusion_scale(f, logits)
+    assert set_fusion_weights(f, logits, labels)[0] == 0.0
+    z = (logits - logits.mean(0)) / logits.std(0)
+    np.testing.assert_allclose(fused_logits(f, logits), z[:, 1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="only one class"):
+        set_fusion_weights(f, logits, np.zeros(800, int))
+    with pytest.raises(ValueError, match=r"logits, labels: expected \(N, 2\) and \(N,\)"):
+        set_fusion_weights(f, logits[:, :1], labels)

@@ -1,10 +1,12 @@
-"""Score fusion: several detectors as one, by the mean of their standardised logits.
+"""Score fusion: several detectors as one, by a weighted mean of their standardised logits.
 
 Detectors that look at different evidence (a CNN's learnt local traces, the patch statistics'
 colour and sharpness relations) fail on different forgeries; averaging their logits after
 putting them on one scale keeps what each sees. The scale of each member (``logit_mean``,
 ``logit_std``) is measured on labelled data the members were not trained on (the synth
-validation split) by :func:`detector.fit_statistics.calibrate_fusion`, never on an evaluation set.
+validation split) by :func:`detector.fit_statistics.calibrate_fusion`, never on an evaluation set;
+so are the weights (``logit_weight``, equal unless :func:`detector.fit_statistics.set_fusion_weights`
+fits them).
 """
 from __future__ import annotations
 
@@ -17,7 +19,11 @@ from detector.models.registry import create_model, register_model
 
 
 class ScoreFusion(nn.Module):
-    """``forward(x)`` -> ``{"logit", "mask", "sim"}``: mean z-scored logit of the members.
+    """``forward(x)`` -> ``{"logit", "mask", "sim"}``: weighted mean z-scored logit of the members.
+
+    The logit is ``sum_i logit_weight[i] (logit_i - logit_mean[i]) / logit_std[i]``; the weights
+    (non-negative, summing to 1) are equal unless set, and a checkpoint saved before they existed
+    loads with equal weights, as it was used.
 
     ``members`` is a list of ``{"name": registered model, "kwargs": {...}}``; each is built with
     ``pretrained=False`` where it takes that argument (weights come from the checkpoint).
@@ -44,11 +50,18 @@ class ScoreFusion(nn.Module):
         self.input_norm = dict(built[0].input_norm)
         self.register_buffer("logit_mean", torch.zeros(len(built)))
         self.register_buffer("logit_std", torch.ones(len(built)))
+        self.register_buffer("logit_weight", torch.full((len(built),), 1.0 / len(built)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # fusions stored before the weights existed were equal-weight means: keep them so
+        if f"{prefix}logit_mean" in state_dict and f"{prefix}logit_weight" not in state_dict:
+            state_dict[f"{prefix}logit_weight"] = torch.full_like(self.logit_weight, 1.0 / len(self.members))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         outs = [m(x) for m in self.members]
         logits = torch.stack([o["logit"].float() for o in outs], 1)
-        fused = ((logits - self.logit_mean) / self.logit_std).mean(1)
+        fused = ((logits - self.logit_mean) / self.logit_std * self.logit_weight).sum(1)
         first = lambda key: next((o[key] for o in outs if o.get(key) is not None), None)  # noqa: E731
         return {"logit": fused, "mask": first("mask"), "sim": first("sim")}
 
