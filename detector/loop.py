@@ -204,8 +204,14 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
     of the statistics model and the fusion."""
     import torch
 
-    from detector.fit_statistics import (extract_statistics, fuse_members, fused_logits, set_fusion_scale,
-                                         set_fusion_weights, to_logits)
+    from detector.fit_statistics import (
+        extract_statistics,
+        fuse_members,
+        fused_logits,
+        set_fusion_scale,
+        set_fusion_weights,
+        to_logits,
+    )
     from detector.metrics import binary_metrics
 
     features = extract_statistics(stats, val, workers=cfg.workers)

@@ -67,17 +67,18 @@ class LoopConfig:
     # left out; every round's checkpoint is then the score fusion of the CNN and it, so the run ends on
     # both (0 = the CNN alone). Measured: fused, every seed transferred better than the CNN alone (see
     # BENCHMARKS.md, "Train → evaluate → regenerate", sessions 13 and 14)
-    statistics_n: int = 40000
-    # "patch_stats" (an MLP on 8 x 8 cells) or "stats_conv" (a small conv net on 16 x 16 statistic maps with a
-    # mask head; try it with statistics_twins 0.5 and statistics_n 24000). stats_conv detected more of our
-    # held-out fakes in each seed, but fused with the same CNNs it did not transfer better to other generators
-    # (see BENCHMARKS.md, "Train → evaluate → regenerate", session 18), so the MLP stays the default
-    # "patch_stats_extended" (the MLP on 13 statistics) is a better member alone but fused worse (session 21)
-    statistics_model: str = "patch_stats"
+    statistics_n: int = 24000
+    # "stats_conv" (a small conv net on 16 x 16 statistic maps with a mask head), "patch_stats" (an MLP on
+    # 8 x 8 cells; with it, statistics_n 40000 and statistics_twins 0 were the defaults) or
+    # "patch_stats_extended" (the MLP on 13 statistics: a better member alone, a worse fusion, session 21).
+    # Fused with the same CNNs, stats_conv was better than the MLP on every set we may use and much less
+    # dependent on global quality, in every seed and round (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", sessions 18 and 23)
+    statistics_model: str = "stats_conv"
     statistics_steps: int | None = None  # None: the model's default (detector.fit_statistics.STATISTICS_FITS)
     # probability that a statistics pair is also fitted under one global operation (blur, sharpen,
     # resampling, JPEG) applied to its real and fake alike, so that global quality carries no label
-    statistics_twins: float = 0.0
+    statistics_twins: float = 0.5
     # how the CNN and the statistics model are weighted in each round's fusion, both on z-scored logits
     # measured on the validation split: "equal" (their mean) or "learnt" (a logistic regression on that
     # split's labels sets the two weights; detector.fit_statistics.set_fusion_weights)
