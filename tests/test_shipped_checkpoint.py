@@ -12,11 +12,14 @@ def test_shipped_checkpoint_loads_with_weights_only():
     path = default_checkpoint()
     raw = torch.load(path, weights_only=True)  # no pickled code
     assert raw["model_name"] == "score_fusion"
-    assert [m["name"] for m in raw["model_kwargs"]["members"]] == ["freq_attention", "patch_stats"]
+    assert [m["name"] for m in raw["model_kwargs"]["members"]] == ["freq_attention", "stats_conv"]
     assert path.stat().st_size < 8 * 2 ** 20  # a few MB in the package
     model, meta = load_checkpoint(path)
     extra = meta["extra"]
     assert extra["size"] == 256 and extra["round"] >= 1 and 0.0 <= extra["val_fused"]["auc"] <= 1.0
+    # how it was made, for users: the commands and the commit whose defaults trained it
+    assert {"faces", "pool", "train", "note"} <= set(extra["provenance"]) and "detector train" in extra["provenance"]["train"]
+    assert torch.allclose(model.logit_weight, torch.tensor(extra["val_fused"]["fusion_weights"]), atol=1e-4)
 
 
 def test_predictor_without_a_checkpoint_scores_the_astronaut(astro):
