@@ -384,12 +384,16 @@ def set_fusion_scale(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
     return fused_logits(fusion, logits)
 
 
+def _member_z(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
+    """Members' logits (N, M) standardised with the fusion's stored scale, float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return (logits - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()
+
+
 def fused_logits(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:
     """The fusion's logit (N,) from its members' logits (N, M), with its stored scale and weights
     (NaN where a member's is): what ``fusion(x)["logit"]`` gives, without running the members."""
-    logits = np.asarray(logits, dtype=np.float64)
-    z = (logits - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()
-    return z @ fusion.logit_weight.cpu().double().numpy()
+    return _member_z(fusion, logits) @ fusion.logit_weight.cpu().double().numpy()
 
 
 def set_fusion_weights(fusion: ScoreFusion, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -418,8 +422,7 @@ def set_fusion_weights(fusion: ScoreFusion, logits: np.ndarray, labels: np.ndarr
     ok = np.isfinite(logits).all(1)
     if len(np.unique(labels[ok])) != 2:
         raise ValueError("set_fusion_weights: the calibration faces with finite logits hold only one class")
-    z = (logits[ok] - fusion.logit_mean.cpu().double().numpy()) / fusion.logit_std.cpu().double().numpy()
-    coef = np.clip(LogisticRegression(C=1.0).fit(z, labels[ok]).coef_[0], 0.0, None)
+    coef = np.clip(LogisticRegression(C=1.0).fit(_member_z(fusion, logits[ok]), labels[ok]).coef_[0], 0.0, None)
     weights = coef / coef.sum() if coef.sum() > 0 else np.full(len(coef), 1.0 / len(coef))
     fusion.logit_weight.copy_(torch.from_numpy(weights).float())
     return weights
@@ -486,12 +489,11 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
     logits = calibrate_fusion(fusion, cal, workers=workers, device=device, progress=progress)
     y_cal = np.array([s.label for s in cal])
     ok_cal = np.isfinite(logits).all(1)
-    z = (logits - fusion.logit_mean.cpu().numpy()) / fusion.logit_std.cpu().numpy()
     report = {
         "n_train": len(train), "n_val": len(val), "n_calibration": len(cal), "fit_loss_last": losses[-1],
         "statistics_val_auc": float(binary_metrics(y_val, val_logits)["auc"]),
         "calibration_auc": {name: float(binary_metrics(y_cal[ok_cal], v[ok_cal])["auc"])
                             for name, v in ((cnn.model_name, logits[:, 0]), ("patch_stats", logits[:, 1]),
-                                            ("fused", z.mean(1)))},
+                                            ("fused", fused_logits(fusion, logits)))},
     }
     return fusion, report
