@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--twins", type=int, default=LOOP.twins, help="quality twins per batch (default: the loop's)")
     p.add_argument("--twin-weight", type=float, default=LOOP.twin_weight)
     p.add_argument("--twin-loss", default=LOOP.twin_loss, help="kl or logit (detector.train.TWIN_LOSSES)")
+    p.add_argument("--detail-match", type=float, default=LOOP.detail_match,
+                   help="probability that a pair's fine-detail energy is matched (default: the loop's)")
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
                              progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
                              amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision,
                              twins=0 if fit else a.twins, twin_weight=a.twin_weight,
-                             twin_loss=a.twin_loss)
+                             twin_loss=a.twin_loss, detail_match=0.0 if fit else a.detail_match)
     res = train_round(model, train_ds, val_ds, a.out, settings, loss_fn=DetectorLoss(**json.loads(a.loss_kwargs)),
                       log=lambda m: print(m, file=sys.stderr))
     result = {"args": vars(a), "val_auc": [round(h["val_auc"], 4) for h in res["history"]],

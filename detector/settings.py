@@ -105,6 +105,10 @@ class LoopConfig:
     # the twins' consistency term: "kl" on probabilities or "logit", the squared logit difference
     # (detector.train.TWIN_LOSSES)
     twin_loss: str = "kl"
+    # detail matching (paired only): with this probability a pair has one side globally sharpened or
+    # blurred until its fine-detail energy equals the other's (detector.train.match_detail_pairs), so
+    # "more fine detail" -- which most of our fakes have over their own reals -- carries no label
+    detail_match: float = 0.0
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -128,7 +132,7 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
                  "statistics_model": "patch_stats", "statistics_twins": 0.0, "fusion": "equal",
-                 "twins": 0, "twin_weight": 1.0, "twin_loss": "kl"}
+                 "twins": 0, "twin_weight": 1.0, "twin_loss": "kl", "detail_match": 0.0}
 PAIRINGS = ("paired", "independent")
 FUSIONS = ("equal", "learnt")
 
@@ -204,4 +208,4 @@ def round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool) -> Tra
                          batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
                          amplify_until=cfg.amplify_until, precision=cfg.precision,
                          twins=cfg.twins if paired else 0, twin_weight=cfg.twin_weight,
-                         twin_loss=cfg.twin_loss)
+                         twin_loss=cfg.twin_loss, detail_match=cfg.detail_match if paired else 0.0)
