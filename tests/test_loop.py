@@ -524,6 +524,36 @@ def test_train_round_amplify_strengthens_the_fakes_only(toy_dirs, tmp_path):
     assert gap_amped > 1.5 * gap_plain  # fakes pushed away from their own reals (factor in [1, 4])
 
 
+def test_train_round_detail_match_changes_inputs_and_needs_paired_batches(toy_dirs, tmp_path):
+    # detail matching changes what the model sees (one side of each pair), draws from its own stream
+    # (the other draws, e.g. the first batch's pairs, are unchanged), and is refused without pairs
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
+
+    def first_input(p):
+        torch.manual_seed(0)
+        model = create_model("freq_attention", **TINY)
+        tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+        vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+        seen = []
+        hook = model.register_forward_pre_hook(
+            lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
+        settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
+                                 paired=True, detail_match=p)
+        train_round(model, tds, vds, tmp_path / f"d{p}", settings, log=lambda m: None)
+        hook.remove()
+        return seen[0]
+
+    plain, matched = first_input(0.0), first_input(1.0)
+    assert plain.shape == matched.shape
+    rows = [not torch.equal(plain[k], matched[k]) for k in range(8)]
+    assert sum(rows[:4]) + sum(rows[4:]) >= 3  # one side of most pairs (a pair already matched may not move)
+    assert not any(rows[k] and rows[k + 4] for k in range(4))  # never both sides of a pair
+    with pytest.raises(ValueError, match="detail_match: matching a fake's detail to its own real needs paired"):
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, detail_match=0.5)
+    with pytest.raises(ValueError, match="detail_match: expected a probability in"):
+        TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, paired=True, detail_match=1.5)
+
+
 def test_train_round_bf16_runs_the_forward_under_autocast_and_keeps_float32_weights(toy_dirs, tmp_path):
     train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
     torch.manual_seed(0)

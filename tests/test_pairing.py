@@ -228,3 +228,62 @@ def test_twin_logit_gap_is_the_mean_squared_logit_shift_and_moves_only_the_twin(
     # near p = 0.5 the KL term pulls ~8x less for the same logit shift; the logit term does not shrink there
     a, b = torch.tensor([0.0]), torch.tensor([0.2])
     assert float(TWIN_LOSSES["logit"](b, a)) / float(TWIN_LOSSES["kl"](b, a)) == pytest.approx(8.0, rel=0.02)
+
+
+def _detail_energy(x):
+    from detector.train import _gaussian_blur
+
+    d = x - _gaussian_blur(x)
+    return (d * d).mean((1, 2, 3))
+
+
+def test_gaussian_blur_matches_opencv_and_keeps_constants():
+    import cv2
+
+    from detector.train import _gaussian_blur
+
+    img = np.random.default_rng(3).random((40, 36, 3)).astype(np.float32)
+    ref = cv2.GaussianBlur(img, (7, 7), 1.0, borderType=cv2.BORDER_REFLECT_101)
+    ours = _gaussian_blur(torch.from_numpy(img.transpose(2, 0, 1))[None])[0].numpy().transpose(1, 2, 0)
+    assert np.abs(ours - ref).max() < 1e-5
+    const = torch.full((1, 3, 16, 16), 0.7)
+    assert torch.allclose(_gaussian_blur(const), const, atol=1e-6)
+
+
+def test_detail_gain_reaches_the_target_energy_or_the_nearest_reachable():
+    from detector.train import _gaussian_blur, detail_gain
+
+    x = torch.from_numpy(np.random.default_rng(4).random((3, 3, 48, 48), dtype=np.float32))
+    e0 = _detail_energy(x)
+    target = e0 * torch.tensor([1.5, 0.6, 1.0])  # sharpen, blur, keep
+    gain = detail_gain(x, target)
+    assert gain[0] > 0 and gain[1] < 0 and abs(float(gain[2])) < 1e-4
+    y = x + gain.reshape(-1, 1, 1, 1) * (x - _gaussian_blur(x))
+    assert torch.allclose(_detail_energy(y), target, rtol=1e-3)
+    # below what any gain reaches: the gain of least detail, inside [-1, 4]
+    low = detail_gain(x, torch.zeros(3))
+    assert bool(((low >= -1) & (low < 0)).all())
+    assert float(detail_gain(x, e0 * 1e4).max()) == 4.0  # clipped: heavy sharpening rings
+
+
+def test_match_detail_pairs_equalises_each_chosen_pair_on_one_side_and_replays():
+    from detector.train import _gaussian_blur, match_detail_pairs
+
+    rng = np.random.default_rng(5)
+    real = torch.from_numpy(rng.random((6, 3, 48, 48), dtype=np.float32))
+    fake = real.clone()
+    fake[:, :, 12:36, 12:36] = _gaussian_blur(real)[:, :, 12:36, 12:36] * 0.5 + 0.25  # a softer pasted square
+    fake[3:] = (real[3:] + 0.8 * (real[3:] - _gaussian_blur(real[3:]))).clamp(0, 1)  # three fakes sharper than their reals
+    batch = torch.cat([real, fake])
+    lo, hi = torch.full((1, 3, 1, 1), -10.0), torch.full((1, 3, 1, 1), 10.0)
+    out = match_detail_pairs(batch, 1.0, np.random.default_rng(9), lo, hi)
+    assert torch.equal(batch[6:], fake)  # the input is not modified
+    energy = _detail_energy(out)
+    assert torch.allclose(energy[:6], energy[6:], rtol=2e-3)
+    changed = [(not torch.equal(out[k], batch[k]), not torch.equal(out[k + 6], batch[k + 6])) for k in range(6)]
+    assert all(a != b for a, b in changed)  # exactly one side of each pair
+    assert {a for a, _ in changed} == {True, False}  # both sides are drawn
+    assert torch.equal(out, match_detail_pairs(batch, 1.0, np.random.default_rng(9), lo, hi))
+    assert torch.equal(match_detail_pairs(batch, 0.0, np.random.default_rng(9), lo, hi), batch)
+    clamped = match_detail_pairs(batch, 1.0, np.random.default_rng(9), torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
+    assert float(clamped.min()) >= 0.0 and float(clamped.max()) <= 1.0
