@@ -305,29 +305,41 @@ def detail_gain(image: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
 def match_detail_pairs(image: torch.Tensor, p: float, rng: np.random.Generator, lo: torch.Tensor,
                        hi: torch.Tensor) -> torch.Tensor:
     """A paired batch (reals in the first half, their own fakes in the same order in the second) in
-    which each pair, with probability ``p``, has one side (real or fake, drawn evenly) globally
+    which pairs drawn with probability ``p`` have one side (real or fake, drawn evenly) globally
     sharpened or blurred until its fine-detail energy equals the other's (:func:`detail_gain`).
 
     Blending and resampling leave most fakes with a little more fine detail than their own reals
     (measured on a ``mixed`` pool: 58 % of fakes, +11 % median energy inside the mask), so "more
     detail" is a label on our data and "a sharpened photo is fake" what a model learns from it.
     Matched pairs carry no such label; the seams and mismatches *inside* the fake remain, since one
-    gain is applied to the whole image. Clamped to ``[lo, hi]`` (per channel, (1, C, 1, 1)).
+    gain is applied to the whole image. The matched pairs are balanced: as many whose fake has more
+    detail than its real as the reverse (a random subset of the larger group is left as is).
+    Otherwise blurring would mostly meet fakes and sharpening reals, and the operation itself would
+    become the label. Clamped to ``[lo, hi]`` (per channel, (1, C, 1, 1)).
     """
     half = image.shape[0] // 2
     chosen = rng.random(half) < p
     real_side = rng.random(half) < 0.5
+    order = rng.permutation(half)
     if not half or not chosen.any():
         return image
-    k = torch.from_numpy(np.flatnonzero(chosen))
-    moved = torch.where(torch.from_numpy(real_side[chosen]), k, k + half)
-    other = torch.where(torch.from_numpy(real_side[chosen]), k + half, k)
     with torch.no_grad():
-        d_other = image[other] - _gaussian_blur(image[other])
-        gain = detail_gain(image[moved], (d_other * d_other).mean((1, 2, 3)))
+        band = image - _gaussian_blur(image)
+        energy = (band * band).mean((1, 2, 3))
+        richer_fake = (energy[half:2 * half] > energy[:half]).numpy()
+        groups = [order[chosen[order] & (richer_fake[order] == g)] for g in (True, False)]
+        n = min(len(g) for g in groups)
+        k = np.sort(np.concatenate([g[:n] for g in groups])).astype(np.int64)
+        if not len(k):
+            return image
+        side = torch.from_numpy(real_side[k])
+        k = torch.from_numpy(k)
+        moved = torch.where(side, k, k + half)
+        other = torch.where(side, k + half, k)
         x = image[moved]
+        gain = detail_gain(x, energy[other])
         out = image.clone()
-        out[moved] = torch.maximum(torch.minimum(x + gain.reshape(-1, 1, 1, 1) * (x - _gaussian_blur(x)), hi), lo)
+        out[moved] = torch.maximum(torch.minimum(x + gain.reshape(-1, 1, 1, 1) * band[moved], hi), lo)
     return out
 
 

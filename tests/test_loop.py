@@ -524,12 +524,23 @@ def test_train_round_amplify_strengthens_the_fakes_only(toy_dirs, tmp_path):
     assert gap_amped > 1.5 * gap_plain  # fakes pushed away from their own reals (factor in [1, 4])
 
 
-def test_train_round_detail_match_changes_inputs_and_needs_paired_batches(toy_dirs, tmp_path):
-    # detail matching changes what the model sees (one side of each pair), draws from its own stream
-    # (the other draws, e.g. the first batch's pairs, are unchanged), and is refused without pairs
-    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
+def test_train_round_detail_match_feeds_matched_pairs_and_needs_paired_batches(toy_dirs, tmp_path, monkeypatch):
+    # every step's paired batch goes through match_detail_pairs with the settings' probability, and the
+    # model sees its output; off, nothing is called; without paired batches the option is refused
+    import detector.train as T
 
-    def first_input(p):
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
+    calls = []
+
+    def spy(image, p, rng, lo, hi):
+        out = real_match(image, p, rng, lo, hi) + 0.125  # a visible mark of the matched batch
+        calls.append((p, image.shape[0], out.clone()))
+        return out
+
+    real_match = T.match_detail_pairs
+    monkeypatch.setattr(T, "match_detail_pairs", spy)
+
+    def inputs(p):
         torch.manual_seed(0)
         model = create_model("freq_attention", **TINY)
         tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
@@ -541,13 +552,12 @@ def test_train_round_detail_match_changes_inputs_and_needs_paired_batches(toy_di
                                  paired=True, detail_match=p)
         train_round(model, tds, vds, tmp_path / f"d{p}", settings, log=lambda m: None)
         hook.remove()
-        return seen[0]
+        return seen
 
-    plain, matched = first_input(0.0), first_input(1.0)
-    assert plain.shape == matched.shape
-    rows = [not torch.equal(plain[k], matched[k]) for k in range(8)]
-    assert sum(rows[:4]) + sum(rows[4:]) >= 3  # one side of most pairs (a pair already matched may not move)
-    assert not any(rows[k] and rows[k + 4] for k in range(4))  # never both sides of a pair
+    assert inputs(0.0) and not calls
+    seen = inputs(0.75)
+    assert [(p, n) for p, n, _ in calls] == [(0.75, 8), (0.75, 8)]
+    assert all(torch.equal(x, out) for x, (_, _, out) in zip(seen, calls))
     with pytest.raises(ValueError, match="detail_match: matching a fake's detail to its own real needs paired"):
         TrainSettings(epochs=1, batch_size=8, workers=0, progress=False, detail_match=0.5)
     with pytest.raises(ValueError, match="detail_match: expected a probability in"):

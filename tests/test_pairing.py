@@ -266,7 +266,7 @@ def test_detail_gain_reaches_the_target_energy_or_the_nearest_reachable():
     assert float(detail_gain(x, e0 * 1e4).max()) == 4.0  # clipped: heavy sharpening rings
 
 
-def test_match_detail_pairs_equalises_each_chosen_pair_on_one_side_and_replays():
+def test_match_detail_pairs_equalises_balanced_pairs_on_one_side_and_replays():
     from detector.train import _gaussian_blur, match_detail_pairs
 
     rng = np.random.default_rng(5)
@@ -285,5 +285,12 @@ def test_match_detail_pairs_equalises_each_chosen_pair_on_one_side_and_replays()
     assert {a for a, _ in changed} == {True, False}  # both sides are drawn
     assert torch.equal(out, match_detail_pairs(batch, 1.0, np.random.default_rng(9), lo, hi))
     assert torch.equal(match_detail_pairs(batch, 0.0, np.random.default_rng(9), lo, hi), batch)
+    # balanced: with every fake richer in detail than its real, matching would blur only fakes and
+    # sharpen only reals; so only as many pairs are matched as the other group has (here none)
+    one_sided = torch.cat([real[3:], fake[3:]])
+    assert torch.equal(match_detail_pairs(one_sided, 1.0, np.random.default_rng(9), lo, hi), one_sided)
+    mixed = torch.cat([real[2:], fake[2:]])  # one poorer fake, three richer: one pair of each matched
+    moved = (match_detail_pairs(mixed, 1.0, np.random.default_rng(9), lo, hi) != mixed).flatten(1).any(1)
+    assert int(moved.sum()) == 2 and bool(moved[0] or moved[4])
     clamped = match_detail_pairs(batch, 1.0, np.random.default_rng(9), torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1))
     assert float(clamped.min()) >= 0.0 and float(clamped.max()) <= 1.0
