@@ -186,7 +186,7 @@ OPS = (
         "b": Param("float", -128.0, 128.0, default=0.0),
     }, doc="per-channel additive shift"),
     Op("sharpen", "perturb", sharpen, {
-        "amount": Param("float", 0.0, 5.0, default=0.5),
+        "amount": Param("float", -1.0, 5.0, default=0.5),  # < 0 softens (-1: the blurred image)
         "sigma": Param("float", 0.3, 10.0, default=1.0),
     }, doc="unsharp mask"),
     Op("affine_shift", "perturb", affine_shift, {
