@@ -55,7 +55,7 @@ def test_rgb_shift_equals_elementwise_formula(rgb):
     assert np.array_equal(P.rgb_shift(img, *rgb), ref)
 
 
-@pytest.mark.parametrize("amount,sigma", [(0.0, 1.0), (0.5, 1.0), (1.0, 0.7), (5.0, 3.0)])
+@pytest.mark.parametrize("amount,sigma", [(0.0, 1.0), (0.5, 1.0), (1.0, 0.7), (5.0, 3.0), (-0.5, 1.2), (-1.0, 1.0)])
 def test_sharpen_matches_unsharp_mask(amount, sigma):
     img = _img()
     f = img.astype(np.float32)

@@ -198,3 +198,17 @@ def test_choice_keys_and_seed(jittered_pool):
 def test_single_face_pool_falls_back_to_self(jittered_pool):
     plan = sample_plan(load_recipe("swap"), jittered_pool(1), 0, 0)
     assert plan["pairing"] == "self"
+
+
+def test_a_perturb_stage_may_soften_the_source_down_to_the_blurred_image(tmp_path, jittered_pool):
+    # sharpen's amount may be negative in a recipe (the source softened as well as sharpened), down to -1
+    soft = "extends: mixed\nname: soft\nperturb:\n  stages:\n    sharpness:\n      ops:\n        sharpen: {params: {amount: %s}}\n"
+    ok = _write(tmp_path, soft % "[-0.5, -0.167]", "soft.yaml")
+    recipe, pool = load_recipe(ok), jittered_pool()
+    plans = [sample_plan(recipe, pool, i, 123, size=128) for i in range(60)]
+    amounts = [op["params"]["amount"] for p in plans for op in p["perturb"] if op["op"] == "sharpen"]
+    assert amounts and all(-0.5 <= a <= -0.167 for a in amounts)
+    bad = _write(tmp_path, soft % "[-1.5, -0.2]", "bad.yaml")
+    with pytest.raises(RecipeError, match=r"bad.yaml: perturb.stages.sharpness.ops.sharpen.params.amount: -1.5 is below "
+                                          r"the minimum -1"):
+        load_recipe(bad)
