@@ -308,9 +308,9 @@ def match_detail_pairs(image: torch.Tensor, p: float, rng: np.random.Generator, 
     which pairs drawn with probability ``p`` have one side (real or fake, drawn evenly) globally
     sharpened or blurred until its fine-detail energy equals the other's (:func:`detail_gain`).
 
-    Blending and resampling leave most fakes with a little more fine detail than their own reals
-    (measured on a ``mixed`` pool: 58 % of fakes, +11 % median energy inside the mask), so "more
-    detail" is a label on our data and "a sharpened photo is fake" what a model learns from it.
+    Blending, colour transfer and sharpening of the source leave most of our fakes with a little more
+    fine detail than their own reals (``benchmarks/bench_pair_detail.py``), so "more detail" is a
+    label on our data and "a sharpened photo is fake" what a model may learn from it.
     Matched pairs carry no such label; the seams and mismatches *inside* the fake remain, since one
     gain is applied to the whole image. The matched pairs are balanced: as many whose fake has more
     detail than its real as the reverse (a random subset of the larger group is left as is).
