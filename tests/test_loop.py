@@ -498,24 +498,28 @@ def test_loop_with_real_synth_generate(toy_dirs, tmp_path):
     assert report["weights"] == (summary["rounds"][0]["weights"] or None)
 
 
+def _training_inputs(train, val, out, **settings) -> list:
+    """The batches a tiny freq_attention model is fed while training one paired round on ``train``."""
+    torch.manual_seed(0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+    vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+    seen = []
+    hook = model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
+    train_round(model, tds, vds, out, TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False,
+                                                    paired=True, **settings), log=lambda m: None)
+    hook.remove()
+    return seen
+
+
 def test_train_round_amplify_strengthens_the_fakes_only(toy_dirs, tmp_path):
     # the model's inputs: with amplify the first step's fakes differ from their own reals by more,
     # and the reals are the same as without it
     train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
 
     def first_input(amplify):
-        torch.manual_seed(0)
-        model = create_model("freq_attention", **TINY)
-        tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
-        vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
-        seen = []
-        hook = model.register_forward_pre_hook(
-            lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
-        settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=4,
-                                 paired=True, amplify=amplify, amplify_until=1.0)
-        train_round(model, tds, vds, tmp_path / f"a{amplify}", settings, log=lambda m: None)
-        hook.remove()
-        return seen[0]
+        return _training_inputs(train, val, tmp_path / f"a{amplify}", max_steps_per_epoch=4, amplify=amplify,
+                                amplify_until=1.0)[0]
 
     plain, amped = first_input(1.0), first_input(4.0)
     assert torch.equal(plain[:4], amped[:4])  # reals untouched
@@ -541,18 +545,7 @@ def test_train_round_detail_match_feeds_matched_pairs_and_needs_paired_batches(t
     monkeypatch.setattr(T, "match_detail_pairs", spy)
 
     def inputs(p):
-        torch.manual_seed(0)
-        model = create_model("freq_attention", **TINY)
-        tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
-        vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
-        seen = []
-        hook = model.register_forward_pre_hook(
-            lambda mod, args: seen.append(args[0].detach().clone()) if mod.training else None)
-        settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
-                                 paired=True, detail_match=p)
-        train_round(model, tds, vds, tmp_path / f"d{p}", settings, log=lambda m: None)
-        hook.remove()
-        return seen
+        return _training_inputs(train, val, tmp_path / f"d{p}", max_steps_per_epoch=2, detail_match=p)
 
     assert inputs(0.0) and not calls
     seen = inputs(0.75)
