@@ -10,8 +10,8 @@ and a detector may learn that a sharpened photo is fake (issue #15, item 2: meas
 Printed and written (``--out``, markdown) per subset of the plans: all pairs, by pairing, blend,
 colour transfer, perturb op, source and target degradation op: the number of pairs, the share
 whose fake has more detail than its real, and the median log ratio (fake / real), inside the
-mask and over the whole image. Pairs whose files are unreadable or whose mask has fewer than
-``--min-pixels`` pixels are skipped and counted.
+mask and over the whole image. Manifest lines that are not JSON, pairs whose files are unreadable
+and pairs whose mask has fewer than ``--min-pixels`` pixels are skipped and counted.
 
     .venv/bin/python benchmarks/bench_pair_detail.py --run POOL [--limit 4000] [--out pair-detail.md]
 """
@@ -64,7 +64,11 @@ def measure(run: Path, limit: int | None, min_pixels: int) -> tuple[dict[str, li
         for line in f:
             if limit is not None and measured + skipped >= limit:
                 break
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
             if rec.get("status") != "ok" or not all(rec.get(k) for k in ("real", "fake", "mask")):
                 continue
             real = cv2.imread(str(run / rec["real"]), cv2.IMREAD_GRAYSCALE)
@@ -104,6 +108,8 @@ def main(argv=None) -> int:
     run = Path(a.run)
     if not (run / "manifest.jsonl").is_file():
         p.error(f"--run: {run / 'manifest.jsonl'} not found (expected a `synth generate` output folder)")
+    if a.out and not Path(a.out).parent.is_dir():
+        p.error(f"--out: folder {Path(a.out).parent} does not exist")
     cv2.setNumThreads(1)
     groups, measured, skipped = measure(run, a.limit, a.min_pixels)
     if not measured:

@@ -42,3 +42,14 @@ def test_a_folder_without_a_manifest_is_refused_naming_the_file(bench, tmp_path,
     with pytest.raises(SystemExit) as exc:
         bench.main(["--run", str(tmp_path)])
     assert exc.value.code == 2 and str(tmp_path / "manifest.jsonl") in capsys.readouterr().err
+
+
+def test_a_bad_manifest_line_is_skipped_and_counted_and_a_missing_out_folder_refused(bench, tmp_path, capsys):
+    run = write_toy_synth_dir(tmp_path / "toy", n=4, size=64, seed=3)
+    with open(run / "manifest.jsonl", "a") as f:
+        f.write("{not json\n")
+    assert bench.main(["--run", str(run)]) == 0
+    assert "4 pairs measured, 1 skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--run", str(run), "--out", str(tmp_path / "nope" / "t.md")])
+    assert exc.value.code == 2 and str(tmp_path / "nope") in capsys.readouterr().err
