@@ -285,17 +285,18 @@ def _gaussian_blur(x: torch.Tensor, sigma: float = _DETAIL_SIGMA) -> torch.Tenso
     return F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-def detail_gain(image: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
-    """Per image, the gain ``a`` of ``x + a (x - G x)`` (``G``: Gaussian blur, sigma 1; ``a < 0``
+def detail_gain(band: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+    """Per image ``x``, the gain ``a`` of ``x + a (x - G x)`` (``G``: Gaussian blur, sigma 1; ``a < 0``
     blurs, ``a > 0`` sharpens) whose fine-detail energy ``mean((y - G y)^2)`` equals ``energy``.
 
     With ``d = x - G x`` and ``e = d - G d`` the energy is ``D + 2 a B + a^2 C`` (``D = mean d^2``,
     ``B = mean d e``, ``C = mean e^2``), so ``a`` is the root nearest 0; where the target lies below
     the reachable minimum, the minimising ``a``. Clipped to [-1, 4].
 
-    image : float tensor (B, C, H, W); energy : float tensor (B,). Returns float tensor (B,).
+    band : float tensor (B, C, H, W), the detail band ``d = x - G x``; energy : float tensor (B,).
+    Returns float tensor (B,).
     """
-    d = image - _gaussian_blur(image)
+    d = band
     e = d - _gaussian_blur(d)
     dd, de, ee = ((d * d).mean((1, 2, 3)), (d * e).mean((1, 2, 3)), (e * e).mean((1, 2, 3)).clamp_min(1e-12))
     disc = (de * de + ee * (energy - dd)).clamp_min(0)
@@ -336,10 +337,10 @@ def match_detail_pairs(image: torch.Tensor, p: float, rng: np.random.Generator, 
         k = torch.from_numpy(k)
         moved = torch.where(side, k, k + half)
         other = torch.where(side, k + half, k)
-        x = image[moved]
-        gain = detail_gain(x, energy[other])
+        d = band[moved]
+        gain = detail_gain(d, energy[other])
         out = image.clone()
-        out[moved] = torch.maximum(torch.minimum(x + gain.reshape(-1, 1, 1, 1) * band[moved], hi), lo)
+        out[moved] = torch.maximum(torch.minimum(image[moved] + gain.reshape(-1, 1, 1, 1) * d, hi), lo)
     return out
 
 
