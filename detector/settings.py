@@ -107,8 +107,11 @@ class LoopConfig:
     twin_loss: str = "kl"
     # detail matching (paired only): with this probability a pair has one side globally sharpened or
     # blurred until its fine-detail energy equals the other's (detector.train.match_detail_pairs), so
-    # "more fine detail" -- which most of our fakes have over their own reals -- carries no label
-    detail_match: float = 0.0
+    # "more fine detail" -- which most of our fakes have over their own reals -- carries no label.
+    # On by default: the fused detector came out less dependent on global quality with detection on
+    # our held-out sets unchanged (three seeds; BENCHMARKS.md, "Train → evaluate → regenerate",
+    # sessions 24-25)
+    detail_match: float = 1.0
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
