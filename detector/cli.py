@@ -165,7 +165,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     for name in _generic_options():
         p.add_argument(_option(name), type=_setting_type(name), metavar="VALUE",
                        help=f"LoopConfig.{name} (default {defaults.get(name)!r}; see examples/train.yaml)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's); a run repeats bit for bit only with the same count "
+                        "on the same kind of CPU, since the count changes the order of float sums")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
