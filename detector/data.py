@@ -83,6 +83,12 @@ def _photometric():
     ])
 
 
+def mirror_image(img: np.ndarray) -> np.ndarray:
+    """The image mirrored left-right (H, W[, C], any dtype), as a contiguous copy; a module-level
+    function so that a dataset holding it as ``global_op`` pickles into loader workers."""
+    return np.ascontiguousarray(img[:, ::-1])
+
+
 def _seed_pipeline(pipeline, rng: np.random.Generator) -> None:
     """Seed an albumentations Compose from ``rng`` with one stream its transforms draw from in turn."""
     seed = int(rng.integers(2 ** 31))

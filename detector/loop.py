@@ -197,11 +197,13 @@ def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None
     return model
 
 
-def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConfig) -> tuple[object, dict]:
+def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConfig,
+                score_side: int | None = None) -> tuple[object, dict]:
     """The round's detector: the fusion of ``cnn`` and ``stats``, its scale set on the validation
     split (no label used) and, with ``fusion: learnt``, its member weights fitted there (labels
     used; the validation AUC of the fusion is then in-sample for two weights), and validation AUCs
-    of the statistics model and the fusion."""
+    of the statistics model and the fusion (with ``mirror``, of the fusion as it scores: both views
+    of each face, ``score_side`` as the CNN's validation was scored)."""
     import torch
 
     from detector.fit_statistics import (
@@ -217,13 +219,21 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
     features = extract_statistics(stats, val, workers=cfg.workers)
     with torch.no_grad():
         stats_logits = stats.classify(torch.from_numpy(features)).double().numpy()
-    fusion = fuse_members(cnn, stats)
+    fusion = fuse_members(cnn, stats, mirror=cfg.mirror)
     members = np.stack([to_logits(np.asarray(cnn_val_scores)), stats_logits], 1)
     labels = np.array([s.label for s in val])
     set_fusion_scale(fusion, members)
     if cfg.fusion == "learnt":
         set_fusion_weights(fusion, members, labels)
     fused = fused_logits(fusion, members)
+    if cfg.mirror:
+        from detector.data import FaceDataset, mirror_image
+        from detector.train import score_dataset
+
+        mirrored = FaceDataset(val, "full", norm=fusion.input_norm, full_size=score_side, global_op=mirror_image)
+        members_m = np.stack([to_logits(score_dataset(m, mirrored, workers=cfg.workers, device=cfg.device)[0])
+                              for m in fusion.members], 1)
+        fused = (fused + fused_logits(fusion, members_m)) / 2
 
     def auc(scores):
         ok = np.isfinite(scores)
@@ -391,7 +401,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                           log=say, extra={"round": r})
         detector, val_fused = model, None
         if stats is not None:
-            detector, val_fused = _fuse_round(model, stats, val, res["val_scores"], cfg)
+            detector, val_fused = _fuse_round(model, stats, val, res["val_scores"], cfg, score_side)
             say(f"round {r}: fused with the statistics model: val AUC {_fmt(val_fused['auc'])} (CNN "
                 f"{_fmt(res['best_val_auc'])}, statistics {_fmt(val_fused['statistics_auc'])})")
         quality = None

@@ -84,6 +84,9 @@ class LoopConfig:
     # measured on the validation split: "equal" (their mean) or "learnt" (a logistic regression on that
     # split's labels sets the two weights; detector.fit_statistics.set_fusion_weights)
     fusion: str = "equal"
+    # each round's fused detector also scores the mirror image of a face and averages the two views
+    # (detector.models.fusion.ScoreFusion ``mirror``); training is unchanged, scoring costs twice as much
+    mirror: bool = False
     # forgery amplification curriculum (paired only): a fake's difference from its own real is scaled
     # by a factor drawn per pair in [1, a], a decaying from `amplify` to 1 at `amplify_until` x the
     # round's steps (detector.train.amplify_pairs); 1 = off. From scratch, real-scale traces alone
@@ -135,7 +138,8 @@ LOOP_MODEL_KWARGS = {"freq_attention": {"head_pooled": False}}
 LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals": 0, "max_steps_per_epoch": None,
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
                  "statistics_model": "patch_stats", "statistics_twins": 0.0, "fusion": "equal",
-                 "twins": 0, "twin_weight": 1.0, "twin_loss": "kl", "detail_match": 0.0}
+                 "twins": 0, "twin_weight": 1.0, "twin_loss": "kl", "detail_match": 0.0,
+                 "mirror": False}
 PAIRINGS = ("paired", "independent")
 FUSIONS = ("equal", "learnt")
 
@@ -191,6 +195,8 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
 
     if not 0.0 <= cfg.statistics_twins <= 1.0:
         raise ValueError(f"statistics_twins: expected a probability in [0, 1], got {cfg.statistics_twins}")
+    if not isinstance(cfg.mirror, bool):
+        raise ValueError(f"mirror: expected true or false, got {cfg.mirror!r}")
     if cfg.fusion not in FUSIONS:
         raise ValueError(f"fusion: expected one of {list(FUSIONS)}, got {cfg.fusion!r}")
     if cfg.statistics_model not in STATISTICS_FITS:

@@ -227,10 +227,11 @@ def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_
     assert len(gen.calls) == 1 and gen.calls[0]["out"].endswith("round-02")
 
 
-@pytest.mark.parametrize("statistics_model, twins, fusion", [("stats_conv", 1.0, "learnt"), ("patch_stats", 0.0, "equal"),
-                                                              ("patch_stats_extended", 0.0, "learnt")])
+@pytest.mark.parametrize("statistics_model, twins, fusion, mirror", [("stats_conv", 1.0, "learnt", True),
+                                                                      ("patch_stats", 0.0, "equal", False),
+                                                                      ("patch_stats_extended", 0.0, "learnt", False)])
 def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(toy_dirs, tmp_path, astro, astro_lm,
-                                                                               statistics_model, twins, fusion):
+                                                                               statistics_model, twins, fusion, mirror):
     from synth.pool import FacePool
 
     data, ev = toy_dirs
@@ -240,7 +241,7 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     lines = []
     kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
               **{**FAST, "statistics_n": 6, "statistics_steps": 20, "statistics_model": statistics_model,
-                 "statistics_twins": twins, "fusion": fusion})
+                 "statistics_twins": twins, "fusion": fusion, "mirror": mirror})
     run_loop([data], ev, run, generate_fn=gen, log=lines.append, max_rounds=1, **kw)
     stats_path = run / "statistics" / f"{statistics_model}.pt"
     stats, stats_meta = load_checkpoint(stats_path)
@@ -252,6 +253,7 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     ck = torch.load(run / "round-01" / "checkpoint.pt", weights_only=True)
     assert ck["model_name"] == "score_fusion"
     assert [m["name"] for m in ck["model_kwargs"]["members"]] == ["freq_attention", statistics_model]
+    assert ck["model_kwargs"].get("mirror", False) is mirror
     fused, meta = load_checkpoint(run / "round-01" / "checkpoint.pt")
     # the statistics member is the fitted model; the fusion's scale was set (not the defaults 0 and 1)
     assert all(torch.equal(a, b) for a, b in zip(fused.members[1].state_dict().values(), stats.state_dict().values()))
@@ -265,8 +267,10 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
         assert weights == [0.5, 0.5]
     assert any("fused with the statistics model" in m for m in lines)
     # eval and predict read the fusion like any checkpoint (mask from the CNN)
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        out = fused(torch.randn(2, 3, 64, 64))
+        out = fused(x)
+        assert torch.allclose(fused(torch.flip(x, dims=(-1,)))["logit"], out["logit"], atol=1e-5) is mirror
     assert out["logit"].shape == (2,) and out["mask"] is not None
 
     # more rounds: training continues on the fusion's CNN, the statistics model is not fitted again

@@ -210,6 +210,32 @@ def test_fusion_takes_mask_and_sim_from_the_member_that_gives_them():
     assert out["mask"].shape == (1, 1, 64, 64) and out["sim"].shape == (1, 25, 25)
 
 
+def test_mirrored_fusion_averages_both_views_and_ignores_a_mirroring_of_its_input():
+    torch.manual_seed(0)
+    members = [{"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 8}},
+               {"name": "freq_attention", "kwargs": {"head_pooled": False}}]
+    plain = create_model("score_fusion", members=members).eval()
+    plain.logit_mean.copy_(torch.tensor([0.5, -1.0]))
+    plain.logit_std.copy_(torch.tensor([2.0, 0.5]))
+    mirrored = create_model("score_fusion", members=members, mirror=True).eval()
+    mirrored.load_state_dict(plain.state_dict())
+    assert mirrored.model_kwargs["mirror"] is True
+    x = torch.randn(2, 3, 64, 64)
+    flip = torch.flip(x, dims=(-1,))
+    with torch.no_grad():
+        a, b, out = plain(x), plain(flip), mirrored(x)
+        assert not torch.allclose(a["logit"], b["logit"], atol=1e-4)  # the members are not mirror-symmetric
+        assert torch.allclose(out["logit"], (a["logit"] + b["logit"]) / 2, atol=1e-5)
+        assert torch.allclose(out["mask"], (a["mask"] + torch.flip(b["mask"], dims=(-1,))) / 2, atol=1e-5)
+        assert torch.equal(out["sim"], a["sim"])
+        assert torch.allclose(mirrored(flip)["logit"], out["logit"], atol=1e-5)
+
+
+def test_fusion_rejects_a_mirror_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="mirror: expected True or False"):
+        create_model("score_fusion", members=[{"name": "patch_stats"}, {"name": "patch_stats"}], mirror="yes")
+
+
 def test_fusion_rejects_bad_members():
     with pytest.raises(ValueError, match="at least two"):
         create_model("score_fusion", members=[{"name": "patch_stats"}])
@@ -240,6 +266,7 @@ def test_calibrated_fusion_round_trips_through_a_checkpoint(toy_dirs, tmp_path):
     path = save_checkpoint(tmp_path / "fused.pt", f.eval())
     g, meta = load_checkpoint(path)
     assert meta["model_name"] == "score_fusion"
+    assert g.mirror is False  # fusions saved before the option existed score one view, as they were used
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(f(x)["logit"], g(x)["logit"])

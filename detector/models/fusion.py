@@ -7,6 +7,10 @@ putting them on one scale keeps what each sees. The scale of each member (``logi
 validation split) by :func:`detector.fit_statistics.calibrate_fusion`, never on an evaluation set;
 so are the weights (``logit_weight``, equal unless :func:`detector.fit_statistics.set_fusion_weights`
 fits them).
+
+With ``mirror=True`` the fusion also scores the left-right mirror image of its input and averages
+the two: a face and its mirror image are equally real or fake, and averaging the two views lowers the
+variance of a detector trained from scratch on a few thousand faces.
 """
 from __future__ import annotations
 
@@ -29,9 +33,13 @@ class ScoreFusion(nn.Module):
     ``pretrained=False`` where it takes that argument (weights come from the checkpoint).
     ``mask`` and ``sim`` are those of the first member that gives them. All members must share
     one ``input_norm``.
+
+    ``mirror``: also score ``x`` mirrored left-right and return the mean of both fused logits (and of
+    both mask logits, the mirrored one mirrored back); ``sim`` stays the unmirrored view's. Twice the
+    compute. Checkpoints saved without it load with ``mirror=False``, as they were used.
     """
 
-    def __init__(self, members: Sequence[Mapping]):
+    def __init__(self, members: Sequence[Mapping], mirror: bool = False):
         super().__init__()
         if not isinstance(members, (list, tuple)) or len(members) < 2:
             raise ValueError(f"members: expected a list of at least two {{'name', 'kwargs'}} dicts, got {members!r}")
@@ -46,6 +54,9 @@ class ScoreFusion(nn.Module):
         norms = {repr(getattr(b, "input_norm", None)) for b in built}
         if len(norms) > 1:
             raise ValueError(f"members: input_norm differs between members ({sorted(norms)}); they must share one")
+        if not isinstance(mirror, bool):
+            raise ValueError(f"mirror: expected True or False, got {mirror!r}")
+        self.mirror = mirror
         self.members = nn.ModuleList(built)
         self.input_norm = dict(built[0].input_norm)
         self.register_buffer("logit_mean", torch.zeros(len(built)))
@@ -58,12 +69,21 @@ class ScoreFusion(nn.Module):
             state_dict[f"{prefix}logit_weight"] = torch.full_like(self.logit_weight, 1.0 / len(self.members))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def _view(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         outs = [m(x) for m in self.members]
         logits = torch.stack([o["logit"].float() for o in outs], 1)
-        fused = ((logits - self.logit_mean) / self.logit_std * self.logit_weight).sum(1)
-        first = lambda key: next((o[key] for o in outs if o.get(key) is not None), None)  # noqa: E731
-        return {"logit": fused, "mask": first("mask"), "sim": first("sim")}
+        return ((logits - self.logit_mean) / self.logit_std * self.logit_weight).sum(1), outs
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        fused, outs = self._view(x)
+        mask, sim = (next((o[key] for o in outs if o.get(key) is not None), None) for key in ("mask", "sim"))
+        if self.mirror:
+            fused_m, outs_m = self._view(torch.flip(x, dims=(-1,)))
+            fused = (fused + fused_m) / 2
+            mask_m = next((o["mask"] for o in outs_m if o.get("mask") is not None), None)
+            if mask is not None:
+                mask = (mask + torch.flip(mask_m, dims=(-1,))) / 2
+        return {"logit": fused, "mask": mask, "sim": sim}
 
 
 @register_model("score_fusion")
