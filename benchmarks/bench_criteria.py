@@ -32,7 +32,7 @@ import torch
 from scipy.stats import spearmanr
 
 from detector.checkpoint import load_checkpoint
-from detector.data import FaceDataset
+from detector.data import FaceDataset, mirror_image
 from detector.fit_statistics import fused_logits
 from detector.loop import read_metrics
 from detector.metrics import binary_metrics, compute_metrics
@@ -60,6 +60,16 @@ def _logits(model, samples, norm, op=None) -> np.ndarray:
     return _SCALE * np.log(p / (1 - p))
 
 
+class _ThenMirror:
+    """A global op (or none), then the left-right mirror: a picklable ``global_op``."""
+
+    def __init__(self, op=None):
+        self.op = op
+
+    def __call__(self, im):
+        return mirror_image(im if self.op is None else self.op(im))
+
+
 def _fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha1()
     for k, v in sorted(model.state_dict().items()):
@@ -68,15 +78,23 @@ def _fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _member_scores(member, norm, eval_samples, sets, reals, cache_file: Path | None) -> dict:
-    """Logits of one model on the evaluation set, every set, and the quality reals as is and processed."""
-    if cache_file is not None and cache_file.is_file():
-        return dict(np.load(cache_file))
-    sc = {"eval": _logits(member, eval_samples, norm)}
-    sc.update({n: _logits(member, s, norm) for n, s in sets.items()})
-    if reals:
-        sc["q:none"] = _logits(member, reals, norm)
-        sc.update({"q:" + op: _logits(member, reals, norm, fn) for op, fn in QUALITY_OPS.items()})
+def _member_scores(member, norm, eval_samples, sets, reals, cache_file: Path | None, mirror: bool = False) -> dict:
+    """Logits of one model on the evaluation set, every set, and the quality reals as is and processed;
+    with ``mirror``, also of every image mirrored left-right (keys ``KEY:mirror``; added to a cached file
+    that lacks them)."""
+    sc = dict(np.load(cache_file)) if cache_file is not None and cache_file.is_file() else {}
+    if sc and (not mirror or "eval:mirror" in sc):
+        return sc
+    views = [("", None)] + ([(":mirror", _ThenMirror)] if mirror else [])
+    for tag, wrap in views:
+        if "eval" + tag in sc:
+            continue
+        view = (lambda op: wrap(op)) if wrap else (lambda op: op)  # noqa: E731
+        sc["eval" + tag] = _logits(member, eval_samples, norm, view(None))
+        sc.update({n + tag: _logits(member, s, norm, view(None)) for n, s in sets.items()})
+        if reals:
+            sc["q:none" + tag] = _logits(member, reals, norm, view(None))
+            sc.update({"q:" + op + tag: _logits(member, reals, norm, view(fn)) for op, fn in QUALITY_OPS.items()})
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache_file, **sc)
@@ -160,7 +178,11 @@ def main(argv=None) -> int:
             key = _fingerprint(member)
             first = key not in cache
             if first:
-                cache[key] = _member_scores(member, norm, eval_samples, sets, reals, cache_dir and cache_dir / f"{key}-{inputs}.npz")
+                cache[key] = _member_scores(member, norm, eval_samples, sets, reals,
+                                            cache_dir and cache_dir / f"{key}-{inputs}.npz", getattr(model, "mirror", False))
+            elif getattr(model, "mirror", False) and "eval:mirror" not in cache[key]:  # scored before, one view only
+                cache[key] = _member_scores(member, norm, eval_samples, sets, reals,
+                                            cache_dir and cache_dir / f"{key}-{inputs}.npz", True)
             member_scores.append(cache[key])
             if not first:
                 continue  # a shared member (a run's statistics model) is one point, not one per round
@@ -169,7 +191,12 @@ def main(argv=None) -> int:
                            "synth val": vals[k] if k < 2 else None}
             print(label, json.dumps({k2: round(v, 3) for k2, v in rows[label].items() if v is not None}), flush=True)
         if len(members) > 1:
-            fused = {key: fused_logits(model, np.stack([sc[key] for sc in member_scores], 1)) for key in member_scores[0]}
+            # as the fusion scores: with mirroring, the mean of the fused logits of both views
+            keys = [k for k in member_scores[0] if not k.endswith(":mirror")]
+            fused = {key: fused_logits(model, np.stack([sc[key] for sc in member_scores], 1)) for key in keys}
+            if getattr(model, "mirror", False):
+                fused = {key: (v + fused_logits(model, np.stack([sc[key + ":mirror"] for sc in member_scores], 1))) / 2
+                         for key, v in fused.items()}
             rows[name] = {**_criteria(fused, sets, eval_samples, len(reals)), "synth val": vals[2]}
             print(name, json.dumps({k2: round(v, 3) for k2, v in rows[name].items() if v is not None}), flush=True)
 
