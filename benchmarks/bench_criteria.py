@@ -85,11 +85,10 @@ def _member_scores(member, norm, eval_samples, sets, reals, cache_file: Path | N
     sc = dict(np.load(cache_file)) if cache_file is not None and cache_file.is_file() else {}
     if sc and (not mirror or "eval:mirror" in sc):
         return sc
-    views = [("", None)] + ([(":mirror", _ThenMirror)] if mirror else [])
-    for tag, wrap in views:
+    for tag in ("", ":mirror") if mirror else ("",):
         if "eval" + tag in sc:
             continue
-        view = (lambda op: wrap(op)) if wrap else (lambda op: op)  # noqa: E731
+        view = _ThenMirror if tag else (lambda op: op)  # noqa: E731
         sc["eval" + tag] = _logits(member, eval_samples, norm, view(None))
         sc.update({n + tag: _logits(member, s, norm, view(None)) for n, s in sets.items()})
         if reals:
@@ -173,16 +172,15 @@ def main(argv=None) -> int:
         model, _ = load_checkpoint(path)
         norm = model.input_norm
         members = list(model.members) if hasattr(model, "members") else [model]
+        mirror = getattr(model, "mirror", False)
         member_scores = []
         for k, member in enumerate(members):
             key = _fingerprint(member)
             first = key not in cache
-            if first:
+            # a shared member scored before for a one-view fusion gains its mirrored scores here
+            if first or (mirror and "eval:mirror" not in cache[key]):
                 cache[key] = _member_scores(member, norm, eval_samples, sets, reals,
-                                            cache_dir and cache_dir / f"{key}-{inputs}.npz", getattr(model, "mirror", False))
-            elif getattr(model, "mirror", False) and "eval:mirror" not in cache[key]:  # scored before, one view only
-                cache[key] = _member_scores(member, norm, eval_samples, sets, reals,
-                                            cache_dir and cache_dir / f"{key}-{inputs}.npz", True)
+                                            cache_dir and cache_dir / f"{key}-{inputs}.npz", mirror)
             member_scores.append(cache[key])
             if not first:
                 continue  # a shared member (a run's statistics model) is one point, not one per round
@@ -194,7 +192,7 @@ def main(argv=None) -> int:
             # as the fusion scores: with mirroring, the mean of the fused logits of both views
             keys = [k for k in member_scores[0] if not k.endswith(":mirror")]
             fused = {key: fused_logits(model, np.stack([sc[key] for sc in member_scores], 1)) for key in keys}
-            if getattr(model, "mirror", False):
+            if mirror:
                 fused = {key: (v + fused_logits(model, np.stack([sc[key + ":mirror"] for sc in member_scores], 1))) / 2
                          for key, v in fused.items()}
             rows[name] = {**_criteria(fused, sets, eval_samples, len(reals)), "synth val": vals[2]}

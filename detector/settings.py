@@ -85,7 +85,7 @@ class LoopConfig:
     # split's labels sets the two weights; detector.fit_statistics.set_fusion_weights)
     fusion: str = "equal"
     # each round's fused detector also scores the mirror image of a face and averages the two views
-    # (detector.models.fusion.ScoreFusion ``mirror``); training is unchanged, scoring costs twice as much.
+    # (detector.models.fusion.ScoreFusion ``mirror``); training is unchanged, scoring costs 1.7-1.8x as much.
     # On by default: on five checkpoints of three seeds every set we may use came out up or level (+0.000 to +0.012)
     # and moved the global-quality check by +0.004 / +0.005 on average (BENCHMARKS.md, "Train → evaluate →
     # regenerate", session 26)

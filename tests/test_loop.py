@@ -284,6 +284,14 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     assert not torch.equal(flat(second.members[0]), flat(fused.members[0]))  # round 2 trained the CNN on
 
 
+def test_loop_refuses_a_mirror_that_is_not_a_bool_before_any_work(toy_dirs, tmp_path):
+    data, ev = toy_dirs
+    with pytest.raises(ValueError, match="mirror: expected true or false, got 'yes'"):
+        run_loop([data], ev, tmp_path / "run", max_rounds=1, progress=False, log=lambda m: None,
+                 **{**FAST, "mirror": "yes"})
+    assert not (tmp_path / "run").exists()
+
+
 def test_loop_statistics_need_faces(toy_dirs, tmp_path):
     data, ev = toy_dirs
     with pytest.raises(ValueError, match="--statistics-n 0"):
