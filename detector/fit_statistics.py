@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from detector.data import FaceDataset, collate, size_grouped_batches
+from detector.data import FaceDataset, collate, mirror_image, size_grouped_batches
 from detector.models.fusion import ScoreFusion
 from detector.models.patch_stats import PatchStatsClassifier, StatisticsModel
 from detector.quality import apply_global_op, draw_global_op
@@ -455,7 +455,7 @@ def calibrate_fusion(fusion: ScoreFusion, samples: Sequence[Sample], batch_size:
 
 def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float = 0.1, steps: int = PATCH_STATS_STEPS,
                          calibration: int = 400, seed: int = 0, workers: int = 0, device: str = "cpu",
-                         progress: bool = False) -> tuple[ScoreFusion, dict]:
+                         progress: bool = False, mirror: bool = True) -> tuple[ScoreFusion, dict]:
     """Fit a ``patch_stats`` model on ``samples`` and fuse it with the trained detector ``cnn``.
 
     The samples (reals and fakes, e.g. ``synth generate`` outputs; more is better, the MLP is
@@ -464,8 +464,12 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
     and as many fakes of the validation part, which none of the members was fitted on (the
     CNN's own training data may overlap it if it came from the same faces). Returns the fusion
     (eval mode, on ``device``) and a report: sample counts, the statistics model's validation AUC,
-    and the AUC of each member and of the fusion on the calibration samples.
+    and the AUC of each member and of the fusion on the calibration samples. ``mirror`` (the default, as
+    ``detector train``'s): the fusion averages each face's two mirror views
+    (:class:`~detector.models.fusion.ScoreFusion`); its calibration AUC is then measured that way too.
     """
+    if not isinstance(mirror, bool):
+        raise ValueError(f"mirror: expected True or False, got {mirror!r}")
     from detector.metrics import binary_metrics
     from detector.models import create_model
     from detector.readers import identity_split
@@ -484,18 +488,24 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
         ok = torch.isfinite(val_features).all(1)
         val_logits = stats.classify(val_features[ok]).numpy()
     y_val = np.array([s.label for s in val])[ok.numpy()]
-    fusion = fuse_members(cnn, stats).to(device)  # copies: the caller's cnn stays where it was
+    fusion = fuse_members(cnn, stats, mirror=mirror).to(device)  # copies: the caller's cnn stays where it was
     rng = np.random.default_rng(seed)
     cal = [reals[k] for k in rng.permutation(len(reals))[:calibration]] + \
           [fakes[k] for k in rng.permutation(len(fakes))[:calibration]]
     logits = calibrate_fusion(fusion, cal, workers=workers, device=device, progress=progress)
+    fused = fused_logits(fusion, logits)
+    if mirror:  # the scale is set on one view, as the loop sets it; the fusion scores both
+        mirrored = FaceDataset(cal, mode="full", norm=fusion.input_norm, global_op=mirror_image)
+        logits_m = np.stack([to_logits(score_dataset(m, mirrored, 16, workers, device, progress, "calibrate")[0])
+                             for m in fusion.members], 1)
+        fused = (fused + fused_logits(fusion, logits_m)) / 2
     y_cal = np.array([s.label for s in cal])
-    ok_cal = np.isfinite(logits).all(1)
+    ok_cal = np.isfinite(logits).all(1) & np.isfinite(fused)
     report = {
         "n_train": len(train), "n_val": len(val), "n_calibration": len(cal), "fit_loss_last": losses[-1],
         "statistics_val_auc": float(binary_metrics(y_val, val_logits)["auc"]),
         "calibration_auc": {name: float(binary_metrics(y_cal[ok_cal], v[ok_cal])["auc"])
                             for name, v in ((cnn.model_name, logits[:, 0]), ("patch_stats", logits[:, 1]),
-                                            ("fused", fused_logits(fusion, logits)))},
+                                            ("fused", fused))},
     }
     return fusion, report

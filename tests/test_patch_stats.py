@@ -288,12 +288,18 @@ def test_detector_fuse_writes_a_checkpoint_eval_can_use(toy_dirs, tmp_path, caps
     model, meta = load_checkpoint(out)
     assert meta["model_name"] == "score_fusion" and meta["extra"]["size"] == 64
     assert meta["extra"]["fused_from"] == str(ckpt)
+    assert model.mirror is True  # as detector train's fusions
     assert main(["eval", "--ckpt", str(out), "--data", str(eval_dir), "--workers", "0", "--no-progress"]) == 0
+    one_view = tmp_path / "one-view.pt"
+    assert main(["fuse", "--ckpt", str(ckpt), "--data", str(train_dir), "--out", str(one_view), "--steps", "50",
+                 "--calibration", "3", "--val-fraction", "0.3", "--workers", "0", "--no-progress", "--mirror", "false"]) == 0
+    assert load_checkpoint(one_view)[0].mirror is False
 
 
 @pytest.mark.parametrize("extra, message", [(["--out", "x.pth"], "--out: expected a .pt"),
                                             (["--out", "x.pt", "--val-fraction", "1"], "--val-fraction"),
-                                            (["--out", "x.pt", "--steps", "0"], "--steps")])
+                                            (["--out", "x.pt", "--steps", "0"], "--steps"),
+                                            (["--out", "x.pt", "--mirror", "maybe"], "--mirror: expected true or false")])
 def test_detector_fuse_rejects_bad_options(toy_dirs, tmp_path, capsys, monkeypatch, extra, message):
     from detector.cli import main
 
