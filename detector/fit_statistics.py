@@ -292,7 +292,7 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
 
 # the statistics models fit_statistics_online can fit: name -> (fit, default steps)
 STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "patch_stats_extended": (_fit_mlp, PATCH_STATS_STEPS),
-                   "stats_conv": (_fit_conv, STATS_CONV_STEPS)}
+                   "stats_conv": (_fit_conv, STATS_CONV_STEPS), "stats_conv_fine": (_fit_conv, STATS_CONV_STEPS)}
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,

@@ -39,30 +39,47 @@ def test_stats_conv_outputs_and_argument_checks():
             create_model("stats_conv", **kwargs)
 
 
-def _toy_pairs(n=400, g=8, seed=0):
-    """Pairs of noise maps; each fake adds +1.5 to the hf map inside a random 3x3 block of cells (its mask)."""
+def test_stats_conv_fine_reads_a_32_grid_with_a_stem_and_a_mask_at_its_resolution():
+    m = create_model("stats_conv_fine").eval()
+    assert (m.grid, m.n_features) == (32, C * 32 * 32) and m.model_kwargs == {}
+    x = torch.rand(2, 3, 96, 80)
+    with torch.no_grad():
+        out = m(x)
+        logit, mask = m.classify_maps(m.features(x))
+    assert out["logit"].shape == (2,) and out["mask"].shape == (2, 1, 96, 80) and mask.shape == (2, 32, 32)
+    assert torch.allclose(logit, out["logit"])
+    # the stem halves the grid once more: the grid must survive three poolings
+    for kwargs, match in (({"grid": 20}, "multiple of 8"), ({"stem": -1}, "stem"), ({"stem": 1.5}, "stem")):
+        with pytest.raises(ValueError, match=match):
+            create_model("stats_conv_fine", **kwargs)
+
+
+def _toy_pairs(n=400, g=8, seed=0, amp=1.5):
+    """Pairs of noise maps; each fake adds ``amp`` to the hf map inside a random 3x3 block of cells (its mask)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2, C, g, g)).astype(np.float32)
     masks = np.zeros((n, g, g), np.float32)
     for i in range(n):
         r, c = rng.integers(0, g - 2, 2)
         masks[i, r:r + 3, c:c + 3] = 1
-    x[:, 1, STATISTICS.index("hf")] += 1.5 * masks
+    x[:, 1, STATISTICS.index("hf")] += amp * masks
     return x.reshape(2 * n, -1), masks
 
 
-def test_fit_stats_conv_learns_label_and_mask_and_replays_exactly():
-    x, masks = _toy_pairs()
+# with a stem block the 8 x 8 toy grid is pooled down to 1 x 1, so its trace is made stronger
+@pytest.mark.parametrize("stem, amp", [(0, 1.5), (4, 3.0)])
+def test_fit_stats_conv_learns_label_and_mask_and_replays_exactly(stem, amp):
+    x, masks = _toy_pairs(amp=amp)
     torch.manual_seed(0)
-    a = create_model("stats_conv", grid=8, widths=(8, 8, 8))
-    b = create_model("stats_conv", grid=8, widths=(8, 8, 8))
+    a = create_model("stats_conv", grid=8, widths=(8, 8, 8), stem=stem)
+    b = create_model("stats_conv", grid=8, widths=(8, 8, 8), stem=stem)
     b.load_state_dict(a.state_dict())
     losses = fit_stats_conv(a, x, masks, steps=300, batch_pairs=16, seed=5)
     fit_stats_conv(b, x, masks, steps=300, batch_pairs=16, seed=5)
     assert len(losses) == 3 and losses[-1] < losses[0] and not a.training
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
-    xt, mt = _toy_pairs(seed=1)
+    xt, mt = _toy_pairs(seed=1, amp=amp)
     with torch.no_grad():
         logit, mask = a.classify_maps(torch.from_numpy(xt))
     y = np.tile([0, 1], len(mt))
@@ -123,6 +140,8 @@ def test_fit_statistics_online_fits_either_model(two_faces, monkeypatch):
     model, report = fit_statistics_online(two_faces, 4, model="stats_conv", size=64, seed=1, steps=3)
     assert model.model_name == "stats_conv" and not model.training
     assert report["model"] == "stats_conv" and report["steps"] == 3 and report["n_faces"] == 8
+    model, report = fit_statistics_online(two_faces, 4, model="stats_conv_fine", size=64, seed=1, steps=3)
+    assert model.model_name == "stats_conv_fine" and model.grid == 32 and report["n_faces"] == 8
     fit, _ = fit_statistics.STATISTICS_FITS["patch_stats"]
     monkeypatch.setitem(fit_statistics.STATISTICS_FITS, "patch_stats", (fit, 2))  # the default: the model's own
     model, report = fit_statistics_online(two_faces, 4, size=64, seed=1)
