@@ -49,7 +49,8 @@ def test_stats_conv_fine_reads_a_32_grid_with_a_stem_and_a_mask_at_its_resolutio
     assert out["logit"].shape == (2,) and out["mask"].shape == (2, 1, 96, 80) and mask.shape == (2, 32, 32)
     assert torch.allclose(logit, out["logit"])
     # the stem halves the grid once more: the grid must survive three poolings
-    for kwargs, match in (({"grid": 20}, "multiple of 8"), ({"stem": -1}, "stem"), ({"stem": 1.5}, "stem")):
+    for kwargs, match in (({"grid": 20}, "multiple of 8"), ({"stem": -1}, "stem"), ({"stem": 1.5}, "stem"),
+                          ({"stem": True}, "stem")):
         with pytest.raises(ValueError, match=match):
             create_model("stats_conv_fine", **kwargs)
 

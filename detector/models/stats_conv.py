@@ -9,10 +9,9 @@ grid's resolution is trained on the pasted region (:func:`detector.fit_statistic
 The features are relative to the image's median cell, like the MLP's; the model is still cheap
 enough to fit on tens of thousands of faces in minutes on a CPU.
 
-``stats_conv_fine`` reads a 32 x 32 grid (8-px cells) through one more block at that resolution
-(``stem`` channels) before the same three stages; its mask head works at 32 x 32. Measured against
-``stats_conv`` at equal budget it is much less moved by global blur, sharpening, resampling and JPEG
-on sharp studio photos, and detects a little less of our held-out recipe (BENCHMARKS.md, session 27).
+``stats_conv_fine`` reads a 32 x 32 grid (8-px cells, finer than a feathered seam) through one more
+block at that resolution (``stem`` channels) before the same three stages; its mask head works at
+32 x 32. How it compares with ``stats_conv``: BENCHMARKS.md, session 27.
 """
 from __future__ import annotations
 
@@ -48,7 +47,7 @@ class StatsConvDetector(StatisticsModel):
         widths = tuple(widths)
         if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"widths: expected three positive ints, got {widths!r}")
-        if not isinstance(stem, int) or stem < 0:
+        if isinstance(stem, bool) or not isinstance(stem, int) or stem < 0:
             raise ValueError(f"stem: expected an int >= 0, got {stem!r}")
         poolings = 3 if stem else 2
         if grid % 2 ** poolings:
