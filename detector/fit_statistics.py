@@ -31,7 +31,7 @@ from detector.train import loader_workers, score_dataset
 __all__ = ["STATISTICS_FITS", "PATCH_STATS_STEPS", "STATS_CONV_STEPS",
            "extract_statistics", "online_statistics", "fit_patch_stats", "fit_stats_conv",
            "fit_statistics_online", "fuse_members", "set_fusion_scale", "set_fusion_weights", "fused_logits", "to_logits",
-           "calibrate_fusion",
+           "calibrate_fusion", "member_logits", "fused_as_scored",
            "fuse_with_statistics"]
 
 #: Default optimiser steps of each statistics model's fit (one copy: the fit functions, the loop and ``detector fuse`` use these).
@@ -446,11 +446,28 @@ def calibrate_fusion(fusion: ScoreFusion, samples: Sequence[Sample], batch_size:
     """
     if not samples:
         raise ValueError("calibrate_fusion: no samples")
-    ds = FaceDataset(list(samples), mode="full", norm=fusion.input_norm)
-    logits = np.stack([to_logits(score_dataset(m, ds, batch_size, workers, device, progress, "calibrate")[0])
-                       for m in fusion.members], 1)
+    logits = member_logits(fusion, samples, batch_size=batch_size, workers=workers, device=device, progress=progress)
     set_fusion_scale(fusion, logits)
     return logits
+
+
+def member_logits(fusion: ScoreFusion, samples: Sequence[Sample], *, global_op=None, full_size: int | None = None,
+                  batch_size: int = 16, workers: int = 0, device: str = "cpu", progress: bool = False) -> np.ndarray:
+    """Each member's logits (N, M) on the whole images of ``samples`` (under ``global_op`` if given,
+    resized to ``full_size`` if given, as :class:`~detector.data.FaceDataset`); NaN for unreadable images."""
+    ds = FaceDataset(list(samples), mode="full", norm=fusion.input_norm, full_size=full_size, global_op=global_op)
+    return np.stack([to_logits(score_dataset(m, ds, batch_size, workers, device, progress, "calibrate")[0])
+                     for m in fusion.members], 1)
+
+
+def fused_as_scored(fusion: ScoreFusion, samples: Sequence[Sample], logits: np.ndarray, **kwargs) -> np.ndarray:
+    """The fusion's logits (N,) on ``samples`` as its forward scores them, from the members' logits
+    (N, M) on the images as they are: with ``fusion.mirror`` averaged with the fused logits of the
+    mirror images (scored here; ``kwargs`` as :func:`member_logits`)."""
+    fused = fused_logits(fusion, logits)
+    if fusion.mirror:
+        fused = (fused + fused_logits(fusion, member_logits(fusion, samples, global_op=mirror_image, **kwargs))) / 2
+    return fused
 
 
 def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float = 0.1, steps: int = PATCH_STATS_STEPS,
@@ -493,12 +510,8 @@ def fuse_with_statistics(cnn, samples: Sequence[Sample], *, val_fraction: float 
     cal = [reals[k] for k in rng.permutation(len(reals))[:calibration]] + \
           [fakes[k] for k in rng.permutation(len(fakes))[:calibration]]
     logits = calibrate_fusion(fusion, cal, workers=workers, device=device, progress=progress)
-    fused = fused_logits(fusion, logits)
-    if mirror:  # the scale is set on one view, as the loop sets it; the fusion scores both
-        mirrored = FaceDataset(cal, mode="full", norm=fusion.input_norm, global_op=mirror_image)
-        logits_m = np.stack([to_logits(score_dataset(m, mirrored, 16, workers, device, progress, "calibrate")[0])
-                             for m in fusion.members], 1)
-        fused = (fused + fused_logits(fusion, logits_m)) / 2
+    # the scale is set on one view, as the loop sets it; the AUC is of the fusion as it scores
+    fused = fused_as_scored(fusion, cal, logits, workers=workers, device=device, progress=progress)
     y_cal = np.array([s.label for s in cal])
     ok_cal = np.isfinite(logits).all(1) & np.isfinite(fused)
     report = {

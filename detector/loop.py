@@ -209,7 +209,7 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
     from detector.fit_statistics import (
         extract_statistics,
         fuse_members,
-        fused_logits,
+        fused_as_scored,
         set_fusion_scale,
         set_fusion_weights,
         to_logits,
@@ -225,15 +225,7 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
     set_fusion_scale(fusion, members)
     if cfg.fusion == "learnt":
         set_fusion_weights(fusion, members, labels)
-    fused = fused_logits(fusion, members)
-    if cfg.mirror:
-        from detector.data import FaceDataset, mirror_image
-        from detector.train import score_dataset
-
-        mirrored = FaceDataset(val, "full", norm=fusion.input_norm, full_size=score_side, global_op=mirror_image)
-        members_m = np.stack([to_logits(score_dataset(m, mirrored, workers=cfg.workers, device=cfg.device)[0])
-                              for m in fusion.members], 1)
-        fused = (fused + fused_logits(fusion, members_m)) / 2
+    fused = fused_as_scored(fusion, val, members, full_size=score_side, workers=cfg.workers, device=cfg.device)
 
     def auc(scores):
         ok = np.isfinite(scores)

@@ -76,14 +76,18 @@ class ScoreFusion(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         fused, outs = self._view(x)
-        mask, sim = (next((o[key] for o in outs if o.get(key) is not None), None) for key in ("mask", "sim"))
+        mask, sim = _first(outs, "mask"), _first(outs, "sim")
         if self.mirror:
             fused_m, outs_m = self._view(torch.flip(x, dims=(-1,)))
             fused = (fused + fused_m) / 2
-            mask_m = next((o["mask"] for o in outs_m if o.get("mask") is not None), None)
             if mask is not None:
-                mask = (mask + torch.flip(mask_m, dims=(-1,))) / 2
+                mask = (mask + torch.flip(_first(outs_m, "mask"), dims=(-1,))) / 2
         return {"logit": fused, "mask": mask, "sim": sim}
+
+
+def _first(outs: Sequence[Mapping], key: str) -> torch.Tensor | None:
+    """``key`` of the first member output that gives it, else None."""
+    return next((o[key] for o in outs if o.get(key) is not None), None)
 
 
 @register_model("score_fusion")
