@@ -507,6 +507,42 @@ def _dense_factor(cap: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     raise RuntimeError("poisson_blend: capacitance system is not positive definite")
 
 
+_KERNEL_ROWS = 64  # kernel rows gathered per pass: their index block (64 m intp) stays in cache
+
+
+def _ring_kernel(by: np.ndarray, bx: np.ndarray, table: np.ndarray, triangle: bool) -> tuple[np.ndarray, float]:
+    """Potential kernel between ring pixels, ``C[i, j] = a(by_i - by_j, bx_i - bx_j)``,
+    float32 (m, m), and ``max C`` (a Python float).
+
+    ``table`` is :func:`_potential_table`.  ``triangle``: only ``C[i, j]`` for ``j <= i``
+    is needed (what LAPACK reads of ``C.T``); entries of blocks of :data:`_KERNEL_ROWS`
+    rows up to the block's last row are gathered, the rest stay 0.  ``max C`` is the same
+    either way (``C`` is symmetric).  Each block is one outer subtraction of flat indices
+    into the mirrored table and one gather, through a reused index buffer: the (m, m)
+    index matrix of a single pass would cost more memory traffic than the gather itself.
+    """
+    width = table.shape[1]
+    centre = (width - 1) // 2 * (width + 1)  # flat index of offset (0, 0)
+    flat = by * width + bx
+    shifted = flat + centre
+    values = table.ravel()
+    m = flat.size
+    cap = np.zeros((m, m), np.float32)
+    buffer = np.empty(min(m, _KERNEL_ROWS) * m, np.intp)
+    top = -np.inf
+    for k0 in range(0, m, _KERNEL_ROWS):
+        k1 = min(m, k0 + _KERNEL_ROWS)
+        cols = k1 if triangle else m
+        idx = buffer[:(k1 - k0) * cols].reshape(k1 - k0, cols)
+        np.subtract.outer(shifted[k0:k1], flat[:cols], out=idx)
+        block = cap[k0:k1, :cols]
+        # mode "clip" writes straight into the strided block (the default "raise" buffers
+        # it); every index is in range, the table being larger than every offset
+        np.take(values, idx, out=block, mode="clip")
+        top = max(top, float(block.max()))
+    return cap, top
+
+
 def _build_ring_system(dom: np.ndarray) -> _RingSystem:
     """:class:`_RingSystem` of the crop domain ``dom`` ((hc, wc) bool, False on the frame)."""
     hc, wc = dom.shape
@@ -524,14 +560,8 @@ def _build_ring_system(dom: np.ndarray) -> _RingSystem:
     nw = sfft.next_fast_len(wc + 1, real=True) - 1
     size = 1 << max(6, max(nh, nw).bit_length())  # > every offset below
     table = _potential_table(size)
-    width = 2 * size - 1
-    # capacitance matrix a(by_i - by_j, bx_i - bx_j): one outer subtraction of flat
-    # indices into the mirrored table (intp, so the gather needs no conversion)
-    flat = by * width + bx
-    idx = np.subtract.outer(flat + ((size - 1) * width + size - 1), flat)
-    cap = table.ravel()[idx]
-    del idx
-    alpha = float(cap.max())
+    # the dense Cholesky reads one triangle only, so only that is gathered
+    cap, alpha = _ring_kernel(by, bx, table, triangle=dense)
     hodlr, exact = None if dense else _hodlr_factor(cap, alpha), []
     if hodlr is None:  # small ring, or a diagonal block not positive definite (never seen)
         dense = True

@@ -623,3 +623,24 @@ def test_non_contiguous_inputs_and_determinism(method):
     s0, t0, m0 = s.copy(), t.copy(), m.copy()
     assert np.array_equal(B.blend(s, t, m, method), B.blend(s, t, m, method))
     assert np.array_equal(s, s0) and np.array_equal(t, t0) and np.array_equal(m, m0)  # inputs untouched
+
+
+@pytest.mark.parametrize("triangle", [False, True])
+def test_ring_kernel_blocks_match_the_potential(triangle):
+    """The blocked kernel gather gives ``a(by_i - by_j, bx_i - bx_j)`` across block
+    boundaries (m > _KERNEL_ROWS), its maximum, and (triangle) zeros above the blocks."""
+    rng = np.random.default_rng(3)
+    m = 2 * B._KERNEL_ROWS + 17
+    by, bx = rng.integers(0, 100, m), rng.integers(0, 100, m)
+    size = 128
+    cap, top = B._ring_kernel(by, bx, B._potential_table(size), triangle=triangle)
+    a = B._lattice_potential(size)
+    want = a[np.abs(by[:, None] - by[None, :]), np.abs(bx[:, None] - bx[None, :])].astype(np.float32)
+    lower = np.tril(np.ones((m, m), bool))
+    got = cap[lower] if triangle else cap
+    np.testing.assert_allclose(got, want[lower] if triangle else want, rtol=0, atol=1e-6)
+    assert top == float(cap.max()) == float(want.max())
+    if triangle:
+        rows = np.arange(m)[:, None] // B._KERNEL_ROWS
+        beyond = np.arange(m)[None, :] >= np.minimum((rows + 1) * B._KERNEL_ROWS, m)
+        assert not cap[beyond].any()
