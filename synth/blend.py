@@ -518,8 +518,8 @@ def _ring_kernel(by: np.ndarray, bx: np.ndarray, table: np.ndarray, triangle: bo
     is needed (what LAPACK reads of ``C.T``); entries of blocks of :data:`_KERNEL_ROWS`
     rows up to the block's last row are gathered, the rest stay 0.  ``max C`` is the same
     either way (``C`` is symmetric).  Each block is one outer subtraction of flat indices
-    into the mirrored table and one gather, through a reused index buffer: the (m, m)
-    index matrix of a single pass would cost more memory traffic than the gather itself.
+    into the mirrored table and one gather, through one reused index buffer, so no (m, m)
+    ``intp`` index matrix (7 MB at m ~ 950) is allocated.
     """
     width = table.shape[1]
     centre = (width - 1) // 2 * (width + 1)  # flat index of offset (0, 0)
