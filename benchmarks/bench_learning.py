@@ -18,7 +18,7 @@ mask, since half the batch is real): a mask loss at that level means the decoder
 faces usually are, not which pixels are forged.
 
     python benchmarks/bench_learning.py --data POOL --out RUN [--seed S] [--model-kwargs JSON]
-        [--loss-kwargs JSON] [--fit-pairs 64 --epochs 20] [--heldout DIR]
+        [--loss-kwargs JSON] [--fit-pairs 64 --epochs 20] [--heldout DIR] [--extra-train POOL]
 
 Prints one ``RESULT {json}`` line.
 """
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="synth pool (training side)")
     p.add_argument("--out", required=True, help="run directory for this benchmark's checkpoints and logs")
+    p.add_argument("--extra-train", action="append", default=[], metavar="DIR",
+                   help="another synth pool whose every pair is added to the training side only (repeatable)")
     p.add_argument("--heldout", help="a synth run or eval-style set to score after training (not xgen-webmorph)")
     p.add_argument("--model", default="freq_attention")
     p.add_argument("--model-kwargs", default='{"head_pooled": false}')
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(a.seed)
     train, val = identity_split(read_dataset(a.data), 0.1, a.seed)
+    train = train + [s for d in a.extra_train for s in read_dataset(d)]
     fit = a.fit_pairs > 0
     if fit:
         train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
