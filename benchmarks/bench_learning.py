@@ -36,6 +36,7 @@ from detector.data import FaceDataset, identity_split, read_dataset, read_mask
 from detector.losses import DetectorLoss
 from detector.models import create_model
 from detector.quality import quality_check
+from detector.readers import group_identities
 from detector.settings import LoopConfig
 from detector.train import TrainSettings, evaluate, train_round
 
@@ -93,7 +94,11 @@ def main(argv=None) -> int:
 
     torch.manual_seed(a.seed)
     train, val = identity_split(read_dataset(a.data), 0.1, a.seed)
-    train = train + [s for d in a.extra_train for s in read_dataset(d)]
+    extra = [s for d in a.extra_train for s in read_dataset(d)]
+    leak = group_identities(extra) & group_identities(val)
+    if leak:
+        p.error(f"--extra-train: {len(leak)} identities are also on the validation side (e.g. {min(leak)!r})")
+    train = train + extra
     fit = a.fit_pairs > 0
     if fit:
         train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
