@@ -93,8 +93,15 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     torch.manual_seed(a.seed)
-    train, val = identity_split(read_dataset(a.data), 0.1, a.seed)
-    extra = [s for d in a.extra_train for s in read_dataset(d)]
+    def read(path):  # every set is read before training, so a bad path costs seconds, not a round
+        try:
+            return read_dataset(path)
+        except ValueError as e:  # read_dataset names the path and what is wrong with it
+            p.error(str(e))
+
+    train, val = identity_split(read(a.data), 0.1, a.seed)
+    extra = [s for d in a.extra_train for s in read(d)]
+    heldout = read(a.heldout) if a.heldout else None
     leak = group_identities(extra) & group_identities(val)
     if leak:
         p.error(f"--extra-train: {len(leak)} identities are also on the validation side (e.g. {min(leak)!r})")
@@ -122,8 +129,8 @@ def main(argv=None) -> int:
         random.Random(a.seed).shuffle(reals)
         q = quality_check(model, reals[:256], full_size=a.size)
         result["quality"] = {k: round(v, 4) for k, v in q["auc"].items()} | {"max_dev": round(q["max_dev"], 4)}
-    if a.heldout:
-        metrics, _ = evaluate(model, FaceDataset(read_dataset(a.heldout), "full", norm=model.input_norm,
+    if heldout is not None:
+        metrics, _ = evaluate(model, FaceDataset(heldout, "full", norm=model.input_norm,
                                                  full_size=a.size), 16, 0, "cpu", False, "heldout")
         result["heldout_auc"] = round(metrics["auc"], 4)
     print("RESULT", json.dumps(result))
