@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ._checks import check_image, check_rng, mask_to_float, round_uint8
+from ._rowsort import sort_rows
 from .params import Op, Param
 
 __all__ = ["linear_transfer", "reinhard_transfer", "idt_transfer", "histogram_transfer",
@@ -264,8 +265,8 @@ def idt_transfer(image: np.ndarray, reference: np.ndarray, mask=None, ref_mask=N
     ddisp = np.empty((1, _IDT_BINS, 3), np.float32)
     to_bins = np.zeros((3, 4), np.float32)  # affine map: RGB -> bin coordinate per axis
     for rot in _random_rotations(rng, int(n_iter)):
-        src_proj = np.sort((x.reshape(-1, 3)[src_idx] @ rot).T, axis=1)
-        ref_proj = np.sort((ref_px @ rot).T, axis=1)
+        src_proj = sort_rows((x.reshape(-1, 3)[src_idx] @ rot).T)
+        ref_proj = sort_rows((ref_px @ rot).T)
         for a in range(3):
             lo = float(src_proj[a, 0])
             span = max(float(src_proj[a, -1]) - lo, 1e-3)
