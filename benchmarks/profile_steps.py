@@ -57,6 +57,8 @@ def main(argv=None) -> int:
 
         setattr(owner, name, wrapper)
 
+    if args.work:
+        os.makedirs(args.work, exist_ok=True)
     work = tempfile.mkdtemp(prefix="profile_steps_", dir=args.work)
     try:
         rec = load_recipe(args.recipe)
