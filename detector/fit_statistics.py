@@ -296,7 +296,8 @@ STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "patch_stats_ex
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,
-                          steps: int | None = None, twins: float = 0.0, workers: int = 0, progress: bool = False):
+                          steps: int | None = None, twins: float = 0.0, workers: int = 0, progress: bool = False,
+                          extra=()):
     """Fit a statistics model on ``n`` fresh (real, fake) pairs rendered from ``pool``.
 
     Parameters
@@ -305,6 +306,11 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
         Faces to draw targets and swap partners from; keep validation identities out of it.
     n : int
         Items of ``synth.OnlineFakes(pool, recipe, size, seed, length=n)``; 2n faces.
+    extra : sequence of (pool, int), optional
+        More face sources and the number of items rendered from each, added to the fit: e.g. faces of
+        the photo domain the detector will be used on. Source ``k`` (from 0) renders
+        ``synth.OnlineFakes(pool_k, recipe, size, seed + k + 1, length=n_k)``, so its pairs differ from
+        ``pool``'s even when the faces are the same. Pairs never mix faces of two sources.
     model : str
         A key of :data:`STATISTICS_FITS`: ``"patch_stats"`` (the MLP, :func:`fit_patch_stats`) or
         ``"stats_conv"`` (the convolutional model with its mask head, :func:`fit_stats_conv`).
@@ -319,21 +325,24 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     model : PatchStatsClassifier or StatsConvDetector
         Fitted, in eval mode.
     report : dict
-        ``model``, ``steps``, ``twins``, ``n_items``, ``n_skipped``, ``n_faces`` (twins included), ``fit_loss_first``,
+        ``model``, ``steps``, ``twins``, ``n_items`` (all sources), ``n_items_extra`` (per ``extra`` source),
+        ``n_skipped``, ``n_faces`` (twins included), ``fit_loss_first``,
         ``fit_loss_last``, ``features_s``, ``fit_s`` (wall seconds).
 
     Raises
     ------
     ValueError
-        ``n < 1``, an unknown ``model``, or no item rendered a usable fake.
+        ``n < 1``, an ``extra`` count < 1, an unknown ``model``, or no item rendered a usable fake.
     """
     import time
 
     from detector.models import create_model
     from synth import OnlineFakes
 
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    sources = [(pool, n), *extra]
+    for k, (_, count) in enumerate(sources):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{'n' if k == 0 else f'extra[{k - 1}]'}: expected a positive int count, got {count!r}")
     if model not in STATISTICS_FITS:
         raise ValueError(f"model: expected one of {list(STATISTICS_FITS)}, got {model!r}")
     fit, default_steps = STATISTICS_FITS[model]
@@ -343,14 +352,18 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
         torch.manual_seed(seed)
         model = create_model(name)
     t0 = time.time()
-    features, labels, skipped, masks = online_statistics(
-        OnlineFakes(pool, recipe=recipe, size=size, seed=seed, length=n), model.grid, workers=workers,
-        progress=progress, with_masks=True, twins=twins, seed=seed, extended=model.extended)
+    parts = [online_statistics(OnlineFakes(faces, recipe=recipe, size=size, seed=seed + k, length=count), model.grid,
+                               workers=workers, progress=progress, with_masks=True, twins=twins, seed=seed + k,
+                               extended=model.extended)
+             for k, (faces, count) in enumerate(sources)]
+    features, labels, masks = (np.concatenate([part[i] for part in parts]) for i in (0, 1, 3))
+    skipped = sum(part[2] for part in parts)
     t1 = time.time()
     if not len(features):
-        raise ValueError(f"fit_statistics_online: none of the {n} items rendered a usable fake")
+        raise ValueError(f"fit_statistics_online: none of the {sum(c for _, c in sources)} items rendered a usable fake")
     losses = fit(model, features, labels, masks, steps, seed, progress)
-    return model, {"model": name, "steps": steps, "twins": twins, "n_items": n, "n_skipped": skipped, "n_faces": int(len(features)),
+    return model, {"model": name, "steps": steps, "twins": twins, "n_items": sum(c for _, c in sources),
+                   "n_items_extra": [c for _, c in extra], "n_skipped": skipped, "n_faces": int(len(features)),
                    "fit_loss_first": losses[0], "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1),
                    "fit_s": round(time.time() - t1, 1)}
 

@@ -155,7 +155,7 @@ def _statistics_faces(cfg: LoopConfig, state: Mapping, faces, progress: bool):
     """The face source as a pool without the run's validation identities (no face of the
     statistics model's training may show up in the validation the fusion is calibrated on)."""
     from synth.index import build_index, load_index
-    from synth.pool import FacePool, as_pool
+    from synth.pool import as_pool
 
     if faces is None:
         source = _regen_source(cfg, state["pool"])
@@ -164,13 +164,29 @@ def _statistics_faces(cfg: LoopConfig, state: Mapping, faces, progress: bool):
                         progress=progress)
             source = {"index": str(Path(cfg.out_dir) / STATISTICS_DIR / "index")}
         faces = load_index(source["index"])
-    pool = as_pool(faces)
-    val = set(state["val_identities"])
-    keep = [k for k, key in enumerate(pool.keys) if key not in val]
+    return _without_identities(as_pool(faces), set(state["val_identities"]), "the face source")
+
+
+def _without_identities(pool, identities: set, what: str):
+    from synth.pool import FacePool
+
+    keep = [k for k, key in enumerate(pool.keys) if key not in identities]
     if not keep:
-        raise ValueError("statistics: every face of the face source is a validation identity of the run")
+        raise ValueError(f"statistics: every face of {what} is a validation identity of the run")
     return FacePool(keys=[pool.keys[k] for k in keep], landmarks=pool.landmarks[keep], loader=pool.loader,
                     root=pool.root)
+
+
+def _statistics_extra(cfg: LoopConfig, state: Mapping) -> list:
+    """``[(pool, statistics_extra_n)]`` from ``statistics_extra_index`` (validation identities left out), or []."""
+    from synth.index import load_index
+    from synth.pool import as_pool
+
+    if not cfg.statistics_extra_n:
+        return []
+    pool = _without_identities(as_pool(load_index(cfg.statistics_extra_index)), set(state["val_identities"]),
+                               f"statistics_extra_index {cfg.statistics_extra_index}")
+    return [(pool, cfg.statistics_extra_n)]
 
 
 def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None], progress: bool, faces=None):
@@ -182,13 +198,17 @@ def _statistics_model(cfg: LoopConfig, state: Mapping, say: Callable[[str], None
     if path.is_file():
         return load_checkpoint(path)[0].eval()
     pool = _statistics_faces(cfg, state, faces, progress)
+    extra = _statistics_extra(cfg, state)
     seed = cfg.seed + STATISTICS_SEED_OFFSET
+    also = "".join(f", and {n} from {len(p)} faces of {cfg.statistics_extra_index}" for p, n in extra)
     say(f"statistics model ({cfg.statistics_model}): rendering {cfg.statistics_n} (real, fake) pairs in memory from "
-        f"{len(pool)} faces (recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it")
+        f"{len(pool)} faces{also} (recipe {cfg.recipe}, seed {seed}; validation identities left out) and fitting it")
     model, report = fit_statistics_online(pool, cfg.statistics_n, model=cfg.statistics_model, recipe=cfg.recipe,
                                           size=_regen_size(cfg), seed=seed, steps=cfg.statistics_steps,
-                                          twins=cfg.statistics_twins, workers=cfg.gen_workers, progress=progress)
-    report = {**report, "n_faces_source": len(pool), "seed": seed}
+                                          twins=cfg.statistics_twins, workers=cfg.gen_workers, progress=progress,
+                                          extra=extra)
+    report = {**report, "n_faces_source": len(pool), "seed": seed,
+              "n_faces_extra": [len(p) for p, _ in extra], "extra_index": cfg.statistics_extra_index}
     save_checkpoint(path, model, extra={"statistics": report})  # creates RUN/statistics
     write_json_atomic(path.parent / "report.json", report)
     say(f"statistics model: {report['n_faces']} faces ({report['n_skipped']} pairs skipped: no usable fake) in "
@@ -311,6 +331,10 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             raise ValueError(f"{d}: dataset path does not exist")
     if cfg.max_rounds > 1 or (cfg.statistics_n and statistics_faces is None):
         _regen_source(cfg, state["pool"])  # fail early, before any training, when no face source exists
+    if cfg.statistics_n and cfg.statistics_extra_n:
+        from synth.index import load_index
+
+        load_index(cfg.statistics_extra_index)  # likewise: a bad path is refused before any work
     if cfg.pairing == "paired" and not state["rounds"] and not len(pair_indices(read_datasets(state["pool"]))):
         # before state.json exists, so the same --out can be used again with --pairing independent
         raise ValueError(f"{', '.join(state['pool'])}: paired batches need synth fakes next to their own reals "

@@ -284,6 +284,56 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     assert not torch.equal(flat(second.members[0]), flat(fused.members[0]))  # round 2 trained the CNN on
 
 
+def test_loop_adds_the_extra_faces_to_the_statistics_fit_only(toy_dirs, tmp_path, astro, astro_lm, monkeypatch):
+    """statistics_extra_index / _n: more pairs from faces of the user's photo domain, in the statistics fit only."""
+    import synth.index
+    from synth.pool import FacePool
+
+    data, ev = toy_dirs
+    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
+    studio = FacePool.from_arrays({"s1": astro.copy(), "s2": astro.copy(), "s3": astro.copy()},
+                                  {"s1": astro_lm, "s2": astro_lm, "s3": astro_lm})
+    opened = []
+    monkeypatch.setattr(synth.index, "load_index", lambda path: opened.append(path) or studio)
+    lines = []
+    kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
+              **{**FAST, "statistics_n": 6, "statistics_steps": 5, "statistics_model": "patch_stats",
+                 "statistics_twins": 0.0, "statistics_extra_index": "/studio/index", "statistics_extra_n": 4})
+    run_loop([data], ev, tmp_path / "run", generate_fn=FakeGenerate(), log=lines.append, max_rounds=1, **kw)
+    report = json.loads((tmp_path / "run" / "statistics" / "report.json").read_text())
+    assert opened and set(opened) == {"/studio/index"}
+    assert report["n_items"] == 10 and report["n_items_extra"] == [4] and report["n_faces"] == 20
+    assert report["n_faces_source"] == 2 and report["n_faces_extra"] == [3] and report["extra_index"] == "/studio/index"
+    assert any("and 4 from 3 faces of /studio/index" in m for m in lines)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"statistics_extra_index": "/studio/index"}, "statistics_extra_index, statistics_extra_n: give both"),
+    ({"statistics_extra_n": 5}, "statistics_extra_index, statistics_extra_n: give both"),
+    ({"statistics_extra_index": "/studio/index", "statistics_extra_n": -1}, "statistics_extra_n: expected >= 0"),
+    ({"statistics_extra_index": "/studio/index", "statistics_extra_n": 5, "statistics_n": 0},
+     "statistics_n 0 turns off"),
+])
+def test_loop_refuses_half_an_extra_face_source_before_any_work(toy_dirs, tmp_path, extra, message):
+    data, ev = toy_dirs
+    with pytest.raises(ValueError, match=message):
+        run_loop([data], ev, tmp_path / "run", max_rounds=1, progress=False, log=lambda m: None,
+                 **{**FAST, "statistics_n": 6, **extra})
+    assert not (tmp_path / "run").exists()
+
+
+def test_loop_refuses_a_missing_extra_index_before_any_work(toy_dirs, tmp_path, astro, astro_lm):
+    from synth.pool import FacePool
+
+    data, ev = toy_dirs
+    faces = FacePool.from_arrays({"a": astro}, {"a": astro_lm})
+    missing = tmp_path / "no-such.index"
+    with pytest.raises(ValueError, match=f"{missing}: not an index directory"):
+        run_loop([data], ev, tmp_path / "run", max_rounds=1, progress=False, log=lambda m: None, statistics_faces=faces,
+                 **{**FAST, "statistics_n": 6, "statistics_extra_index": str(missing), "statistics_extra_n": 5})
+    assert not (tmp_path / "run").exists()
+
+
 def test_loop_refuses_a_mirror_that_is_not_a_bool_before_any_work(toy_dirs, tmp_path):
     data, ev = toy_dirs
     with pytest.raises(ValueError, match="mirror: expected true or false, got 'yes'"):

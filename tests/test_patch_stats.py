@@ -384,6 +384,37 @@ def test_fit_statistics_online_fits_and_reports(two_faces):
         fit_statistics_online(two_faces, 0)
 
 
+def test_fit_statistics_online_adds_extra_sources(two_faces, astro, astro_lm, monkeypatch):
+    """Extra face sources add their own pairs (seed + k + 1) after the main source's, which stay as without them."""
+    from detector import fit_statistics as F
+    from synth import OnlineFakes
+    from synth.pool import FacePool
+
+    seen = []
+
+    def capture(model, features, labels, masks, steps, seed, progress):
+        seen.append((features, labels, masks))
+        return [0.7, 0.6]
+
+    monkeypatch.setitem(F.STATISTICS_FITS, "patch_stats", (capture, 5))
+    other = FacePool.from_arrays({"c": astro.copy()}, {"c": astro_lm})  # one face: self-blends only
+    _, report = F.fit_statistics_online(two_faces, 4, size=64, seed=1, extra=[(other, 3)])
+    _, alone = F.fit_statistics_online(two_faces, 4, size=64, seed=1)
+    assert report["n_items"] == 7 and report["n_items_extra"] == [3] and report["n_faces"] == 14
+    assert alone["n_items"] == 4 and alone["n_items_extra"] == [] and alone["n_faces"] == 8
+    main, _, _, main_masks = F.online_statistics(OnlineFakes(two_faces, recipe="mixed", size=64, seed=1, length=4),
+                                                 with_masks=True, seed=1)
+    added, _, _, _ = F.online_statistics(OnlineFakes(other, recipe="mixed", size=64, seed=2, length=3),
+                                         with_masks=True, seed=2)
+    (with_extra, labels, masks), (without, _, _) = seen
+    np.testing.assert_array_equal(without, main)  # no extra source: the fit sees what it always saw
+    np.testing.assert_array_equal(with_extra, np.concatenate([main, added]))
+    assert labels.tolist() == [0, 1] * 7 and len(masks) == 7
+    np.testing.assert_array_equal(masks[:4], main_masks)
+    with pytest.raises(ValueError, match=r"extra\[0\]: expected a positive int count, got 0"):
+        F.fit_statistics_online(two_faces, 4, size=64, extra=[(other, 0)])
+
+
 def test_set_fusion_scale_uses_finite_rows_and_returns_fused_logits():
     from detector.fit_statistics import set_fusion_scale
 
