@@ -86,8 +86,9 @@ class LoopConfig:
     # statistics_extra_n more pairs are rendered from them (the run's validation identities left out) and added
     # to its fit. The CNN never sees them. Measured: 2,600 pairs from 20 studio portraits added to 12,000
     # UTKFace pairs made the statistics model, alone and fused, far less moved by global quality on 20 other
-    # studio portraits and better at detecting fakes on them, with UTKFace validation level, in three seeds
-    # (BENCHMARKS.md, "Train → evaluate → regenerate", session 29)
+    # studio portraits and better at detecting fakes on them, with UTKFace validation level, in three seeds; at the
+    # full budget (two seeds) too, but the held-out recipe and, read out, other generators' fakes fell: a trade-off,
+    # so off by default (BENCHMARKS.md, "Train → evaluate → regenerate", sessions 29 and 30)
     statistics_extra_index: str | None = None
     statistics_extra_n: int = 0
     # how the CNN and the statistics model are weighted in each round's fusion, both on z-scored logits
