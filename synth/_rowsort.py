@@ -1,7 +1,7 @@
 """Row-wise ascending sort of float32 arrays whose speed does not hinge on AVX-512.
 
 numpy 1.x sorts float32 with vectorised kernels only on CPUs with AVX-512 (AVX512_SKX);
-elsewhere it falls back to a scalar introsort that is ~20x slower, which made the IDT colour
+elsewhere it falls back to a scalar introsort, many times slower (BENCHMARKS.md), which made the IDT colour
 transfer the most expensive op of a sample on such machines.  ``sort_rows`` keeps numpy's
 sort where it is vectorised and otherwise uses an LSD radix sort built from numpy's
 16-bit radix ``argsort`` (two passes over the bit pattern of each value).
