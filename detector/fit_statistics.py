@@ -343,6 +343,7 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     for k, (_, count) in enumerate(sources):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"{'n' if k == 0 else f'extra[{k - 1}]'}: expected a positive int count, got {count!r}")
+    n_items = sum(count for _, count in sources)
     if model not in STATISTICS_FITS:
         raise ValueError(f"model: expected one of {list(STATISTICS_FITS)}, got {model!r}")
     fit, default_steps = STATISTICS_FITS[model]
@@ -360,9 +361,9 @@ def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="m
     skipped = sum(part[2] for part in parts)
     t1 = time.time()
     if not len(features):
-        raise ValueError(f"fit_statistics_online: none of the {sum(c for _, c in sources)} items rendered a usable fake")
+        raise ValueError(f"fit_statistics_online: none of the {n_items} items rendered a usable fake")
     losses = fit(model, features, labels, masks, steps, seed, progress)
-    return model, {"model": name, "steps": steps, "twins": twins, "n_items": sum(c for _, c in sources),
+    return model, {"model": name, "steps": steps, "twins": twins, "n_items": n_items,
                    "n_items_extra": [c for _, c in extra], "n_skipped": skipped, "n_faces": int(len(features)),
                    "fit_loss_first": losses[0], "fit_loss_last": losses[-1], "features_s": round(t1 - t0, 1),
                    "fit_s": round(time.time() - t1, 1)}
