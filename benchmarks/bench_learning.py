@@ -17,7 +17,7 @@ The mask loss is printed next to the loss of the best *constant* mask (per pixel
 mask, since half the batch is real): a mask loss at that level means the decoder has learned where
 faces usually are, not which pixels are forged.
 
-    python benchmarks/bench_learning.py --data POOL --out RUN [--seed S] [--model-kwargs JSON]
+    python benchmarks/bench_learning.py --data POOL --out RUN [--seed S] [--init-seed I] [--model-kwargs JSON]
         [--loss-kwargs JSON] [--fit-pairs 64 --epochs 20] [--heldout DIR] [--extra-train POOL]
 
 Prints one ``RESULT {json}`` line.
@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--loss-kwargs", default=json.dumps(LOOP_LOSS_KWARGS),
                    help="DetectorLoss kwargs (default: the loop's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-seed", type=int, default=None,
+                   help="seed of the weights, augmentation and batch order (default: --seed); --seed alone picks the "
+                        "identity split, so runs that differ only here share their validation side")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=LOOP.max_steps_per_epoch, help="max steps per epoch (default: the loop's)")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--fit-pairs", type=int, default=0, help="fit test on this many training pairs (0 = off)")
     a = p.parse_args(argv)
 
-    torch.manual_seed(a.seed)
+    init_seed = a.seed if a.init_seed is None else a.init_seed
+    torch.manual_seed(init_seed)
     def read(path):  # every set is read before training, so a bad path costs seconds, not a round
         try:
             return read_dataset(path)
@@ -110,11 +114,11 @@ def main(argv=None) -> int:
     if fit:
         train = val = train[:2 * a.fit_pairs]  # read_synth_dir lists each real next to its own fake
     model = create_model(a.model, **json.loads(a.model_kwargs))
-    train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=a.seed,
+    train_ds = FaceDataset(train, "full", augment=not fit, norm=model.input_norm, full_size=a.size, seed=init_seed,
                            paired_augment=True)
     val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=a.size)
     scale = None if fit or a.batch_scale == "none" else tuple(float(v) for v in a.batch_scale.split(","))
-    settings = TrainSettings(epochs=a.epochs, lr=a.lr, batch_size=a.batch, workers=0, device="cpu", seed=a.seed,
+    settings = TrainSettings(epochs=a.epochs, lr=a.lr, batch_size=a.batch, workers=0, device="cpu", seed=init_seed,
                              progress=False, max_steps_per_epoch=a.steps, batch_scale=scale, paired=True,
                              amplify=a.amplify, amplify_until=a.amplify_until, precision=a.precision,
                              twins=0 if fit else a.twins, twin_weight=a.twin_weight,

@@ -54,6 +54,7 @@ from detector.settings import (
     LoopConfig,
     check_config,
     check_resume,
+    member_seed,
     normalised_config,
     round_settings,
 )
@@ -132,7 +133,9 @@ def rounds_table(rounds: Sequence[Mapping]) -> str:
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rounds:
         per = r["eval"].get("per_generator") or {}
-        cells = [str(r["round"]), str(len(r["pool"])), str(r["n_train"]), str(r["n_val"]), str(r["best_epoch"] + 1),
+        # several CNN members: each one's best epoch
+        epochs = "/".join(str(m["best_epoch"] + 1) for m in r.get("cnn_members") or [r])
+        cells = [str(r["round"]), str(len(r["pool"])), str(r["n_train"]), str(r["n_val"]), epochs,
                  _fmt(r["val"].get("auc"))] + ([_fmt((r.get("val_fused") or {}).get("auc"))] if fused else []) + \
                 [_fmt(r["eval"].get("auc")), _fmt(r["eval"].get("ap")), _fmt(r["eval"].get("eer"))] + \
                 [_fmt(per.get(g, {}).get("auc")) for g in gens] + \
@@ -255,6 +258,29 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
                     "fusion_weights": [round(float(w), 4) for w in fusion.logit_weight]}
 
 
+def _member_dir(rdir: Path, k: int) -> Path:
+    """Where CNN member ``k`` of a round trains: the round's folder for the first (as with one CNN), ``cnn-K`` below it
+    for the others (each with its own best checkpoint, ``last.pt`` and training log)."""
+    return rdir if k == 0 else rdir / f"cnn-{k + 1}"
+
+
+def _cnn_ensemble(cnns: Sequence, results: Sequence[Mapping], val: Sequence[Sample], device: str) -> tuple[object, dict]:
+    """The mean of the CNNs' logits as one model (a ``score_fusion`` with unit scale and equal weights, copies of their
+    weights), and its validation result in ``train_round``'s form: scores and metrics of the mean logit on ``val``."""
+    from detector.fit_statistics import to_logits
+    from detector.models import create_model
+    from detector.train import sample_metrics
+
+    ensemble = create_model("score_fusion", members=[{"name": m.model_name, "kwargs": m.model_kwargs} for m in cnns])
+    for member, cnn in zip(ensemble.members, cnns):
+        member.load_state_dict(cnn.state_dict())
+    logits = np.mean([to_logits(np.asarray(x["val_scores"], dtype=np.float64)) for x in results], 0)
+    scores = 1.0 / (1.0 + np.exp(-logits))
+    metrics = sample_metrics(val, scores)
+    return ensemble.to(device).eval(), {"best_epoch": results[0]["best_epoch"], "best_val_auc": metrics.get("auc"),
+                                        "val_metrics": metrics, "val_scores": scores}
+
+
 # ------------------------------------------------------------------------------------ the loop
 
 class _Logger:
@@ -356,14 +382,20 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         model, _ = load_checkpoint(Path(state["rounds"][-1]["checkpoint"]), map_location=cfg.device)
         if cfg.statistics_n:  # the round's checkpoint is the fusion; training continues on its CNN
             model = model.members[0]
-        model.train()
+        cnns = list(model.members) if cfg.cnn_members > 1 else [model]  # several: their mean-logit score_fusion
+        for m in cnns:
+            m.train()
         say(f"resuming after round {len(state['rounds'])} from {state['rounds'][-1]['checkpoint']}")
     else:
         import torch
 
-        with torch.random.fork_rng():  # the initial weights from the run's seed alone
-            torch.manual_seed(cfg.seed)
-            model = create_model(cfg.model_name, **{**LOOP_MODEL_KWARGS.get(cfg.model_name, {}), **cfg.model_kwargs})
+        cnns = []
+        for k in range(cfg.cnn_members):
+            with torch.random.fork_rng():  # each member's initial weights from the run's seed and its index alone
+                torch.manual_seed(member_seed(cfg, k))
+                cnns.append(create_model(cfg.model_name,
+                                         **{**LOOP_MODEL_KWARGS.get(cfg.model_name, {}), **cfg.model_kwargs}))
+    model = cnns[0]
     loss_fn = DetectorLoss(**cfg.loss_kwargs)
     eval_samples = read_dataset(cfg.eval_dir)
     # score faces at the side the model trains at (mode full/resize), so a pool generated at another
@@ -409,12 +441,20 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         if cfg.statistics_n and stats is None:
             stats = _statistics_model(cfg, state, say, progress, statistics_faces)
         paired = cfg.pairing == "paired"
-        train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=model.input_norm,
-                               full_size=cfg.size if cfg.mode == "full" else None,
-                               seed=cfg.seed + 1000 * r, paired_augment=paired)
-        val_ds = FaceDataset(val, "full", norm=model.input_norm, full_size=score_side)
-        res = train_round(model, train_ds, val_ds, rdir, round_settings(cfg, r, paired, progress), loss_fn=loss_fn,
-                          log=say, extra={"round": r})
+        val_ds = FaceDataset(val, "full", norm=cnns[0].input_norm, full_size=score_side)
+        results = []
+        for k, cnn in enumerate(cnns):
+            train_ds = FaceDataset(train, cfg.mode, patch=cfg.patch, size=cfg.size, augment=True, norm=cnn.input_norm,
+                                   full_size=cfg.size if cfg.mode == "full" else None,
+                                   seed=member_seed(cfg, k, r), paired_augment=paired)
+            tell = say if len(cnns) == 1 else (lambda m, k=k: say(f"CNN {k + 1}/{len(cnns)}: {m}"))
+            results.append(train_round(cnn, train_ds, val_ds, _member_dir(rdir, k),
+                                       round_settings(cfg, r, paired, progress, member=k), loss_fn=loss_fn, log=tell,
+                                       extra={"round": r, **({"member": k} if k else {})}))
+        model, res = (cnns[0], results[0]) if len(cnns) == 1 else _cnn_ensemble(cnns, results, val, cfg.device)
+        if len(cnns) > 1:
+            say(f"round {r}: the mean of {len(cnns)} CNNs: val AUC {_fmt(res['best_val_auc'])} (members " +
+                ", ".join(_fmt(x["best_val_auc"]) for x in results) + ")")
         detector, val_fused = model, None
         if stats is not None:
             detector, val_fused = _fuse_round(model, stats, val, res["val_scores"], cfg, score_side)
@@ -456,17 +496,22 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         _write_eval_scores(rdir / "eval_scores.csv", eval_samples, eval_scores)
         plot_roc(roc_curves(eval_samples, eval_scores, eval_metrics.get("per_generator") or {}), rdir / "roc.png",
                  title=f"round {r}: evaluation ROC")
-        plot_losses(rdir / "train_log.jsonl", rdir / "loss.png", title=f"round {r}: training")
+        for k in range(len(cnns)):
+            plot_losses(_member_dir(rdir, k) / "train_log.jsonl", _member_dir(rdir, k) / "loss.png",
+                        title=f"round {r}: training" + (f", CNN {k + 1}" if len(cnns) > 1 else ""))
 
         record = {"round": r, "pool": list(state["pool"]), "n_train": len(train), "n_val": len(val),
                   "n_dropped": dropped, "best_epoch": res["best_epoch"], "val": res["val_metrics"],
+                  **({"cnn_members": [{"best_epoch": x["best_epoch"], "val_auc": x["best_val_auc"]} for x in results]}
+                     if len(cnns) > 1 else {}),
                   "val_fused": val_fused, "val_quality": quality,
                   "eval": eval_metrics, "condition": format_condition(cond), "condition_met": met,
                   "weights": weights["weights"], "checkpoint": str(rdir / "checkpoint.pt"),
                   "wall_s": round(time.time() - t0, 1)}
         with (out / METRICS_LOG).open("a") as fh:
             fh.write(json.dumps(record) + "\n")
-        (rdir / "last.pt").unlink(missing_ok=True)  # the round is complete; its resume state is no longer needed
+        for k in range(len(cnns)):  # the round is complete; its resume states are no longer needed
+            (_member_dir(rdir, k) / "last.pt").unlink(missing_ok=True)
         state["rounds"].append(record)
         if met:
             state["status"] = "condition_met"

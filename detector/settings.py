@@ -17,8 +17,9 @@ from detector.condition import parse_condition
 if TYPE_CHECKING:
     from detector.train import TrainSettings
 
-__all__ = ["FUSIONS", "LEGACY_CONFIG", "LOOP_MODEL_KWARGS", "PAIRINGS", "RESUME_MUTABLE", "LoopConfig", "check_config",
-           "check_resume", "check_weight_clip", "normalised_config", "round_settings"]
+__all__ = ["CNN_MEMBER_SEED_OFFSET", "FUSIONS", "LEGACY_CONFIG", "LOOP_MODEL_KWARGS", "PAIRINGS", "RESUME_MUTABLE",
+           "LoopConfig", "check_config", "check_resume", "check_weight_clip", "member_seed", "normalised_config",
+           "round_settings"]
 
 
 @dataclass
@@ -129,6 +130,11 @@ class LoopConfig:
     # our held-out sets unchanged (three seeds; BENCHMARKS.md, "Train → evaluate → regenerate",
     # sessions 24-25)
     detail_match: float = 1.0
+    # CNNs trained each round on the same pool and validation split, each from its own initial weights and
+    # augmentation draws; the round's CNN is the mean of their logits (a `score_fusion` with unit scale, used
+    # wherever one CNN would be). Training costs this many times as much. Why it is worth having, and why it is
+    # not the default: BENCHMARKS.md, "Train → evaluate → regenerate", session 31
+    cnn_members: int = 1
     seed: int = 0
     val_fraction: float = 0.1
     max_steps_per_epoch: int | None = 120
@@ -153,8 +159,9 @@ LEGACY_CONFIG = {"batch_scale": None, "pairing": "independent", "quality_reals":
                  "amplify": 1.0, "amplify_until": 1.0, "precision": "fp32", "statistics_n": 0, "statistics_steps": 20000,
                  "statistics_model": "patch_stats", "statistics_twins": 0.0, "fusion": "equal",
                  "twins": 0, "twin_weight": 1.0, "twin_loss": "kl", "detail_match": 0.0,
-                 "mirror": False, "statistics_extra_index": None, "statistics_extra_n": 0}
+                 "mirror": False, "statistics_extra_index": None, "statistics_extra_n": 0, "cnn_members": 1}
 PAIRINGS = ("paired", "independent")
+CNN_MEMBER_SEED_OFFSET = 100_000  # member k's seeds are k x this above member 0's (rounds step by 1000)
 FUSIONS = ("equal", "learnt")
 
 # settings a resumed run may change; everything else must match the stored run
@@ -192,6 +199,8 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     for key in ("max_rounds", "epochs_per_round", "regen_n"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}: expected >= 1, got {getattr(cfg, key)}")
+    if isinstance(cfg.cnn_members, bool) or not isinstance(cfg.cnn_members, int) or cfg.cnn_members < 1:
+        raise ValueError(f"cnn_members: expected an int >= 1, got {cfg.cnn_members!r}")
     if not 0 < cfg.lr_decay <= 1:
         raise ValueError(f"lr_decay: expected lr_decay in (0, 1], got {cfg.lr_decay}")
     check_weight_clip(cfg.weight_clip)
@@ -227,13 +236,19 @@ def check_config(cfg: LoopConfig) -> list[tuple[str, str, float]]:
     return cond
 
 
-def round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool) -> TrainSettings:
-    """Round ``r``'s :class:`detector.train.TrainSettings`: the peak rate decays by ``lr_decay`` per round,
-    each round draws from its own seed, and quality twins need paired batches (off without them)."""
+def member_seed(cfg: LoopConfig, member: int, r: int = 0) -> int:
+    """Seed of CNN ``member`` (0-based) in round ``r`` (0: its initial weights): apart for every member and round;
+    member 0's is the seed a run with one CNN has always used."""
+    return cfg.seed + 1000 * r + CNN_MEMBER_SEED_OFFSET * member
+
+
+def round_settings(cfg: LoopConfig, r: int, paired: bool, progress: bool, member: int = 0) -> TrainSettings:
+    """Round ``r``'s :class:`detector.train.TrainSettings` for CNN ``member``: the peak rate decays by ``lr_decay``
+    per round, each round and member draws from its own seed, and quality twins need paired batches (off without them)."""
     from detector.train import TrainSettings
 
     return TrainSettings(epochs=cfg.epochs_per_round, lr=cfg.lr * cfg.lr_decay ** (r - 1), batch_size=cfg.batch_size,
-                         workers=cfg.workers, device=cfg.device, seed=cfg.seed + 1000 * r, progress=progress,
+                         workers=cfg.workers, device=cfg.device, seed=member_seed(cfg, member, r), progress=progress,
                          max_steps_per_epoch=cfg.max_steps_per_epoch, best_name="checkpoint.pt", ema=cfg.ema,
                          batch_scale=cfg.batch_scale, paired=paired, amplify=cfg.amplify,
                          amplify_until=cfg.amplify_until, precision=cfg.precision,

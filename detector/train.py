@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -148,15 +148,21 @@ def evaluate(model: torch.nn.Module, dataset: FaceDataset, batch_size: int = 16,
     Returns ``(metrics, scores)``; ``metrics["n_skipped"]`` counts unreadable images (left out).
     """
     scores, skipped = score_dataset(model, dataset, batch_size, workers, device, progress, desc)
+    metrics = sample_metrics(dataset.samples, scores)
+    metrics["n_skipped"] = int(skipped)
+    return metrics, scores
+
+
+def sample_metrics(samples: Sequence, scores: np.ndarray) -> dict:
+    """:func:`detector.metrics.compute_metrics` of ``scores`` (fake probabilities aligned with ``samples``; NaN
+    for unreadable, left out), per generator and per video when the samples say so."""
     ok = np.isfinite(scores)
-    samples = [s for s, k in zip(dataset.samples, ok) if k]
+    samples = [s for s, k in zip(samples, ok) if k]
     labels = np.array([s.label for s in samples], dtype=np.int64)
     generators = [s.meta.get("generator", "unknown") for s in samples]
     videos = [s.meta.get("video") for s in samples]
-    metrics = compute_metrics(labels, scores[ok], generators=generators,
-                              videos=videos if all(v is not None for v in videos) and videos else None)
-    metrics["n_skipped"] = int(skipped)
-    return metrics, scores
+    return compute_metrics(labels, np.asarray(scores)[ok], generators=generators,
+                           videos=videos if all(v is not None for v in videos) and videos else None)
 
 
 # ------------------------------------------------------------------------------------- helpers

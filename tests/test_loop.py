@@ -284,6 +284,60 @@ def test_loop_fits_the_statistics_model_once_and_ends_each_round_on_the_fusion(t
     assert not torch.equal(flat(second.members[0]), flat(fused.members[0]))  # round 2 trained the CNN on
 
 
+def _params(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_loop_cnn_members_train_apart_and_the_round_ends_on_their_mean(toy_dirs, tmp_path, astro, astro_lm):
+    """cnn_members 2: member 1 is what a one-CNN run trains, member 2 its own CNN; the round's CNN is their mean logit,
+    fused with the statistics model; resuming continues both."""
+    from synth.pool import FacePool
+
+    data, ev = toy_dirs
+    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
+    kw = dict(condition="auc>1", index="/faces/index", regen_size=64, progress=False, statistics_faces=faces,
+              generate_fn=FakeGenerate(), **{**FAST, "statistics_n": 6, "statistics_steps": 20})
+    run_loop([data], ev, tmp_path / "one", log=lambda m: None, max_rounds=1, **kw)
+    lines = []
+    run = tmp_path / "two"
+    summary = run_loop([data], ev, run, log=lines.append, max_rounds=1, cnn_members=2, **kw)
+    one, _ = load_checkpoint(tmp_path / "one" / "round-01" / "checkpoint.pt")
+    fused, meta = load_checkpoint(run / "round-01" / "checkpoint.pt")
+    ensemble = fused.members[0]
+    assert meta["model_name"] == "score_fusion" and ensemble.model_name == "score_fusion"
+    assert [m.model_name for m in ensemble.members] == ["freq_attention"] * 2
+    # member 1 trained exactly as the run with one CNN did; member 2 from other weights and draws
+    assert torch.equal(_params(ensemble.members[0]), _params(one.members[0]))
+    assert not torch.equal(_params(ensemble.members[1]), _params(ensemble.members[0]))
+    member2, _ = load_checkpoint(run / "round-01" / "cnn-2" / "checkpoint.pt")  # its own best weights
+    assert torch.equal(_params(member2), _params(ensemble.members[1]))
+    assert not (run / "round-01" / "last.pt").exists() and not (run / "round-01" / "cnn-2" / "last.pt").exists()
+    assert (run / "round-01" / "cnn-2" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    # the ensemble's logit is the plain mean of its members' (unit scale, equal weights)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        mean = (ensemble.members[0](x)["logit"] + ensemble.members[1](x)["logit"]) / 2
+        assert torch.allclose(ensemble(x)["logit"], mean, atol=1e-5)
+    record = summary["rounds"][0]
+    assert [set(m) for m in record["cnn_members"]] == [{"best_epoch", "val_auc"}] * 2
+    assert 0.0 <= record["val"]["auc"] <= 1.0 and any("the mean of 2 CNNs" in m for m in lines)
+    assert any(m.startswith("CNN 2/2: epoch 1/1") for m in lines)
+    # a resumed run trains both members on
+    summary = run_loop([data], ev, run, resume=True, log=lambda m: None, max_rounds=2, cnn_members=2, **kw)
+    second, _ = load_checkpoint(run / "round-02" / "checkpoint.pt")
+    for k in range(2):
+        assert not torch.equal(_params(second.members[0].members[k]), _params(ensemble.members[k]))
+    assert len(summary["rounds"][1]["cnn_members"]) == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_loop_refuses_a_bad_cnn_members_before_any_work(toy_dirs, tmp_path, value):
+    data, ev = toy_dirs
+    with pytest.raises(ValueError, match="cnn_members: expected an int >= 1"):
+        run_loop([data], ev, tmp_path / "run", index="/faces/index", **{**FAST, "cnn_members": value})
+    assert not (tmp_path / "run").exists()
+
+
 def test_loop_adds_the_extra_faces_to_the_statistics_fit_only(toy_dirs, tmp_path, astro, astro_lm, monkeypatch):
     """statistics_extra_index / _n: more pairs from faces of the user's photo domain, in the statistics fit only."""
     import synth.index
