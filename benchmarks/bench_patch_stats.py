@@ -30,6 +30,7 @@ from detector.data import FaceDataset
 from detector.fit_statistics import calibrate_fusion, extract_statistics, fit_patch_stats
 from detector.metrics import binary_metrics
 from detector.models import create_model
+from detector.models.fusion import fusion_of
 from detector.quality import quality_check
 from detector.readers import identity_split, read_dataset, read_datasets
 from detector.train import evaluate
@@ -123,10 +124,7 @@ def main(argv=None) -> int:
 
     if args.cnn:
         cnn, meta = load_checkpoint(args.cnn)
-        fused = create_model("score_fusion", members=[{"name": cnn.model_name, "kwargs": cnn.model_kwargs},
-                                                      {"name": "patch_stats", "kwargs": stats.model_kwargs}])
-        fused.members[0].load_state_dict(cnn.state_dict())
-        fused.members[1].load_state_dict(stats.state_dict())
+        fused = fusion_of([cnn, stats])
         calibrate_fusion(fused, cal, workers=args.workers, progress=not args.no_progress)
         fused.eval()
         save_checkpoint(out / "fused.pt", fused, {**meta.get("extra", {}), "fused_from": str(args.cnn)})

@@ -373,14 +373,9 @@ def fuse_members(cnn: torch.nn.Module, stats: torch.nn.Module, mirror: bool = Fa
     """A ``score_fusion`` of copies of ``cnn`` (first: its mask and relation map are the fusion's) and
     the statistics model ``stats``, in eval mode on ``cnn``'s device, scale unset (:func:`set_fusion_scale`);
     ``mirror``: the fusion averages each face's two mirror views (:class:`~detector.models.fusion.ScoreFusion`)."""
-    from detector.models import create_model
+    from detector.models.fusion import fusion_of
 
-    fusion = create_model("score_fusion", members=[{"name": cnn.model_name, "kwargs": cnn.model_kwargs},
-                                                   {"name": stats.model_name, "kwargs": stats.model_kwargs}],
-                          mirror=mirror)
-    fusion.members[0].load_state_dict(cnn.state_dict())
-    fusion.members[1].load_state_dict(stats.state_dict())
-    return fusion.to(next(cnn.parameters()).device).eval()
+    return fusion_of([cnn, stats], mirror=mirror)
 
 
 def set_fusion_scale(fusion: ScoreFusion, logits: np.ndarray) -> np.ndarray:

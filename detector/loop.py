@@ -264,20 +264,18 @@ def _member_dir(rdir: Path, k: int) -> Path:
     return rdir if k == 0 else rdir / f"cnn-{k + 1}"
 
 
-def _cnn_ensemble(cnns: Sequence, results: Sequence[Mapping], val: Sequence[Sample], device: str) -> tuple[object, dict]:
+def _cnn_ensemble(cnns: Sequence, results: Sequence[Mapping], val: Sequence[Sample]) -> tuple[object, dict]:
     """The mean of the CNNs' logits as one model (a ``score_fusion`` with unit scale and equal weights, copies of their
     weights), and its validation result in ``train_round``'s form: scores and metrics of the mean logit on ``val``."""
     from detector.fit_statistics import to_logits
-    from detector.models import create_model
+    from detector.models.fusion import fusion_of
     from detector.train import sample_metrics
 
-    ensemble = create_model("score_fusion", members=[{"name": m.model_name, "kwargs": m.model_kwargs} for m in cnns])
-    for member, cnn in zip(ensemble.members, cnns):
-        member.load_state_dict(cnn.state_dict())
+    ensemble = fusion_of(cnns)
     logits = np.mean([to_logits(np.asarray(x["val_scores"], dtype=np.float64)) for x in results], 0)
     scores = 1.0 / (1.0 + np.exp(-logits))
     metrics = sample_metrics(val, scores)
-    return ensemble.to(device).eval(), {"best_epoch": results[0]["best_epoch"], "best_val_auc": metrics.get("auc"),
+    return ensemble, {"best_epoch": results[0]["best_epoch"], "best_val_auc": metrics.get("auc"),
                                         "val_metrics": metrics, "val_scores": scores}
 
 
@@ -451,7 +449,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
             results.append(train_round(cnn, train_ds, val_ds, _member_dir(rdir, k),
                                        round_settings(cfg, r, paired, progress, member=k), loss_fn=loss_fn, log=tell,
                                        extra={"round": r, **({"member": k} if k else {})}))
-        model, res = (cnns[0], results[0]) if len(cnns) == 1 else _cnn_ensemble(cnns, results, val, cfg.device)
+        model, res = (cnns[0], results[0]) if len(cnns) == 1 else _cnn_ensemble(cnns, results, val)
         if len(cnns) > 1:
             say(f"round {r}: the mean of {len(cnns)} CNNs: val AUC {_fmt(res['best_val_auc'])} (members " +
                 ", ".join(_fmt(x["best_val_auc"]) for x in results) + ")")

@@ -93,3 +93,13 @@ def _first(outs: Sequence[Mapping], key: str) -> torch.Tensor | None:
 @register_model("score_fusion")
 def score_fusion(**kwargs) -> ScoreFusion:
     return ScoreFusion(**kwargs)
+
+
+def fusion_of(models: Sequence[nn.Module], mirror: bool = False) -> ScoreFusion:
+    """A ``score_fusion`` of copies of trained ``models`` (each built by ``create_model``), in eval mode on the first
+    one's device, scale unset: the plain mean of their logits until ``logit_mean`` / ``logit_std`` are set."""
+    fusion = create_model("score_fusion", members=[{"name": m.model_name, "kwargs": m.model_kwargs} for m in models],
+                          mirror=mirror)
+    for member, model in zip(fusion.members, models):
+        member.load_state_dict(model.state_dict())
+    return fusion.to(next(models[0].parameters()).device).eval()
