@@ -61,6 +61,18 @@ def loss_curve(log_path, window: int = 40) -> list[dict]:
             | {"from_step": i} for i in range(0, len(steps), window)]
 
 
+def split(samples, seed: int) -> tuple[list, list]:
+    """(train, validation): the identity split ``--seed`` draws, at the loop's ``val_fraction``."""
+    return identity_split(list(samples), LOOP.val_fraction, seed)
+
+
+def quality_reals(val, seed: int, n: int = 256) -> list:
+    """The validation reals of the global-quality check: the first ``n`` after a shuffle seeded by ``--seed``."""
+    reals = [s for s in val if s.label == 0]
+    random.Random(seed).shuffle(reals)
+    return reals[:n]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="synth pool (training side)")
@@ -103,7 +115,7 @@ def main(argv=None) -> int:
         except ValueError as e:  # read_dataset names the path and what is wrong with it
             p.error(str(e))
 
-    train, val = identity_split(read(a.data), 0.1, a.seed)
+    train, val = split(read(a.data), a.seed)
     extra = [s for d in a.extra_train for s in read(d)]
     heldout = read(a.heldout) if a.heldout else None
     leak = group_identities(extra) & group_identities(val)
@@ -129,9 +141,7 @@ def main(argv=None) -> int:
               "best_epoch": res["best_epoch"], "wall_s": res["wall_s"], "prior_mask_bce": round(prior_mask_bce(train), 4),
               "losses": loss_curve(f"{a.out}/train_log.jsonl")}
     if not fit:
-        reals = [s for s in val if s.label == 0]
-        random.Random(a.seed).shuffle(reals)
-        q = quality_check(model, reals[:256], full_size=a.size)
+        q = quality_check(model, quality_reals(val, a.seed), full_size=a.size)
         result["quality"] = {k: round(v, 4) for k, v in q["auc"].items()} | {"max_dev": round(q["max_dev"], 4)}
     if heldout is not None:
         metrics, _ = evaluate(model, FaceDataset(heldout, "full", norm=model.input_norm,

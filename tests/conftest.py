@@ -17,8 +17,10 @@ import pytest
 @pytest.fixture(scope="session")
 def load_script():
     """``load_script("examples/x.py")``: a script of the repository (a path relative to its root)
-    imported as a module, for testing examples and benchmarks that are not in a package."""
+    imported as a module, for testing examples and benchmarks that are not in a package. Its folder is on
+    ``sys.path`` while it loads, as when it runs as a script, so it may import its neighbours."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
@@ -27,7 +29,11 @@ def load_script():
         path = root / relpath
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(path.parent))
         return module
 
     return load
