@@ -133,7 +133,7 @@ class LoopConfig:
     # CNNs trained each round on the same pool and validation split, each from its own initial weights and
     # augmentation draws; the round's CNN is the mean of their logits (a `score_fusion` with unit scale, used
     # wherever one CNN would be). Training costs this many times as much. Why it is worth having, and why it is
-    # not the default: BENCHMARKS.md, "Train → evaluate → regenerate", session 31
+    # not the default: BENCHMARKS.md, "Train → evaluate → regenerate", sessions 31-32
     cnn_members: int = 1
     seed: int = 0
     val_fraction: float = 0.1
