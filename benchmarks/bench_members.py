@@ -5,7 +5,7 @@ may differ in ``--init-seed``, ``--steps`` or any other option) on the sets ``be
 pool's validation split, a held-out set we may use (``--heldout``) and the global-quality check on the same 256
 validation reals (processed vs as is, ``detector.quality``); and, read out only, an evaluation set (``--eval``:
 AUC and per generator). A group's score is the mean of its runs' raw logits, one view, as ``detector train
---cnn-members`` combines its CNNs. Each run's logits are cached in ``--cache`` (one ``.npz`` per run folder), so
+--cnn-members`` combines its CNNs. Each run's logits are cached in ``--cache`` (one ``.npz`` per run and set of inputs), so
 groups cost nothing once their runs are scored. Prints one markdown row per run and per group.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_members.py --data POOL --seed S --heldout EV_HEAD \\
@@ -14,6 +14,7 @@ groups cost nothing once their runs are scored. Prints one markdown row per run 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -129,7 +130,10 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     logits = {}
     for run, ckpt in ckpts.items():
-        path = cache / f"{Path(run).resolve().name}.npz"
+        # keyed by the run and every input of its scores, so a cache shared by other pools, seeds or sets never mixes
+        key = json.dumps([str(Path(run).resolve()), *(str(Path(x).resolve()) if x else None
+                                                      for x in (a.data, a.heldout, a.eval)), a.seed, a.size])
+        path = cache / f"{Path(run).resolve().name}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
         if not path.is_file():
             np.savez(path, **run_logits(ckpt, sets, a.size))
         logits[run] = dict(np.load(path))
