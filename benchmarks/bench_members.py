@@ -25,6 +25,7 @@ from bench_learning import quality_reals, split  # this folder is on sys.path wh
 
 from detector.checkpoint import load_checkpoint
 from detector.data import FaceDataset, read_dataset
+from detector.fit_statistics import to_logits
 from detector.quality import QUALITY_OPS, paired_auc
 from detector.train import sample_metrics, score_dataset
 
@@ -47,8 +48,7 @@ def run_logits(ckpt: Path, sets: Mapping[str, Sequence], size: int) -> dict[str,
 
     def logit(samples, op=None):
         ds = FaceDataset(samples, "full", norm=model.input_norm, full_size=size, global_op=op)
-        p = np.clip(score_dataset(model, ds)[0], 1e-12, 1 - 1e-12)
-        return np.log(p) - np.log1p(-p)
+        return to_logits(score_dataset(model, ds)[0])
 
     with torch.no_grad():
         for name, samples in sets.items():
