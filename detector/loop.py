@@ -276,7 +276,7 @@ def _cnn_ensemble(cnns: Sequence, results: Sequence[Mapping], val: Sequence[Samp
     scores = 1.0 / (1.0 + np.exp(-logits))
     metrics = sample_metrics(val, scores)
     return ensemble, {"best_epoch": results[0]["best_epoch"], "best_val_auc": metrics.get("auc"),
-                                        "val_metrics": metrics, "val_scores": scores}
+                      "val_metrics": metrics, "val_scores": scores}
 
 
 # ------------------------------------------------------------------------------------ the loop
