@@ -99,8 +99,10 @@ def score_members(run: str | Path, rnd: int, members: Sequence[int], *, eval_dir
         detector, fused = _fuse_round(cnn, stats.eval(), val, scores, cfg, side)
         out.update(fused_val=fused["auc"], statistics_val=fused["statistics_auc"])
     reals = [s for s in val if s.label == 0][:cfg.quality_reals]
-    quality = quality_check(detector, reals, full_size=side, workers=workers, device=cfg.device)
-    out.update(quality=quality["auc"], max_dev=quality["max_dev"])
+    out.update(quality={}, max_dev=None)
+    if reals:  # as the loop: no check without validation reals
+        quality = quality_check(detector, reals, full_size=side, workers=workers, device=cfg.device)
+        out.update(quality=quality["auc"], max_dev=quality["max_dev"])
     eval_samples = read_dataset(eval_dir or cfg.eval_dir)
     ev, _ = evaluate(detector, FaceDataset(eval_samples, "full", norm=chosen[0].input_norm, full_size=side), 16,
                      workers, cfg.device)
