@@ -471,7 +471,8 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         met = condition_holds(cond, eval_metrics)
         if eval_metrics["n_skipped"]:
             say(f"round {r}: warning: {eval_metrics['n_skipped']} unreadable evaluation image(s) left out")
-        say(f"round {r}: best epoch {res['best_epoch'] + 1} (val AUC {_fmt(res['best_val_auc'])}); "
+        epochs = "/".join(str(x["best_epoch"] + 1) for x in results)  # several CNNs: each one's, as rounds_table
+        say(f"round {r}: best epoch{'s' if len(results) > 1 else ''} {epochs} (val AUC {_fmt(res['best_val_auc'])}); "
             f"eval AUC {_fmt(eval_metrics.get('auc'))}" +
             "".join(f", {g} {_fmt(m.get('auc'))}" for g, m in (eval_metrics.get("per_generator") or {}).items()) +
             f"; condition {'met' if met else 'not met'}")

@@ -322,6 +322,7 @@ def test_loop_cnn_members_train_apart_and_the_round_ends_on_their_mean(toy_dirs,
     assert [set(m) for m in record["cnn_members"]] == [{"best_epoch", "val_auc"}] * 2
     assert 0.0 <= record["val"]["auc"] <= 1.0 and any("the mean of 2 CNNs" in m for m in lines)
     assert any(m.startswith("CNN 2/2: epoch 1/1") for m in lines)
+    assert any(m.startswith("round 1: best epochs 1/1 (val AUC") for m in lines)  # each member's best epoch
     # a resumed run trains both members on
     summary = run_loop([data], ev, run, resume=True, log=lambda m: None, max_rounds=2, cnn_members=2, **kw)
     second, _ = load_checkpoint(run / "round-02" / "checkpoint.pt")
