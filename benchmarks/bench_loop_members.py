@@ -67,6 +67,12 @@ def round_cnns(run: str | Path, rnd: int) -> tuple[list, LoopConfig, dict]:
     return (list(cnn.members) if cfg.cnn_members > 1 else [cnn]), cfg, state
 
 
+def check_members(members: Sequence[int], n: int, rnd: int, run) -> None:
+    """A group of 1-based member numbers of a round with ``n`` CNNs; an empty group or one outside -> ValueError."""
+    if not members or not all(1 <= m <= n for m in members):
+        raise ValueError(f"members {list(members)}: round {rnd} of {run} has CNN members 1..{n}")
+
+
 def score_members(run: str | Path, rnd: int, members: Sequence[int], *, eval_dir: str | None = None,
                   workers: int = 0) -> dict:
     """Round ``rnd`` of ``run`` rebuilt from its CNN ``members`` (1-based) and scored as the loop scores a round.
@@ -78,9 +84,7 @@ def score_members(run: str | Path, rnd: int, members: Sequence[int], *, eval_dir
     """
     run = Path(run)
     cnns, cfg, state = round_cnns(run, rnd)
-    bad = [m for m in members if not 1 <= m <= len(cnns)]
-    if not members or bad:
-        raise ValueError(f"members {list(members)}: round {rnd} of {run} has CNN members 1..{len(cnns)}")
+    check_members(members, len(cnns), rnd, run)
     cfg = replace(cfg, workers=workers)
     pool = [_in_run(p, cfg, run) for p in state["rounds"][rnd - 1]["pool"]]
     _, val, _ = split_by_identities(read_datasets(pool), set(state["val_identities"]))
@@ -148,9 +152,8 @@ def main(argv=None) -> int:
     try:
         _, state = load_run(args.run)
         cnns, _, _ = round_cnns(args.run, args.round)
-        bad = [g for g in groups if not all(1 <= m <= len(cnns) for m in g)]
-        if bad:
-            raise ValueError(f"--members {bad}: round {args.round} of {args.run} has CNN members 1..{len(cnns)}")
+        for g in groups:  # every group before any scoring: a bad last group must not cost the first ones' minutes
+            check_members(g, len(cnns), args.round, args.run)
     except ValueError as e:
         ap.error(str(e))
     rows = {"as recorded": _recorded(state, args.round)}
