@@ -83,6 +83,22 @@ def _scale_range(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}") from e
 
 
+def _workers(text: str) -> int | str:
+    """``--workers``: "auto" or an int >= 0 (detector.train.resolve_workers)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 0, got {text!r}")
+    return value
+
+
+_WORKERS_HELP = "data loader processes (default auto: none on a CPU, where they would compete with the model, 2 on a GPU)"
+
+
 def _weight_clip(text: str) -> list[float]:
     from detector.settings import check_weight_clip
 
@@ -136,7 +152,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="training side in px: mode resize resizes every face to it, mode full only "
                                             "faces of another size (default 256)")
     p.add_argument("--batch-size", type=int, help="default 16")
-    p.add_argument("--workers", type=int, help="data loader processes (default 2)")
+    p.add_argument("--workers", type=_workers, help=_WORKERS_HELP)
     p.add_argument("--gen-workers", type=int, help="generation processes (default 2)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--lr-decay", type=float, help="round r's cosine schedule peaks at lr * lr_decay^(r-1) (default 0.5; "
@@ -241,7 +257,7 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="resize every face to SIZE x SIZE (multiple of 32; default: the size "
                                             "recorded in the checkpoint by `detector train`, else native)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_workers, default="auto", help=_WORKERS_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
@@ -274,7 +290,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from detector.metrics import format_metrics, video_scores
     from detector.plots import plot_roc, roc_curves
     from detector.readers import check_samples, load_problem, read_dataset
-    from detector.train import evaluate
+    from detector.train import evaluate, resolve_workers
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,7 +303,7 @@ def run_eval(args: argparse.Namespace) -> int:
     model, meta = load_checkpoint(ckpt, map_location=device)
     side = check_size(args.size) if args.size is not None else (meta.get("extra") or {}).get("size")
     ds = FaceDataset(samples, mode="full", norm=model.input_norm, full_size=side)
-    metrics, scores = evaluate(model, ds, args.batch_size, args.workers, device,
+    metrics, scores = evaluate(model, ds, args.batch_size, resolve_workers(args.workers, device), device,
                                not (args.no_progress or args.quiet))
     unscored = [i for i in np.flatnonzero(~np.isfinite(scores)) if ds.load(i) is not None]
     if unscored:  # the image loaded, the model gave NaN or inf: no score at all, not a skipped file
@@ -565,7 +581,7 @@ def _add_fuse_arguments(p: argparse.ArgumentParser) -> None:
                    help="the fused detector also scores each face mirrored left-right and averages both views, as "
                         "detector train's (default true; 1.7-1.8x the scoring cost)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=_workers, default="auto", help=_WORKERS_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
@@ -577,6 +593,7 @@ def run_fuse(args: argparse.Namespace) -> int:
     from detector.checkpoint import load_checkpoint, save_checkpoint
     from detector.fit_statistics import PATCH_STATS_STEPS, fuse_with_statistics
     from detector.readers import check_samples, read_datasets
+    from detector.train import resolve_workers
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -599,7 +616,8 @@ def run_fuse(args: argparse.Namespace) -> int:
             raise ValueError(f"{' '.join(args.data)}: no {name} image to fit on")
     cnn, meta = load_checkpoint(args.ckpt, map_location=device)
     fusion, report = fuse_with_statistics(cnn, samples, val_fraction=args.val_fraction, steps=steps,
-                                          calibration=args.calibration, seed=args.seed, workers=args.workers,
+                                          calibration=args.calibration, seed=args.seed,
+                                          workers=resolve_workers(args.workers, device),
                                           device=device, progress=not (args.no_progress or args.quiet), mirror=mirror)
     extra = {**(meta.get("extra") or {}), "fused_from": str(args.ckpt), "statistics_data": [str(d) for d in args.data],
              "fuse_report": report}

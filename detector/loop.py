@@ -238,8 +238,10 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
         to_logits,
     )
     from detector.metrics import binary_metrics
+    from detector.train import resolve_workers
 
-    features = extract_statistics(stats, val, workers=cfg.workers)
+    workers = resolve_workers(cfg.workers, cfg.device)
+    features = extract_statistics(stats, val, workers=workers)
     with torch.no_grad():
         stats_logits = stats.classify(torch.from_numpy(features)).double().numpy()
     fusion = fuse_members(cnn, stats, mirror=cfg.mirror)
@@ -248,7 +250,7 @@ def _fuse_round(cnn, stats, val: Sequence[Sample], cnn_val_scores, cfg: LoopConf
     set_fusion_scale(fusion, members)
     if cfg.fusion == "learnt":
         set_fusion_weights(fusion, members, labels)
-    fused = fused_as_scored(fusion, val, members, full_size=score_side, workers=cfg.workers, device=cfg.device)
+    fused = fused_as_scored(fusion, val, members, full_size=score_side, workers=workers, device=cfg.device)
 
     def auc(scores):
         ok = np.isfinite(scores)
@@ -374,7 +376,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     from detector.losses import DetectorLoss
     from detector.models import create_model
     from detector.plots import plot_losses, plot_roc, plot_rounds, roc_curves
-    from detector.train import evaluate, train_round
+    from detector.train import evaluate, resolve_workers, train_round
 
     if state["rounds"]:
         model, _ = load_checkpoint(Path(state["rounds"][-1]["checkpoint"]), map_location=cfg.device)
@@ -399,6 +401,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     # score faces at the side the model trains at (mode full/resize), so a pool generated at another
     # --size than the evaluation set's images still sees faces at one scale; patches: native whole faces
     score_side = None if cfg.mode == "patch" else cfg.size
+    score_workers = resolve_workers(cfg.workers, cfg.device)
     eval_ds = FaceDataset(eval_samples, mode="full", norm=model.input_norm, full_size=score_side)
     say(f"condition: {format_condition(cond)}; eval set {cfg.eval_dir}: {len(eval_samples)} images")
     pool_side = _regen_size(cfg)
@@ -463,11 +466,11 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
         if val_reals:
             from detector.quality import quality_check
 
-            quality = quality_check(detector, val_reals, full_size=score_side, workers=cfg.workers,
-                                    device=cfg.device)
+            quality = quality_check(detector, val_reals, full_size=score_side,
+                                    workers=score_workers, device=cfg.device)
             say(f"round {r}: global-quality check on {quality['n']} validation reals (AUC processed vs as is, "
                 "0.5 = blind): " + ", ".join(f"{k} {_fmt(v)}" for k, v in quality["auc"].items()))
-        eval_metrics, eval_scores = evaluate(detector, eval_ds, 16, cfg.workers, cfg.device, progress, "evaluate")
+        eval_metrics, eval_scores = evaluate(detector, eval_ds, 16, score_workers, cfg.device, progress, "evaluate")
         met = condition_holds(cond, eval_metrics)
         if eval_metrics["n_skipped"]:
             say(f"round {r}: warning: {eval_metrics['n_skipped']} unreadable evaluation image(s) left out")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Literal, Mapping
 
 from detector.condition import parse_condition
 
@@ -46,7 +46,10 @@ class LoopConfig:
     patch: int = 128
     size: int = 256
     batch_size: int = 16
-    workers: int = 2
+    # DataLoader processes for training and scoring; "auto": none on a CPU, where they would compete with the
+    # model for the cores (detector.train.resolve_workers; BENCHMARKS.md, "Train → evaluate → regenerate",
+    # session 34), 2 on a GPU
+    workers: int | Literal["auto"] = "auto"
     gen_workers: int = 2
     lr: float = 1e-3
     # round r peaks at lr * lr_decay ** (r - 1): later rounds refine the previous round's model on a

@@ -100,6 +100,23 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
+def resolve_workers(workers: int | str, device: str) -> int:
+    """DataLoader worker processes for a model on ``device``: ``"auto"`` -> 0 on a CPU, 2 on other devices
+    (CUDA); an int >= 0 is returned as is; anything else -> ValueError.
+
+    On a CPU the model's own threads already use every core, so loader processes only compete with them
+    (the OpenMP team of a convolution waits for its slowest thread, and a core lent to a loader makes it
+    slow), and every loader start costs seconds (a forkserver child imports torch), while decoding a face
+    costs a few ms against tens of ms of model compute. A GPU leaves the cores to the loaders. Measured in
+    BENCHMARKS.md ("Train → evaluate → regenerate", session 34): the same round, same results, in less time.
+    """
+    if workers == "auto":
+        return 0 if str(device).split(":")[0] == "cpu" else 2
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected 'auto' or an int >= 0, got {workers!r}")
+    return workers
+
+
 def loader_workers(workers: int) -> dict:
     """DataLoader kwargs for ``workers`` worker processes (none for 0).
 
@@ -435,8 +452,9 @@ class TrainSettings:
         Training batch size; batches are balanced real/fake by :class:`BalancedBatchSampler`
         (``ceil(len / batch_size)`` batches per epoch, or ``max_steps_per_epoch``), or with
         ``paired=True`` made of whole (real, own fake) pairs by :class:`PairedBatchSampler`.
-    workers : int, >= 0
-        DataLoader worker processes for training and validation (0 = in this process).
+    workers : int >= 0 or "auto"
+        DataLoader worker processes for training and validation (0 = in this process); ``"auto"``:
+        :func:`resolve_workers` (none on a CPU, where they would compete with the model for the cores).
     device : str
         Torch device the model trains on (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
     weight_decay : float, >= 0
@@ -495,7 +513,7 @@ class TrainSettings:
     epochs: int
     lr: float = 3e-4
     batch_size: int = 32
-    workers: int = 2
+    workers: int | str = "auto"
     device: str = "cpu"
     weight_decay: float = 0.05
     seed: int = 0
@@ -525,8 +543,7 @@ class TrainSettings:
             raise ValueError(f"batch_size: expected >= 2 (a batch holds both classes), got {self.batch_size}")
         if self.paired and self.batch_size % 2:
             raise ValueError(f"batch_size: expected an even size for paired batches, got {self.batch_size}")
-        if self.workers < 0:
-            raise ValueError(f"workers: expected >= 0, got {self.workers}")
+        resolve_workers(self.workers, self.device)
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay: expected >= 0, got {self.weight_decay}")
         if self.seed < 0:
@@ -646,7 +663,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
             t0 = time.time()
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(settings.workers))
+            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
+                                **loader_workers(resolve_workers(settings.workers, settings.device)))
             net.train()
             losses, skipped = [], 0
             # dropout and every other draw from torch's global generator from (seed, epoch, rank) alone: a round
@@ -715,7 +733,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 no_val = val_ds is None or not len(val_ds)
                 scored = averaged.averaged() if averaged is not None else model  # the weights judged and kept
                 if not no_val:
-                    metrics, scores = evaluate(scored, val_ds, settings.val_batch_size, settings.workers,
+                    metrics, scores = evaluate(scored, val_ds, settings.val_batch_size,
+                                               resolve_workers(settings.workers, settings.device),
                                                settings.device, settings.progress, "validate")
                 else:
                     metrics, scores = {"auc": math.nan, "warning": "no validation set"}, None

@@ -14,7 +14,7 @@ from detector.data import FaceDataset, identity_split, read_dataset, write_toy_s
 from detector.loop import rounds_table, run_loop
 from detector.models import create_model
 from detector.reweight import miss_rate_weights
-from detector.train import TrainSettings, rescale_batch, train_round
+from detector.train import TrainSettings, rescale_batch, resolve_workers, train_round
 
 torch.set_num_threads(1)
 
@@ -419,7 +419,9 @@ def _round_inputs(data):
     ("lr", math.nan, "lr: expected > 0, got nan"),
     ("batch_size", 1, "batch_size: expected >= 2"),
     ("batch_size", 7, "batch_size: expected an even size for paired batches, got 7"),
-    ("workers", -1, "workers: expected >= 0, got -1"),
+    ("workers", -1, "workers: expected 'auto' or an int >= 0, got -1"),
+    ("workers", "two", "workers: expected 'auto' or an int >= 0, got 'two'"),
+    ("workers", 1.5, "workers: expected 'auto' or an int >= 0, got 1.5"),
     ("weight_decay", -0.1, "weight_decay: expected >= 0"),
     ("seed", -1, "seed: expected >= 0, got -1"),
     ("val_batch_size", 0, "val_batch_size: expected >= 1, got 0"),
@@ -446,6 +448,33 @@ def test_train_settings_reject_a_bad_value_naming_the_field(name, value, message
         setattr(base, name, value)
     # 0 steps per epoch = a full pass, as with --max-steps-per-epoch 0
     assert dataclasses.replace(base, max_steps_per_epoch=0).max_steps_per_epoch == 0
+
+
+def test_auto_workers_load_in_process_on_a_cpu_and_in_processes_on_a_gpu():
+    assert TrainSettings(epochs=1).workers == "auto"
+    assert resolve_workers("auto", "cpu") == 0
+    assert resolve_workers("auto", "cuda") == resolve_workers("auto", "cuda:1") == 2
+    assert resolve_workers(3, "cpu") == 3 and resolve_workers(0, "cuda") == 0
+    with pytest.raises(ValueError, match="workers: expected 'auto' or an int >= 0, got True"):
+        resolve_workers(True, "cpu")
+
+
+def test_train_round_learns_the_same_with_and_without_loader_processes(toy_dirs, tmp_path):
+    # "auto" loads in this process on a CPU and in 2 processes on a GPU: what a round learns must not
+    # depend on where its batches were made (each item is drawn from its own seed, not the process's)
+    results = []
+    for workers in (0, 2):
+        _, tds, vds, _ = _round_inputs(toy_dirs[0])
+        torch.manual_seed(0)
+        model = create_model("freq_attention", **TINY)
+        settings = TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=workers, progress=False,
+                                 max_steps_per_epoch=3, batch_scale=(0.5, 1.0))
+        res = train_round(model, tds, vds, tmp_path / f"w{workers}", settings, log=lambda m: None)
+        results.append((res["val_scores"], {k: v.clone() for k, v in model.state_dict().items()}))
+    (scores0, weights0), (scores2, weights2) = results
+    np.testing.assert_array_equal(scores0, scores2)
+    for k in weights0:
+        assert torch.equal(weights0[k], weights2[k]), k
 
 
 def test_train_round_resumes_from_last_state(toy_dirs, tmp_path):
@@ -568,6 +597,14 @@ def test_cli_train_eval_and_exit_codes(toy_dirs, tmp_path, capsys):
     assert main(["eval", "--ckpt", str(run / "round-01" / "checkpoint.pt"), "--data", str(ev), "--size", "50",
                  "--workers", "0", "--no-progress"]) == 2
     assert "size" in capsys.readouterr().err
+
+    for cmd in (base[:-1] + ["--out", str(tmp_path / "r3"), "--workers", "two"],
+                ["eval", "--ckpt", str(run / "round-01" / "checkpoint.pt"), "--data", str(ev), "--workers", "-1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(cmd)
+        assert exit_info.value.code == 2
+        assert "--workers: expected 'auto' or an int >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "r3").exists()
 
     assert main(base[:-1] + ["--out", str(tmp_path / "r2"), "--augment-until", "auc>0.8 or ap>1"]) == 2
     assert "'auc>0.8 or ap>1'" in capsys.readouterr().err
