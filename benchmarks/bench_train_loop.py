@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-decay", type=float, default=0.5, help="per-round factor on the peak learning rate")
     ap.add_argument("--batch-scale", type=float, nargs=2, metavar=("LO", "HI"), default=(0.5, 1.0),
                     help="multi-scale training (LoopConfig.batch_scale; default 0.5 1, 1 1 = off)")
-    ap.add_argument("--workers", type=int, default=2, help="data loader processes (0: in the training process)")
+    ap.add_argument("--workers", type=lambda t: t if t == "auto" else int(t), default="auto",
+                    help="data loader processes (0: in the training process; default auto, as detector train)")
     ap.add_argument("--gen-workers", type=int, default=2, help="index / generation processes")
     ap.add_argument("--eval-limit", type=int, default=0, help="use only this many eval images per generator (0: all)")
     ap.add_argument("--threads", type=int, default=2)
