@@ -84,15 +84,14 @@ def _scale_range(text: str) -> list[float]:
 
 
 def _workers(text: str) -> int | str:
-    """``--workers``: "auto" or an int >= 0 (detector.train.resolve_workers)."""
-    if text == "auto":
-        return text
+    """``--workers``: "auto" or an int >= 0, as :func:`detector.train.resolve_workers` accepts."""
+    from detector.train import resolve_workers
+
     try:
-        value = int(text)
+        value = text if text == "auto" else int(text)
+        resolve_workers(value, "cpu")
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 0, got {text!r}") from None
     return value
 
 

@@ -658,13 +658,13 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         say(f"resuming round from {last_path} after epoch {state['epoch'] + 1}/{settings.epochs}")
 
     jlog = _JsonlLog(out_dir / TRAIN_LOG if main else None)
+    workers = resolve_workers(settings.workers, settings.device)
     try:
         for epoch in range(state["epoch"] + 1, settings.epochs):
             t0 = time.time()
             train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate,
-                                **loader_workers(resolve_workers(settings.workers, settings.device)))
+            loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, **loader_workers(workers))
             net.train()
             losses, skipped = [], 0
             # dropout and every other draw from torch's global generator from (seed, epoch, rank) alone: a round
@@ -733,9 +733,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                 no_val = val_ds is None or not len(val_ds)
                 scored = averaged.averaged() if averaged is not None else model  # the weights judged and kept
                 if not no_val:
-                    metrics, scores = evaluate(scored, val_ds, settings.val_batch_size,
-                                               resolve_workers(settings.workers, settings.device),
-                                               settings.device, settings.progress, "validate")
+                    metrics, scores = evaluate(scored, val_ds, settings.val_batch_size, workers, settings.device,
+                                               settings.progress, "validate")
                 else:
                     metrics, scores = {"auc": math.nan, "warning": "no validation set"}, None
                 rec.update({"val_auc": metrics.get("auc"), "val": metrics})
