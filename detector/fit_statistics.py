@@ -231,7 +231,7 @@ def fit_stats_conv(model, features: np.ndarray, masks: np.ndarray, steps: int = 
     ----------
     model : detector.models.stats_conv.StatsConvDetector
     features : numpy.ndarray
-        float32 (2M, 9 * grid^2): the real and the fake of each pair in turn, as
+        float32 (2M, S * grid^2), S = 9 (13 for ``model.extended``): the real and the fake of each pair in turn, as
         :func:`online_statistics` returns them.
     masks : numpy.ndarray
         float32 (M, grid, grid) in [0, 1]: each fake's pasted share of each cell (a real's is 0).
@@ -292,7 +292,8 @@ def _fit_conv(model, features, labels, masks, steps, seed, progress):
 
 # the statistics models fit_statistics_online can fit: name -> (fit, default steps)
 STATISTICS_FITS = {"patch_stats": (_fit_mlp, PATCH_STATS_STEPS), "patch_stats_extended": (_fit_mlp, PATCH_STATS_STEPS),
-                   "stats_conv": (_fit_conv, STATS_CONV_STEPS), "stats_conv_fine": (_fit_conv, STATS_CONV_STEPS)}
+                   "stats_conv": (_fit_conv, STATS_CONV_STEPS), "stats_conv_fine": (_fit_conv, STATS_CONV_STEPS),
+                   "stats_conv_extended": (_fit_conv, STATS_CONV_STEPS)}
 
 
 def fit_statistics_online(pool, n: int, *, model: str = "patch_stats", recipe="mixed", size: int = 256, seed: int = 0,

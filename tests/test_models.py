@@ -15,6 +15,7 @@ TINY = {
     "patch_stats_extended": {"grid": 4, "hidden": 16},
     "stats_conv": {"grid": 8, "widths": [4, 8, 8]},
     "stats_conv_fine": {"grid": 8, "widths": [4, 8, 8], "stem": 4},
+    "stats_conv_extended": {"grid": 8, "widths": [4, 8, 8]},
     "score_fusion": {"members": [{"name": "wavelet_dual_branch", "kwargs": {"width": 8, "bilinear_dim": 8, "decoder_dim": 8}},
                                  {"name": "patch_stats", "kwargs": {"grid": 4, "hidden": 16}}]},
 }
@@ -44,7 +45,7 @@ def test_output_contract(name, hw):
         assert out["sim"].min() >= 0 and out["sim"].max() <= 1
     expected_none = {"timm_classifier": {"mask", "sim"}, "wavelet_dual_branch": {"sim"}, "freq_attention": set(),
                      "patch_stats": {"mask", "sim"}, "patch_stats_extended": {"mask", "sim"}, "stats_conv": {"sim"},
-                     "stats_conv_fine": {"sim"}, "score_fusion": {"sim"}}
+                     "stats_conv_fine": {"sim"}, "stats_conv_extended": {"sim"}, "score_fusion": {"sim"}}
     assert {k for k, v in out.items() if v is None} == expected_none[name]
 
 

@@ -7,7 +7,7 @@ from detector.checkpoint import load_checkpoint, save_checkpoint
 from detector.fit_statistics import fit_stats_conv
 from detector.metrics import binary_metrics
 from detector.models import create_model
-from detector.statistics import STATISTICS, patch_statistics, statistic_maps
+from detector.statistics import EXTENDED_STATISTICS, STATISTICS, patch_statistics, statistic_maps
 
 C = len(STATISTICS)
 
@@ -53,6 +53,36 @@ def test_stats_conv_fine_reads_a_32_grid_with_a_stem_and_a_mask_at_its_resolutio
                           ({"stem": True}, "stem")):
         with pytest.raises(ValueError, match=match):
             create_model("stats_conv_fine", **kwargs)
+
+
+def test_stats_conv_extended_reads_the_13_statistics_and_fits_on_them():
+    m = create_model("stats_conv_extended", grid=8, widths=(4, 8, 8)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert m.extended and m.n_features == len(EXTENDED_STATISTICS) * 64 and len(m.feature_mean) == 13
+    with torch.no_grad():
+        f = m.features(x)
+        out = m(x)
+        plain = create_model("stats_conv", grid=8, widths=(4, 8, 8)).features(x)
+    # the first nine maps are the plain model's: the extended statistics are appended, not mixed in
+    torch.testing.assert_close(f[:, :C * 64], plain)
+    assert torch.allclose(m.classify(f), out["logit"])
+    # a trace only in an extended map (the noise floor) is learnt; nine maps per face are refused
+    rng = np.random.default_rng(0)
+    n = 200
+    pairs = rng.normal(size=(n, 2, 13, 8, 8)).astype(np.float32)
+    masks = np.zeros((n, 8, 8), np.float32)
+    for i in range(n):
+        r, c = rng.integers(0, 6, 2)
+        masks[i, r:r + 3, c:c + 3] = 1
+    pairs[:, 1, EXTENDED_STATISTICS.index("noise")] += 1.5 * masks
+    features = pairs.reshape(2 * n, -1)
+    losses = fit_stats_conv(m, features, masks, steps=200, batch_pairs=32, seed=0)
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        scores = m.classify(torch.from_numpy(features)).numpy()
+    assert binary_metrics(np.tile([0, 1], n), scores)["auc"] > 0.9
+    with pytest.raises(ValueError, match=r"features: expected \(2M, 832\)"):
+        fit_stats_conv(m, pairs[:, :, :C].reshape(2 * n, -1), masks, steps=1)
 
 
 def _toy_pairs(n=400, g=8, seed=0, amp=1.5):
@@ -143,6 +173,8 @@ def test_fit_statistics_online_fits_either_model(two_faces, monkeypatch):
     assert report["model"] == "stats_conv" and report["steps"] == 3 and report["n_faces"] == 8
     model, report = fit_statistics_online(two_faces, 4, model="stats_conv_fine", size=64, seed=1, steps=3)
     assert model.model_name == "stats_conv_fine" and model.grid == 32 and report["n_faces"] == 8
+    model, report = fit_statistics_online(two_faces, 4, model="stats_conv_extended", size=64, seed=1, steps=3)
+    assert model.model_name == "stats_conv_extended" and model.extended and report["n_faces"] == 8
     fit, _ = fit_statistics.STATISTICS_FITS["patch_stats"]
     monkeypatch.setitem(fit_statistics.STATISTICS_FITS, "patch_stats", (fit, 2))  # the default: the model's own
     model, report = fit_statistics_online(two_faces, 4, size=64, seed=1)

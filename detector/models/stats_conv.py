@@ -11,7 +11,9 @@ enough to fit on tens of thousands of faces in minutes on a CPU.
 
 ``stats_conv_fine`` reads a 32 x 32 grid (8-px cells, finer than a feathered seam) through one more
 block at that resolution (``stem`` channels) before the same three stages; its mask head works at
-32 x 32. How it compares with ``stats_conv``: BENCHMARKS.md, session 27.
+32 x 32. How it compares with ``stats_conv``: BENCHMARKS.md, session 27. ``stats_conv_extended`` reads
+the 13 statistics of :data:`~detector.statistics.EXTENDED_STATISTICS` (chroma detail and the noise
+floor too: what a face pasted from another photo brings with it) on the 16 x 16 grid.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from torch import nn
 
 from detector.models.patch_stats import StatisticsModel
 from detector.models.registry import register_model
-from detector.statistics import STATISTICS
+from detector.statistics import statistic_names
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -37,13 +39,14 @@ class StatsConvDetector(StatisticsModel):
     resolution, upsampled bilinearly to the input's size) from the first two. With ``stem`` > 0 one
     more block of ``stem`` channels runs at the grid's resolution first, the three stages at half,
     a quarter and an eighth of it, and the mask comes from the stem and the first stage (a fine grid
-    at the cost of a coarse one). The buffers ``feature_mean`` and ``feature_std`` (one per
-    statistic) standardise the maps (set when the model is fitted).
+    at the cost of a coarse one). With ``extended`` the maps have the 13 channels of
+    :data:`~detector.statistics.EXTENDED_STATISTICS` instead of 9. The buffers ``feature_mean`` and
+    ``feature_std`` (one per statistic) standardise the maps (set when the model is fitted).
     """
 
     def __init__(self, grid: int = 16, widths: tuple[int, int, int] = (32, 64, 96), dropout: float = 0.3,
-                 stem: int = 0):
-        super().__init__(grid, dropout)
+                 stem: int = 0, extended: bool = False):
+        super().__init__(grid, dropout, extended)
         widths = tuple(widths)
         if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ValueError(f"widths: expected three positive ints, got {widths!r}")
@@ -52,7 +55,7 @@ class StatsConvDetector(StatisticsModel):
         poolings = 3 if stem else 2
         if grid % 2 ** poolings:
             raise ValueError(f"grid: expected a multiple of {2 ** poolings} ({poolings} 2x poolings), got {grid!r}")
-        c = len(STATISTICS)
+        c = len(statistic_names(self.extended))
         self.register_buffer("feature_mean", torch.zeros(c))
         self.register_buffer("feature_std", torch.ones(c))
         self.stem = _block(c, stem) if stem else None
@@ -62,8 +65,8 @@ class StatsConvDetector(StatisticsModel):
         self.fc = nn.Linear(2 * widths[2], 1)
 
     def classify_maps(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B,) and mask logits (B, grid, grid) of features (B, 9 * grid^2) from :meth:`features`."""
-        c = len(STATISTICS)
+        """Logits (B,) and mask logits (B, grid, grid) of features (B, S * grid^2) from :meth:`features`."""
+        c = len(self.feature_mean)
         x = (features.float().view(-1, c, self.grid, self.grid) - self.feature_mean.view(1, c, 1, 1)) \
             / self.feature_std.view(1, c, 1, 1)
         f0 = self.stem(x) if self.stem is not None else None
@@ -76,7 +79,7 @@ class StatsConvDetector(StatisticsModel):
         return self.fc(self.drop(pooled))[:, 0], mask
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B,) of features (B, 9 * grid^2) as returned by :meth:`features`."""
+        """Logits (B,) of features (B, S * grid^2) as returned by :meth:`features`."""
         return self.classify_maps(features)[0]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -94,3 +97,9 @@ def stats_conv(**kwargs) -> StatsConvDetector:
 def stats_conv_fine(**kwargs) -> StatsConvDetector:
     """``stats_conv`` on a 32 x 32 grid (8-px cells on a 256-px face) with a 16-channel stem block."""
     return StatsConvDetector(**{"grid": 32, "stem": 16, **kwargs})
+
+
+@register_model("stats_conv_extended")
+def stats_conv_extended(**kwargs) -> StatsConvDetector:
+    """``stats_conv`` on the 13 extended statistics (chroma detail, noise floor) instead of 9."""
+    return StatsConvDetector(**{"extended": True, **kwargs})
