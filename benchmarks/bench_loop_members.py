@@ -27,7 +27,7 @@ import torch
 from detector.checkpoint import load_checkpoint
 from detector.data import FaceDataset
 from detector.fit_statistics import to_logits
-from detector.loop import _fuse_round
+from detector.loop import _fuse_round, rebased_state
 from detector.models.fusion import fusion_of
 from detector.quality import quality_check
 from detector.readers import read_dataset, read_datasets, split_by_identities
@@ -40,20 +40,9 @@ def load_run(run: str | Path) -> tuple[LoopConfig, dict]:
     path = Path(run) / "state.json"
     if not path.is_file():
         raise ValueError(f"{run}: not a `detector train` run (no state.json)")
-    state = json.loads(path.read_text())
+    state = rebased_state(json.loads(path.read_text()), run)  # its paths as seen from here
     names = {f.name for f in fields(LoopConfig)}
     return LoopConfig(**{k: v for k, v in state["config"].items() if k in names}), state
-
-
-def _in_run(path: str, cfg: LoopConfig, run: Path) -> str:
-    """A path the run stored (relative to where it was started, when its --out was relative) as seen from here."""
-    if Path(path).exists():
-        return path
-    stored = Path(cfg.out_dir)
-    try:
-        return str(run / Path(path).relative_to(stored))
-    except ValueError:
-        return path
 
 
 def round_cnns(run: str | Path, rnd: int) -> tuple[list, LoopConfig, dict]:
@@ -86,7 +75,7 @@ def score_members(run: str | Path, rnd: int, members: Sequence[int], *, eval_dir
     cnns, cfg, state = round_cnns(run, rnd)
     check_members(members, len(cnns), rnd, run)
     cfg = replace(cfg, workers=workers)
-    pool = [_in_run(p, cfg, run) for p in state["rounds"][rnd - 1]["pool"]]
+    pool = state["rounds"][rnd - 1]["pool"]
     _, val, _ = split_by_identities(read_datasets(pool), set(state["val_identities"]))
     side = None if cfg.mode == "patch" else cfg.size
     chosen = [cnns[m - 1].eval() for m in members]

@@ -207,7 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from detector.config import read_config, resolve_settings
-    from detector.loop import STATE, run_loop
+    from detector.loop import STATE, rebased_state, run_loop
     from detector.settings import LEGACY_CONFIG
 
     if args.threads:
@@ -216,7 +216,7 @@ def run_train(args: argparse.Namespace) -> int:
     stored = None
     legacy: dict = {}
     if args.resume and state_path.is_file():
-        saved = json.loads(state_path.read_text())["config"]
+        saved = rebased_state(json.loads(state_path.read_text()), args.out)["config"]
         saved.pop("out_dir", None)
         legacy = {k: "the stored run (saved before this setting existed)" for k in LEGACY_CONFIG if k not in saved}
         stored = {**LEGACY_CONFIG, **saved}

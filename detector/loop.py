@@ -19,7 +19,9 @@ Round r (directory ``RUN/round-XX``):
 
 ``RUN/state.json`` (written atomically after every step) lets ``resume=True`` pick up an
 interrupted run: completed rounds are kept, an interrupted round resumes from its ``last.pt``,
-an interrupted generation resumes (generate is itself resumable).
+an interrupted generation resumes (generate is itself resumable). The run stores its paths absolute,
+so it resumes from any working directory, and follows its own folder when that is moved
+(:func:`rebased_state`).
 
 The reweighting formula is :func:`detector.reweight.miss_rate_weights` (recorded in every ``weights.json``).
 """
@@ -64,6 +66,56 @@ STATE = "state.json"
 METRICS_LOG = "metrics.jsonl"
 STATISTICS_DIR = "statistics"  # RUN/statistics: <statistics_model>.pt, report.json (and index/ when faces come from --src)
 STATISTICS_SEED_OFFSET = 1_000_000  # the statistics pool's seed: run seed + this, apart from every round's seed
+
+
+# the settings that name a file or folder (besides data_dirs, a list, and out_dir, the run itself)
+_PATH_SETTINGS = ("eval_dir", "src", "index", "statistics_extra_index")
+
+
+def _absolute(path: str | None, base: Path) -> str | None:
+    """``path`` made absolute from ``base`` when relative (None stays None); not resolved through symlinks."""
+    return None if path is None else os.path.normpath(os.path.join(base, path))
+
+
+def _run_origin(stored_out: str, out: Path) -> Path:
+    """The directory a run was started from, for the relative paths it stored (runs made before paths were
+    stored absolute): ``out`` without the stored relative ``--out`` when it ends with it, else the current one."""
+    parts = Path(os.path.normpath(stored_out)).parts
+    if not Path(stored_out).is_absolute() and ".." not in parts and out.parts[-len(parts):] == parts:
+        return Path(*out.parts[:-len(parts)])
+    return Path.cwd()
+
+
+def rebased_state(state: Mapping, out_dir: str | os.PathLike) -> dict:
+    """A copy of a run's ``state.json`` contents with its paths as seen from here.
+
+    Relative paths (stored by runs made before paths were stored absolute) are taken from the
+    directory the run was started from; paths inside the run's folder as stored (``config.out_dir``)
+    are moved to ``out_dir``, where the run is now. Its ``config.out_dir`` becomes ``out_dir``, absolute.
+    """
+    state = json.loads(json.dumps(state))
+    cfg = state["config"]
+    out = Path(os.path.abspath(out_dir))
+    origin = _run_origin(cfg["out_dir"], out)
+    stored_run = Path(_absolute(cfg["out_dir"], origin))
+
+    def here(path):
+        if path is None:
+            return None
+        p = Path(_absolute(path, origin))
+        return str(out / p.relative_to(stored_run)) if p.is_relative_to(stored_run) else str(p)
+
+    cfg["data_dirs"] = [here(d) for d in cfg["data_dirs"]]
+    cfg.update({k: here(cfg[k]) for k in _PATH_SETTINGS if k in cfg})
+    cfg["out_dir"] = str(out)
+    state["pool"] = [here(d) for d in state["pool"]]
+    for record in state["rounds"]:
+        record["pool"] = [here(d) for d in record.get("pool", [])]
+        if "checkpoint" in record:
+            record["checkpoint"] = here(record["checkpoint"])
+    if state.get("pending_regen"):
+        state["pending_regen"]["dir"] = here(state["pending_regen"]["dir"])
+    return state
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
@@ -314,16 +366,21 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"run_loop: unknown setting(s) {sorted(unknown)}")
-    cfg = LoopConfig(data_dirs=[str(d) for d in data_dirs], eval_dir=str(eval_dir), out_dir=str(out_dir), **settings)
+    # paths are stored absolute: the run resumes from any working directory (rebased_state)
+    here = Path.cwd()
+    out = Path(os.path.abspath(out_dir))
+    settings = {k: _absolute(v, here) if k in _PATH_SETTINGS and isinstance(v, (str, os.PathLike)) else v
+                for k, v in settings.items()}
+    cfg = LoopConfig(data_dirs=[_absolute(str(d), here) for d in data_dirs], eval_dir=_absolute(str(eval_dir), here),
+                     out_dir=str(out), **settings)
     cond = check_config(cfg)
     generate_fn = generate_fn or _default_generate
-    out = Path(out_dir)
     state_path = out / STATE
     new_cfg = normalised_config(cfg)
     if resume:
         if not state_path.is_file():
             raise ValueError(f"{state_path}: nothing to resume (no state.json)")
-        state = json.loads(state_path.read_text())
+        state = rebased_state(json.loads(state_path.read_text()), out)
         check_resume(state["config"], new_cfg, state_path)
         state["config"].update({k: new_cfg[k] for k in RESUME_MUTABLE})
         state.setdefault("config_sources", {k: "the stored run" for k in state["config"]}).update(

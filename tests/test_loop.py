@@ -11,7 +11,7 @@ from detector.checkpoint import load_checkpoint
 from detector.cli import main
 from detector.condition import condition_holds, parse_condition
 from detector.data import FaceDataset, identity_split, read_dataset, write_toy_synth_dir
-from detector.loop import rounds_table, run_loop
+from detector.loop import rebased_state, rounds_table, run_loop
 from detector.models import create_model
 from detector.reweight import miss_rate_weights
 from detector.train import TrainSettings, rescale_batch, resolve_workers, train_round
@@ -209,6 +209,66 @@ def test_loop_resumes_after_interrupted_regeneration(toy_dirs, tmp_path):
     summary = run_loop([data], ev, run, resume=True, generate_fn=gen, **{**kw, "max_rounds": 3})
     assert len(summary["rounds"]) == 3 and gen.calls[-1]["out"].endswith("round-03")
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_loop_stores_absolute_paths_and_resumes_from_elsewhere_after_its_folder_moved(toy_dirs, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    data, ev = toy_dirs
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    start.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(start)
+    gen = FakeGenerate(fail_first=True)
+    kw = dict(condition="auc>1", max_rounds=2, index="/faces/index", progress=False, log=lambda m: None, **FAST)
+    with pytest.raises(KeyboardInterrupt):  # interrupted in the regeneration after round 1
+        run_loop([os.path.relpath(data)], os.path.relpath(ev), "runs/r1", generate_fn=gen, **kw)
+    state = json.loads((start / "runs" / "r1" / "state.json").read_text())
+    assert state["config"]["data_dirs"] == [str(data)] and state["config"]["eval_dir"] == str(ev)
+    assert state["config"]["out_dir"] == str(start / "runs" / "r1")
+    assert state["pending_regen"]["dir"] == str(start / "runs" / "r1" / "pool" / "round-02")
+    # the run folder moved, resumed from another directory: its own pool and round 1 follow it
+    moved = tmp_path / "moved"
+    shutil.move(start / "runs" / "r1", moved)
+    monkeypatch.chdir(elsewhere)
+    summary = run_loop([data], ev, moved, resume=True, generate_fn=gen, **kw)
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and gen.calls[-1]["out"] == str(moved / "pool" / "round-02")
+    state = json.loads((moved / "state.json").read_text())
+    assert state["pool"] == [str(data), str(moved / "pool" / "round-02")] and state["config"]["out_dir"] == str(moved)
+    assert [r["checkpoint"] for r in state["rounds"]] == [str(moved / f"round-0{r}" / "checkpoint.pt") for r in (1, 2)]
+    assert not (tmp_path / "runs").exists() and not (elsewhere / "pool").exists()  # nothing written outside the run
+
+
+def test_cli_resumes_a_run_started_with_a_relative_out_by_its_absolute_path(toy_dirs, tmp_path, monkeypatch, capsys):
+    data, ev = toy_dirs
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", str(data), "--eval", str(ev), "--out", "run", "--model", "freq_attention",
+                 "--model-kwargs", json.dumps(TINY), "--patch", "32", "--batch-size", "8", "--workers", "0",
+                 "--epochs-per-round", "1", "--statistics-n", "0", "--augment-until", "auc>1", "--max-rounds", "1",
+                 "--no-progress"]) == 1
+    monkeypatch.chdir(data)
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--no-progress"]) == 1  # finished, not refused
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_rebased_state_reads_relative_paths_of_older_runs_from_where_they_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    old = {"config": {"data_dirs": ["pool-a"], "eval_dir": "../ev", "out_dir": "runs/r1", "src": None,
+                      "index": "/faces/index", "statistics_extra_index": None},
+           "pool": ["pool-a", "runs/r1/pool/round-02"], "pending_regen": {"dir": "runs/r1/pool/round-03"},
+           "rounds": [{"round": 1, "pool": ["pool-a"], "checkpoint": "runs/r1/round-01/checkpoint.pt"}]}
+    # started in /proj with --out runs/r1, resumed as /proj/runs/r1 from anywhere
+    new = rebased_state(old, "/proj/runs/r1")
+    assert new["config"] == {"data_dirs": ["/proj/pool-a"], "eval_dir": "/ev", "out_dir": "/proj/runs/r1", "src": None,
+                             "index": "/faces/index", "statistics_extra_index": None}
+    assert new["pool"] == ["/proj/pool-a", "/proj/runs/r1/pool/round-02"]
+    assert new["pending_regen"]["dir"] == "/proj/runs/r1/pool/round-03"
+    assert new["rounds"][0]["checkpoint"] == "/proj/runs/r1/round-01/checkpoint.pt"
+    assert old["pool"][1] == "runs/r1/pool/round-02"  # a copy: the stored state is not changed
+    # moved to a folder that does not end with the stored --out: relative paths from here, the run's own follow it
+    moved = rebased_state(old, "/else/r9")
+    assert moved["pool"] == [str(tmp_path / "pool-a"), "/else/r9/pool/round-02"]
 
 
 def test_loop_met_run_resumed_with_a_stricter_condition_continues(toy_dirs, tmp_path):
