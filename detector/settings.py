@@ -77,7 +77,8 @@ class LoopConfig:
     # "patch_stats_extended" (the MLP on 13 statistics: a better member alone, a worse fusion, session 21) or
     # "stats_conv_fine" (stats_conv on a 32 x 32 grid: alone, much less moved by global quality on studio photos,
     # a little less detection on our held-out sets; fits in about twice the time; session 27) or
-    # "stats_conv_extended" (stats_conv on the 13 statistics; session 35).
+    # "stats_conv_extended" (stats_conv on the 13 statistics: alone, better on our validation and held-out recipe,
+    # but it scores JPEG-compressed reals as more fake; session 35).
     # Fused with the same CNNs, stats_conv beat the MLP on synth validation, the held-out recipe, our fakes on
     # studio faces (but for the old recipe's: -0.014 to +0.003) and global-quality blindness, in every seed and
     # round; it was chosen on those, not on the evaluation set (see BENCHMARKS.md, "Train → evaluate →
