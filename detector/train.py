@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from detector.checkpoint import atomic_torch_save, save_checkpoint
 from detector.data import BalancedBatchSampler, FaceDataset, PairedBatchSampler, collate, size_grouped_batches
 from detector.metrics import compute_metrics
+from detector.models.registry import logits_of
 from detector.readers import pair_indices
 
 LAST_STATE = "last.pt"
@@ -152,7 +153,7 @@ def score_dataset(model: torch.nn.Module, dataset: FaceDataset, batch_size: int 
         skipped += batch["skipped"]
         if "image" not in batch:
             continue
-        logit = model(channels_last(batch["image"].to(device)))["logit"].float()
+        logit = logits_of(model, channels_last(batch["image"].to(device))).float()
         scores[batch["index"].numpy()] = torch.sigmoid(logit).cpu().numpy()
     model.train(was_training)
     return scores, skipped

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from detector.checkpoint import load_checkpoint, save_checkpoint
-from detector.models import create_model, list_models
+from detector.models import create_model, list_models, logits_of
 from detector.models.backbones import create_backbone, list_backbones
 from detector.models.blocks import bilinear_pool, patch_similarity
 
@@ -47,6 +47,29 @@ def test_output_contract(name, hw):
                      "patch_stats": {"mask", "sim"}, "patch_stats_extended": {"mask", "sim"}, "stats_conv": {"sim"},
                      "stats_conv_fine": {"sim"}, "stats_conv_extended": {"sim"}, "score_fusion": {"sim"}}
     assert {k for k, v in out.items() if v is None} == expected_none[name]
+
+
+@pytest.mark.parametrize("name,kwargs", [(n, TINY[n]) for n in sorted(TINY)] +
+                         [("score_fusion", {**TINY["score_fusion"], "mirror": True})])
+def test_logits_of_equals_the_forward_logit_bit_for_bit(name, kwargs):
+    # scoring goes through logits_of; a model's logit-only path must not change a single score
+    model = create_model(name, **kwargs).eval()
+    x = torch.randn(3, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(logits_of(model, x), model(x)["logit"])
+
+
+def test_logit_only_paths_exist_where_the_other_outputs_cost_time():
+    # freq_attention skips its mask decoder, a fusion its members' extra outputs
+    fusion = create_model("score_fusion", members=[{"name": "freq_attention", "kwargs": TINY["freq_attention"]},
+                                                   {"name": "stats_conv", "kwargs": TINY["stats_conv"]}], mirror=True).eval()
+    calls = []
+    fusion.members[0].decoder.register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        fast = logits_of(fusion, x)
+        assert not calls
+        assert torch.equal(fast, fusion(x)["logit"]) and calls
 
 
 def test_create_model_records_name_kwargs_and_input_norm():

@@ -9,7 +9,8 @@ from detector.models.registry import (
     IMAGENET_NORM,
     create_model,
     list_models,
+    logits_of,
     register_model,
 )
 
-__all__ = ["create_model", "list_models", "register_model", "IMAGENET_NORM", "DEFAULT_BACKBONE", "DEFAULT_INPUT_SIZE"]
+__all__ = ["create_model", "list_models", "logits_of", "register_model", "IMAGENET_NORM", "DEFAULT_BACKBONE", "DEFAULT_INPUT_SIZE"]

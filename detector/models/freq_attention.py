@@ -124,7 +124,9 @@ class FreqAttentionDetector(nn.Module):
         self.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
         self.attention_maps: list[torch.Tensor] = []
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor | None]:
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor,
+                                                 torch.Tensor]:
+        """Fused features per depth, attention maps, aggregated features, relation map and logit."""
         rgb_feats = self.rgb(x)
         freq_feats = self.freq(self.freq_input(x))
         fused, maps = [], []
@@ -139,8 +141,16 @@ class FreqAttentionDetector(nn.Module):
         head_in = sim[:, self._triu[0], self._triu[1]]
         if self.head_pooled:
             head_in = torch.cat([head_in, agg.mean(dim=(2, 3))], dim=1)
+        return fused, maps, agg, sim, self.head(head_in).squeeze(1)
+
+    def forward_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)["logit"]`` without the mask decoder (a quarter of a scoring forward's time)."""
+        return self._encode(x)[-1]
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor | None]:
+        fused, maps, agg, sim, logit = self._encode(x)
         out = {
-            "logit": self.head(head_in).squeeze(1),
+            "logit": logit,
             "mask": self.decoder(agg, fused[:-1][::-1], x.shape[-2:]),
             "sim": sim,
         }

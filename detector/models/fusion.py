@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from detector.models.registry import create_model, register_model
+from detector.models.registry import create_model, logits_of, register_model
 
 
 class ScoreFusion(nn.Module):
@@ -69,10 +69,22 @@ class ScoreFusion(nn.Module):
             state_dict[f"{prefix}logit_weight"] = torch.full_like(self.logit_weight, 1.0 / len(self.members))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _combine(self, logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The fused logit (B,) of the members' logits, each (B,)."""
+        stacked = torch.stack([x.float() for x in logits], 1)
+        return ((stacked - self.logit_mean) / self.logit_std * self.logit_weight).sum(1)
+
     def _view(self, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
         outs = [m(x) for m in self.members]
-        logits = torch.stack([o["logit"].float() for o in outs], 1)
-        return ((logits - self.logit_mean) / self.logit_std * self.logit_weight).sum(1), outs
+        return self._combine([o["logit"] for o in outs]), outs
+
+    def forward_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)["logit"]``, each member scored through :func:`~detector.models.registry.logits_of`."""
+        fused = self._combine([logits_of(m, x) for m in self.members])
+        if self.mirror:
+            flipped = torch.flip(x, dims=(-1,))
+            fused = (fused + self._combine([logits_of(m, flipped) for m in self.members])) / 2
+        return fused
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         fused, outs = self._view(x)

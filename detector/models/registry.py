@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -47,7 +48,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
     The returned model follows the common output contract: ``forward(x)`` with x float
     (B, 3, H, W) normalised by ``model.input_norm`` returns
-    ``{"logit": (B,), "mask": (B, 1, H, W) logits or None, "sim": (B, g*g, g*g) or None}``.
+    ``{"logit": (B,), "mask": (B, 1, H, W) logits or None, "sim": (B, g*g, g*g) or None}``; a model may
+    also define ``forward_logit(x)`` -> the same logits without the other outputs (:func:`logits_of`).
     """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
@@ -57,3 +59,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if not hasattr(model, "input_norm"):
         model.input_norm = {k: list(v) for k, v in IMAGENET_NORM.items()}
     return model
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The logits (B,) of ``model`` on ``x``: ``model.forward_logit(x)`` where the model defines it, else
+    ``model(x)["logit"]``.
+
+    Scoring needs only the logit; a model whose other outputs cost time (the mask decoder of
+    ``freq_attention``) defines ``forward_logit`` returning exactly ``forward(x)["logit"]`` without them.
+    """
+    fn = getattr(model, "forward_logit", None)
+    return fn(x) if fn is not None else model(x)["logit"]

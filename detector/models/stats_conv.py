@@ -82,6 +82,10 @@ class StatsConvDetector(StatisticsModel):
         """Logits (B,) of features (B, S * grid^2) as returned by :meth:`features`."""
         return self.classify_maps(features)[0]
 
+    def forward_logit(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)["logit"]`` without upsampling the mask."""
+        return self.classify(self.features(x))
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         logit, mask = self.classify_maps(self.features(x))
         mask = F.interpolate(mask[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
