@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from detector.cli import workers_option
 from detector.data import read_dataset, write_toy_eval_dir, write_toy_synth_dir
 from detector.loop import run_loop
 from detector.models import DEFAULT_BACKBONE
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-decay", type=float, default=0.5, help="per-round factor on the peak learning rate")
     ap.add_argument("--batch-scale", type=float, nargs=2, metavar=("LO", "HI"), default=(0.5, 1.0),
                     help="multi-scale training (LoopConfig.batch_scale; default 0.5 1, 1 1 = off)")
-    ap.add_argument("--workers", type=lambda t: t if t == "auto" else int(t), default="auto",
+    ap.add_argument("--workers", type=workers_option, default="auto",
                     help="data loader processes (0: in the training process; default auto, as detector train)")
     ap.add_argument("--gen-workers", type=int, default=2, help="index / generation processes")
     ap.add_argument("--eval-limit", type=int, default=0, help="use only this many eval images per generator (0: all)")

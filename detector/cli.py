@@ -83,7 +83,7 @@ def _scale_range(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected LO,HI with 0 < LO <= HI <= 1, got {text!r}") from e
 
 
-def _workers(text: str) -> int | str:
+def workers_option(text: str) -> int | str:
     """``--workers``: "auto" or an int >= 0, as :func:`detector.train.resolve_workers` accepts."""
     from detector.train import resolve_workers
 
@@ -151,7 +151,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="training side in px: mode resize resizes every face to it, mode full only "
                                             "faces of another size (default 256)")
     p.add_argument("--batch-size", type=int, help="default 16")
-    p.add_argument("--workers", type=_workers, help=_WORKERS_HELP)
+    p.add_argument("--workers", type=workers_option, help=_WORKERS_HELP)
     p.add_argument("--gen-workers", type=int, help="generation processes (default 2)")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--lr-decay", type=float, help="round r's cosine schedule peaks at lr * lr_decay^(r-1) (default 0.5; "
@@ -256,7 +256,7 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="resize every face to SIZE x SIZE (multiple of 32; default: the size "
                                             "recorded in the checkpoint by `detector train`, else native)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=_workers, default="auto", help=_WORKERS_HELP)
+    p.add_argument("--workers", type=workers_option, default="auto", help=_WORKERS_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
@@ -580,7 +580,7 @@ def _add_fuse_arguments(p: argparse.ArgumentParser) -> None:
                    help="the fused detector also scores each face mirrored left-right and averages both views, as "
                         "detector train's (default true; 1.7-1.8x the scoring cost)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=_workers, default="auto", help=_WORKERS_HELP)
+    p.add_argument("--workers", type=workers_option, default="auto", help=_WORKERS_HELP)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
