@@ -36,6 +36,7 @@ from detector.data import FaceDataset, mirror_image
 from detector.fit_statistics import fused_logits
 from detector.loop import read_metrics
 from detector.metrics import binary_metrics, compute_metrics
+from detector.models.registry import logits_of
 from detector.quality import QUALITY_OPS
 from detector.readers import read_dataset
 from detector.train import score_dataset
@@ -49,7 +50,7 @@ class _Scaled(torch.nn.Module):
         self.model = model
 
     def forward(self, x):
-        return {"logit": self.model(x)["logit"].float() / _SCALE}
+        return {"logit": logits_of(self.model, x).float() / _SCALE}
 
 
 def _logits(model, samples, norm, op=None) -> np.ndarray:
@@ -60,7 +61,7 @@ def _logits(model, samples, norm, op=None) -> np.ndarray:
     return _SCALE * np.log(p / (1 - p))
 
 
-class _ThenMirror:
+class ThenMirror:
     """A global op (or none), then the left-right mirror: a picklable ``global_op``."""
 
     def __init__(self, op=None):
@@ -88,7 +89,7 @@ def _member_scores(member, norm, eval_samples, sets, reals, cache_file: Path | N
     for tag in ("", ":mirror") if mirror else ("",):
         if "eval" + tag in sc:
             continue
-        view = _ThenMirror if tag else (lambda op: op)  # noqa: E731
+        view = ThenMirror if tag else (lambda op: op)  # noqa: E731
         sc["eval" + tag] = _logits(member, eval_samples, norm, view(None))
         sc.update({n + tag: _logits(member, s, norm, view(None)) for n, s in sets.items()})
         if reals:

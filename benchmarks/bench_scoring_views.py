@@ -25,7 +25,6 @@ Prints a markdown table per round, one row per variant. Writes only into ``--cac
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,20 +32,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_loop_members import load_run  # this folder is on sys.path when run as a script
+from bench_criteria import ThenMirror  # this folder is on sys.path when run as a script
+from bench_loop_members import load_run
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from detector.checkpoint import load_checkpoint
-from detector.data import FaceDataset, collate, mirror_image, size_grouped_batches
+from detector.data import FaceDataset, collate, size_grouped_batches
+from detector.fit_statistics import fused_logits
 from detector.models.registry import logits_of
 from detector.quality import QUALITY_OPS, paired_auc
 from detector.readers import read_dataset, read_datasets, split_by_identities
 from detector.train import channels_last, sample_metrics
-
-
-def _then_mirror(op: Callable | None, im: np.ndarray) -> np.ndarray:
-    return mirror_image(op(im) if op is not None else im)
 
 
 @torch.no_grad()
@@ -60,7 +57,7 @@ def view_logits(members: Sequence[torch.nn.Module], samples: Sequence, norm: dic
     out = np.full((len(samples), 2, len(scales), len(members)), np.nan)
     for v in range(2):
         ds = FaceDataset(list(samples), mode="full", norm=norm, full_size=side,
-                         global_op=functools.partial(_then_mirror, op) if v else op)
+                         global_op=ThenMirror(op) if v else op)
         sizes = ds.native_sizes()
         loader = DataLoader(ds, batch_sampler=size_grouped_batches(sizes, batch_size), collate_fn=collate)
         for batch in tqdm(loader, disable=not progress, leave=False):
@@ -78,24 +75,18 @@ def view_logits(members: Sequence[torch.nn.Module], samples: Sequence, norm: dic
     return out
 
 
-def fused(fusion, logits: np.ndarray) -> np.ndarray:
-    """The fusion's logit from members' logits (..., M), with its stored scale and weights."""
-    mean, std, weight = (t.detach().double().numpy() for t in (fusion.logit_mean, fusion.logit_std, fusion.logit_weight))
-    return (((logits - mean) / std) * weight).sum(-1)
-
-
 def variant_logits(fusion, views: np.ndarray, scales: Sequence[float], variant: str) -> np.ndarray:
     """One score per face (N,) from cached ``views`` (N, 2, S, M) under ``variant`` (see the module docstring)."""
     if variant == "base":
-        return fused(fusion, views[:, :, list(scales).index(1.0)]).mean(1)
+        return fused_logits(fusion, views[:, :, list(scales).index(1.0)]).mean(1)
     kind, _, arg = variant.partition(":")
     chosen = [list(scales).index(float(a)) for a in arg.split(",")]
     if kind == "scales":
-        return fused(fusion, views[:, :, chosen]).mean((1, 2))
+        return fused_logits(fusion, views[:, :, chosen]).mean((1, 2))
     if kind == "cnn-scales":
         member = views[:, :, list(scales).index(1.0)].copy()  # (N, 2, M)
         member[..., 0] = views[:, :, chosen, 0].mean(2)
-        return fused(fusion, member).mean(1)
+        return fused_logits(fusion, member).mean(1)
     raise ValueError(f"variant {variant!r}: expected base, scales:A,B or cnn-scales:A,B")
 
 
