@@ -92,7 +92,8 @@ def variant_logits(fusion, views: np.ndarray, scales: Sequence[float], variant: 
 
 def _auc(samples, logits) -> dict:
     m = sample_metrics(samples, 1.0 / (1.0 + np.exp(-logits)))
-    return {"auc": m.get("auc"), **{g: v.get("auc") for g, v in sorted((m.get("per_generator") or {}).items())}}
+    per = m.get("per_generator") or {}
+    return {"auc": m.get("auc"), **({g: v.get("auc") for g, v in sorted(per.items())} if len(per) > 1 else {})}
 
 
 def score_round(run: Path, rnd: int, scales: Sequence[float], extra: dict[str, str], cache: Path | None,
