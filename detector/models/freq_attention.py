@@ -144,7 +144,7 @@ class FreqAttentionDetector(nn.Module):
         return fused, maps, agg, sim, self.head(head_in).squeeze(1)
 
     def forward_logit(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(x)["logit"]`` without the mask decoder (a quarter of a scoring forward's time)."""
+        """``forward(x)["logit"]`` without running the mask decoder (scoring needs only the logit)."""
         return self._encode(x)[-1]
 
     def forward(self, x: torch.Tensor, return_attention: bool = False) -> dict[str, torch.Tensor | None]:
