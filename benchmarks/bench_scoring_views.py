@@ -75,19 +75,27 @@ def view_logits(members: Sequence[torch.nn.Module], samples: Sequence, norm: dic
     return out
 
 
+def variant_scales(variant: str, scales: Sequence[float]) -> tuple[str, list[int]]:
+    """``(kind, indices into scales)`` of a variant name; an unknown kind or a scale not scored -> ValueError."""
+    kind, _, arg = variant.partition(":")
+    if kind == "base" and not arg:
+        return kind, [list(scales).index(1.0)]
+    if kind not in ("scales", "cnn-scales") or not arg:
+        raise ValueError(f"variant {variant!r}: expected base, scales:A,B or cnn-scales:A,B")
+    try:
+        return kind, [list(scales).index(float(a)) for a in arg.split(",")]
+    except ValueError:
+        raise ValueError(f"variant {variant!r}: its scales must be among --scales {list(scales)}") from None
+
+
 def variant_logits(fusion, views: np.ndarray, scales: Sequence[float], variant: str) -> np.ndarray:
     """One score per face (N,) from cached ``views`` (N, 2, S, M) under ``variant`` (see the module docstring)."""
-    if variant == "base":
-        return fused_logits(fusion, views[:, :, list(scales).index(1.0)]).mean(1)
-    kind, _, arg = variant.partition(":")
-    chosen = [list(scales).index(float(a)) for a in arg.split(",")]
-    if kind == "scales":
-        return fused_logits(fusion, views[:, :, chosen]).mean((1, 2))
+    kind, chosen = variant_scales(variant, scales)
     if kind == "cnn-scales":
         member = views[:, :, list(scales).index(1.0)].copy()  # (N, 2, M)
         member[..., 0] = views[:, :, chosen, 0].mean(2)
         return fused_logits(fusion, member).mean(1)
-    raise ValueError(f"variant {variant!r}: expected base, scales:A,B or cnn-scales:A,B")
+    return fused_logits(fusion, views[:, :, chosen]).mean((1, 2))
 
 
 def _auc(samples, logits) -> dict:
@@ -171,6 +179,15 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     run = Path(args.run)
+    try:  # every round and variant checked before any scoring: a bad one must not cost the others' minutes
+        _, state = load_run(run)
+        for rnd in args.round:
+            if not 1 <= rnd <= len(state["rounds"]):
+                raise ValueError(f"round {rnd}: {run} holds rounds 1..{len(state['rounds'])}")
+        for v in args.variants:
+            variant_scales(v, args.scales)
+    except ValueError as e:
+        ap.error(str(e))
     for rnd in args.round:
         fusion, sets, quality, record = score_round(run, rnd, args.scales, extra,
                                                     Path(args.cache) if args.cache else None, args.progress)

@@ -66,7 +66,11 @@ def test_views_are_the_members_on_mirrored_and_downscaled_faces(bench, run):
 def test_bad_arguments_exit_2_naming_them(bench, run, capsys):
     folder, _ = run
     for argv, message in [([str(folder), "--round", "1", "--scales", "0.75"], "including 1"),
-                          ([str(folder), "--round", "1", "--extra", "val=/x"], "NAME=DIR")]:
+                          ([str(folder), "--round", "1", "--extra", "val=/x"], "NAME=DIR"),
+                          ([str(folder), "--round", "2"], "holds rounds 1..1"),
+                          ([str(folder.parent), "--round", "1"], "no state.json"),
+                          ([str(folder), "--round", "1", "--variants", "scales:1,0.6"], "must be among --scales"),
+                          ([str(folder), "--round", "1", "--variants", "zoom"], "expected base, scales:A,B")]:
         with pytest.raises(SystemExit) as exc:
             bench.main(argv)
         assert exc.value.code == 2
