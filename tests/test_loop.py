@@ -605,7 +605,8 @@ def test_train_round_batch_scale_trains_at_several_sides_and_validates_at_one(to
     tds = FaceDataset(train, "full", augment=True, norm=model.input_norm, full_size=64)
     vds = FaceDataset(val, "full", norm=model.input_norm)
     seen = []
-    hook = model.register_forward_pre_hook(lambda mod, args: seen.append((mod.training, args[0].shape[-1])))
+    hook = model.rgb.register_forward_pre_hook(  # the RGB stream sees every input, scored or trained
+        lambda mod, args: seen.append((mod.training, args[0].shape[-1])))
     train_round(model, tds, vds, tmp_path, TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False,
                                                          max_steps_per_epoch=12, batch_scale=(0.5, 1.0)),
                 log=lambda m: None)
