@@ -94,3 +94,26 @@ def toy_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     return (write_toy_synth_dir(root / "data", n=24, size=64, seed=0),
             write_toy_eval_dir(root / "eval", n=12, size=64, seed=99, generators=("gen_a", "gen_b")))
+
+
+@pytest.fixture(scope="module")
+def tiny_fused_run(toy_dirs, astro, astro_lm):
+    """``tiny_fused_run(out, **overrides)``: a tiny one-round ``detector train`` run into ``out`` (a freq_attention
+    CNN on the test backbone, fused with a statistics model fitted on two astronaut faces; condition ``auc>1``),
+    returning the run's state: the run folder the benchmarks that read one are tested on. ``overrides`` are
+    further ``run_loop`` keywords (e.g. ``cnn_members=2``)."""
+    from detector.loop import run_loop
+    from synth.pool import FacePool
+
+    data, ev = toy_dirs
+    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
+    tiny = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
+    settings = dict(model_name="freq_attention", model_kwargs=tiny, patch=32, batch_size=8, workers=0,
+                    epochs_per_round=1, lr=3e-3, statistics_n=6, statistics_steps=20, condition="auc>1",
+                    index="/faces/index", regen_size=64, progress=False, statistics_faces=faces, max_rounds=1,
+                    log=lambda m: None)
+
+    def run(out, **overrides):
+        return run_loop([data], ev, out, **{**settings, **overrides})
+
+    return run

@@ -1,10 +1,6 @@
 """benchmarks/bench_loop_members.py rebuilds a round from some of its CNN members exactly as the loop builds it."""
 import pytest
 
-from detector.loop import run_loop
-
-TINY = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
-
 
 @pytest.fixture(scope="module")
 def bench(load_script):
@@ -12,19 +8,10 @@ def bench(load_script):
 
 
 @pytest.fixture(scope="module")
-def runs(toy_dirs, tmp_path_factory, astro, astro_lm):
+def runs(tiny_fused_run, tmp_path_factory):
     """The same tiny round trained with one CNN and with two (statistics model on, one round)."""
-    from synth.pool import FacePool
-
-    data, ev = toy_dirs
     root = tmp_path_factory.mktemp("loop-members")
-    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
-    kw = dict(model_name="freq_attention", model_kwargs=TINY, patch=32, batch_size=8, workers=0, epochs_per_round=1,
-              lr=3e-3, statistics_n=6, statistics_steps=20, condition="auc>1", index="/faces/index", regen_size=64,
-              progress=False, statistics_faces=faces, max_rounds=1, log=lambda m: None)
-    one = run_loop([data], ev, root / "one", **kw)["rounds"][0]
-    two = run_loop([data], ev, root / "two", cnn_members=2, **kw)["rounds"][0]
-    return root, one, two
+    return root, tiny_fused_run(root / "one")["rounds"][0], tiny_fused_run(root / "two", cnn_members=2)["rounds"][0]
 
 
 def _as_recorded(bench, record):

@@ -2,10 +2,6 @@
 import numpy as np
 import pytest
 
-from detector.loop import run_loop
-
-TINY = {"backbone": "test_resnet", "embed_dim": 16, "decoder_dim": 8, "head_hidden": 16}
-
 
 @pytest.fixture(scope="module")
 def bench(load_script):
@@ -13,18 +9,10 @@ def bench(load_script):
 
 
 @pytest.fixture(scope="module")
-def run(toy_dirs, tmp_path_factory, astro, astro_lm):
+def run(tiny_fused_run, tmp_path_factory):
     """A tiny one-round run with a statistics model."""
-    from synth.pool import FacePool
-
-    data, ev = toy_dirs
-    root = tmp_path_factory.mktemp("scoring-views")
-    faces = FacePool.from_arrays({"a": astro, "b": astro.copy()}, {"a": astro_lm, "b": astro_lm})
-    state = run_loop([data], ev, root / "run", model_name="freq_attention", model_kwargs=TINY, patch=32, batch_size=8,
-                     workers=0, epochs_per_round=1, lr=3e-3, statistics_n=6, statistics_steps=20, condition="auc>1",
-                     index="/faces/index", regen_size=64, progress=False, statistics_faces=faces, max_rounds=1,
-                     log=lambda m: None)
-    return root / "run", state["rounds"][0]
+    out = tmp_path_factory.mktemp("scoring-views") / "run"
+    return out, tiny_fused_run(out)["rounds"][0]
 
 
 def test_the_base_view_is_the_round_as_the_loop_scored_it(bench, run, tmp_path):
