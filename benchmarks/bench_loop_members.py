@@ -45,12 +45,17 @@ def load_run(run: str | Path) -> tuple[LoopConfig, dict]:
     return LoopConfig(**{k: v for k, v in state["config"].items() if k in names}), state
 
 
+def check_round(state: dict, rnd: int, run) -> None:
+    """A 1-based round number of a run's state; one the run does not hold -> ValueError naming the run."""
+    if not 1 <= rnd <= len(state["rounds"]):
+        raise ValueError(f"round {rnd}: {run} holds rounds 1..{len(state['rounds'])}")
+
+
 def round_cnns(run: str | Path, rnd: int) -> tuple[list, LoopConfig, dict]:
     """The CNN members of round ``rnd`` (1-based) in order, with the run's settings and state."""
     run = Path(run)
     cfg, state = load_run(run)
-    if not 1 <= rnd <= len(state["rounds"]):
-        raise ValueError(f"round {rnd}: {run} holds rounds 1..{len(state['rounds'])}")
+    check_round(state, rnd, run)
     detector, _ = load_checkpoint(run / f"round-{rnd:02d}" / "checkpoint.pt")
     cnn = detector.members[0] if cfg.statistics_n else detector  # with a statistics model: fusion(CNN part, stats)
     return (list(cnn.members) if cfg.cnn_members > 1 else [cnn]), cfg, state

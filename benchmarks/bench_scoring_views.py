@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from bench_criteria import ThenMirror  # this folder is on sys.path when run as a script
-from bench_loop_members import load_run
+from bench_loop_members import check_round, load_run
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -182,8 +182,7 @@ def main(argv=None) -> int:
     try:  # every round and variant checked before any scoring: a bad one must not cost the others' minutes
         _, state = load_run(run)
         for rnd in args.round:
-            if not 1 <= rnd <= len(state["rounds"]):
-                raise ValueError(f"round {rnd}: {run} holds rounds 1..{len(state['rounds'])}")
+            check_round(state, rnd, run)
         for v in args.variants:
             variant_scales(v, args.scales)
     except ValueError as e:
