@@ -4,8 +4,10 @@ For each input side and thread count, a training step at ``--batch`` (forward + 
 + backward + AdamW step) of ``create_model(--model)`` is timed with the contiguous (NCHW) and the
 channels-last (NHWC) memory layout, in turns so load changes hit both alike. FLOPs per step come
 from ``torch.utils.flop_counter`` (forward + backward, multiply-add = 2 FLOPs) and give the achieved
-GFLOP/s. Separately, the data side: one worker's faces/s of ``FaceDataset`` decoding + augmenting a
-synth pool (``--data``), which must stay ahead of the step. Prints a markdown table.
+GFLOP/s; the channels-last step is also timed under bfloat16 autocast (``--precision bf16``), which
+is faster on some CPUs with native bf16 and slower on others. Separately, the data side: one worker's
+faces/s of ``FaceDataset`` decoding + augmenting a synth pool (``--data``), which must stay ahead of
+the step. Prints a markdown table.
 
     python benchmarks/bench_train_step.py --data RUN_OF_SYNTH_GENERATE
 """
@@ -24,8 +26,9 @@ from detector.models import create_model
 from detector.train import channels_last
 
 
-def make_step(model_name: str, side: int, batch: int, nhwc: bool, seed: int = 0):
-    """A closure running one full training step on a fixed random batch."""
+def make_step(model_name: str, side: int, batch: int, nhwc: bool, seed: int = 0, bf16: bool = False):
+    """A closure running one full training step on a fixed random batch (``bf16``: the forward pass and
+    loss under bfloat16 autocast, as ``detector train --precision bf16`` runs them)."""
     torch.manual_seed(seed)
     model = create_model(model_name).train()
     x = torch.randn(batch, 3, side, side)
@@ -38,7 +41,8 @@ def make_step(model_name: str, side: int, batch: int, nhwc: bool, seed: int = 0)
     loss_fn = DetectorLoss(lambda_sim=1.0, sim_reduction="mse")
 
     def step():
-        loss, _ = loss_fn(model(x), label, mask, valid)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = loss_fn(model(x), label, mask, valid)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -78,17 +82,19 @@ def main(argv=None) -> None:
 
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"batch {args.batch}, model {args.model}, medians of {args.repeats}\n")
-    print("| side | threads | GFLOP/step | NCHW faces/s | NHWC faces/s | speed-up | NHWC GFLOP/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| side | threads | GFLOP/step | NCHW faces/s | NHWC faces/s | speed-up | NHWC GFLOP/s | NHWC bf16 faces/s "
+          "| bf16 / fp32 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for side in args.sides:
         gflop = step_flops(args.model, side, args.batch) / 1e9
         for threads in args.threads:
             torch.set_num_threads(threads)
-            fns = {k: make_step(args.model, side, args.batch, k == "nhwc") for k in ("nchw", "nhwc")}
+            fns = {k: make_step(args.model, side, args.batch, k != "nchw", bf16=k == "bf16") for k in ("nchw", "nhwc", "bf16")}
             med = interleaved_medians(fns, args.repeats)
             rate = {k: args.batch / v for k, v in med.items()}
             print(f"| {side} | {threads} | {gflop:.1f} | {rate['nchw']:.1f} | {rate['nhwc']:.1f} | "
-                  f"{med['nchw'] / med['nhwc']:.2f} | {gflop / med['nhwc']:.0f} |", flush=True)
+                  f"{med['nchw'] / med['nhwc']:.2f} | {gflop / med['nhwc']:.0f} | {rate['bf16']:.1f} | "
+                  f"{med['nhwc'] / med['bf16']:.2f} |", flush=True)
     if args.data:
         torch.set_num_threads(1)
         for side in args.sides:

@@ -566,7 +566,7 @@ def run_loop(data_dirs: Sequence[str | os.PathLike], eval_dir: str | os.PathLike
                   "val_fused": val_fused, "val_quality": quality,
                   "eval": eval_metrics, "condition": format_condition(cond), "condition_met": met,
                   "weights": weights["weights"], "checkpoint": str(rdir / "checkpoint.pt"),
-                  "wall_s": round(time.time() - t0, 1)}
+                  "precision": results[0]["precision"], "wall_s": round(time.time() - t0, 1)}
         with (out / METRICS_LOG).open("a") as fh:
             fh.write(json.dumps(record) + "\n")
         for k in range(len(cnns)):  # the round is complete; its resume states are no longer needed

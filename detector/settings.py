@@ -113,9 +113,10 @@ class LoopConfig:
     # leave the label loss at chance for hundreds of steps, amplified ones are picked up at once
     amplify: float = 4.0
     amplify_until: float = 1.0
-    # training forward pass: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it natively):
-    # native bf16 steps are much cheaper and learn as well as float32 (see BENCHMARKS.md, "Train →
-    # evaluate → regenerate", session 12)
+    # training forward pass: "fp32", "bf16" (autocast) or "auto" (bf16 where the device runs it natively
+    # and, on a CPU, a timed step shows it faster): bf16 steps learn as well as float32 and are much cheaper
+    # with AMX or on Zen 4, but slower on AVX512-BF16 without AMX (see BENCHMARKS.md, "Train → evaluate →
+    # regenerate", sessions 12 and 38)
     precision: str = "auto"
     # quality twins (paired only, like amplify; ignored with pairing "independent"): the first `twins`
     # pairs of each batch are copied once more under one random global operation (blur, sharpen,

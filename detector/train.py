@@ -82,7 +82,10 @@ PRECISIONS = ("fp32", "bf16")
 
 def resolve_precision(precision: str, device: str) -> str:
     """``"auto"`` -> ``"bf16"`` where the device runs bfloat16 natively (CPUs with AVX512-BF16 or AMX
-    through oneDNN, CUDA GPUs with bf16 support), else ``"fp32"``; other values are checked and returned."""
+    through oneDNN, CUDA GPUs with bf16 support), else ``"fp32"``; other values are checked and returned.
+
+    Native is not always faster on a CPU: :func:`train_round` times both before it trusts ``"bf16"``
+    there (:func:`faster_precision`)."""
     if precision == "auto":
         if str(device).startswith("cuda"):
             return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
@@ -94,6 +97,59 @@ def resolve_precision(precision: str, device: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {['auto', *PRECISIONS]}, got {precision!r}")
     return precision
+
+
+def faster_precision(model: torch.nn.Module, loss_fn: Callable, side: int, batch_size: int, device: str = "cpu", *,
+                     repeats: int = 3, margin: float = 1.1) -> tuple[str, dict]:
+    """Whether float32 or bfloat16 autocast trains ``model`` faster on this device.
+
+    CPUs with native bf16 instructions differ: with AMX, or on AMD Zen 4, a bf16 step of the default
+    detector cost ~0.6 of a float32 one; on an Intel VM with AVX512-BF16 but no AMX, 1.1-1.3x
+    (BENCHMARKS.md, "Train → evaluate → regenerate", sessions 12, 28 and 38). So the flags cannot
+    decide; this times it. A copy of ``model``
+    runs ``repeats`` training steps (forward, ``loss_fn``, backward) on a fixed random batch of
+    ``batch_size`` faces of ``side`` px in each precision, alternating, after one warm-up step each.
+    ``model``, its gradients and torch's global random state are left untouched.
+
+    Returns ``(precision, seconds)``: ``"bf16"`` only when its median step is at least ``margin`` x
+    faster (a near tie keeps float32, the exact one), and the median seconds per step of each.
+    """
+    if repeats < 1 or not margin > 0:
+        raise ValueError(f"repeats, margin: expected >= 1 and > 0, got {repeats}, {margin}")
+    probe = channels_last(copy.deepcopy(model).to(device).train())
+    gen = torch.Generator().manual_seed(0)
+    image = channels_last(torch.randn(batch_size, 3, side, side, generator=gen).to(device))
+    label = (torch.arange(batch_size) % 2).float().to(device)
+    mask = (torch.rand(batch_size, 1, side, side, generator=gen) * label.cpu().view(-1, 1, 1, 1)).to(device)
+    valid = torch.ones(batch_size, dtype=torch.bool, device=device)
+    kind = torch.device(device).type
+
+    def step(bf16: bool) -> float:
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global generator
+            with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+                out = probe(image)
+            out = {k: v.float() if torch.is_tensor(v) else v for k, v in out.items()}
+            loss, _ = loss_fn(out, label, mask, valid)
+            loss.backward()
+        probe.zero_grad(set_to_none=True)
+        if kind == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    times = {"fp32": [], "bf16": []}
+    for k in range(repeats + 1):
+        for name in times:
+            t = step(name == "bf16")
+            if k:  # the first of each is the warm-up (allocations, oneDNN kernel selection)
+                times[name].append(t)
+    seconds = {name: float(np.median(v)) for name, v in times.items()}
+    return ("bf16" if seconds["fp32"] >= margin * seconds["bf16"] else "fp32"), seconds
+
+
+def _train_side(ds: FaceDataset) -> int:
+    """The side of the faces ``ds`` yields for training (patch, resized or full face)."""
+    return {"patch": ds.patch, "resize": ds.size}.get(ds.mode, ds.full_size or ds.size)
 
 
 def _worker_init(_):
@@ -494,9 +550,10 @@ class TrainSettings:
         Fraction of the round's steps at which the amplification reaches 1.
     precision : str, ``"fp32"``, ``"bf16"`` or ``"auto"``
         ``"bf16"``: the training forward pass under bfloat16 autocast (weights, optimiser and loss
-        stay float32); about 1.7x faster steps on CPUs with native bf16. ``"auto"``: bf16 where
-        ``device`` runs it natively (:func:`resolve_precision`), else fp32. Validation always runs in
-        float32. Stored as given.
+        stay float32); about 1.7x faster steps on some CPUs with native bf16, slower on others. ``"auto"``:
+        bf16 where ``device`` runs it natively (:func:`resolve_precision`) and, on a CPU, where a timed
+        step (:func:`faster_precision`, a few seconds before the first epoch) shows it faster; else fp32.
+        Validation always runs in float32. Stored as given; the precision used is in the result.
     twins : int, 0 <= twins <= batch_size // 2; > 0 only with ``paired``
         The first ``twins`` pairs of every batch are copied once more, globally processed
         (:func:`quality_twins`), and ``twin_weight`` x the ``twin_loss`` term (logged as ``twin``)
@@ -597,7 +654,8 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
 
     Returns a dict (identical on every DDP rank): ``best_epoch`` (0-based), ``best_val_auc``,
     ``val_metrics`` (of the best epoch), ``val_scores`` (np.ndarray aligned with ``val_ds.samples``,
-    NaN for unreadable), ``history`` (per-epoch dicts), ``best_path``, ``world_size``, ``wall_s``.
+    NaN for unreadable), ``history`` (per-epoch dicts), ``best_path``, ``precision`` (``"fp32"`` or
+    ``"bf16"``, what ``settings.precision`` resolved to), ``world_size``, ``wall_s``.
     On return the model holds the best epoch's weights.
     """
     if loss_fn is None:
@@ -628,7 +686,6 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
                                        rank=rank)
     steps = min(len(sampler), settings.max_steps_per_epoch or len(sampler))
     averaged = WeightEMA(model, settings.ema) if settings.ema else None
-    use_bf16 = resolve_precision(settings.precision, settings.device) == "bf16"
     # pixel values 0 and 1 in the datasets' normalisation (the amplified fakes stay valid images)
     pix_lo = torch.from_numpy(-train_ds.mean / train_ds.std)[None]
     pix_hi = torch.from_numpy((1.0 - train_ds.mean) / train_ds.std)[None]
@@ -658,6 +715,17 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
         state["val_scores"] = ck["val_scores"].numpy() if ck.get("val_scores") is not None else None
         say(f"resuming round from {last_path} after epoch {state['epoch'] + 1}/{settings.epochs}")
 
+    precision = resolve_precision(settings.precision, settings.device)
+    if settings.precision == "auto" and precision == "bf16" and torch.device(settings.device).type == "cpu" and \
+            state["epoch"] + 1 < settings.epochs:
+        seconds = None
+        if main:
+            precision, seconds = faster_precision(model, loss_fn, _train_side(train_ds), settings.batch_size,
+                                                  settings.device)
+        precision, seconds = _broadcast((precision, seconds), world)
+        say(f"precision auto: {precision} (a training step on this CPU: {seconds['fp32']:.2f} s in float32, "
+            f"{seconds['bf16']:.2f} s in bf16)")
+    use_bf16 = precision == "bf16"
     jlog = _JsonlLog(out_dir / TRAIN_LOG if main else None)
     workers = resolve_workers(settings.workers, settings.device)
     try:
@@ -770,7 +838,7 @@ def train_round(model: torch.nn.Module, train_ds: FaceDataset, val_ds: FaceDatas
     if main:
         summary = {"best_epoch": state["best_epoch"], "best_val_auc": state["val_metrics"].get("auc"),
                    "val_metrics": state["val_metrics"], "history": state["history"],
-                   "val_scores": state["val_scores"], "best_path": str(best_path)}
+                   "val_scores": state["val_scores"], "best_path": str(best_path), "precision": precision}
     summary = _broadcast(summary, world)
     _barrier(world)
     best = torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"]

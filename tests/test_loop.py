@@ -122,6 +122,7 @@ def test_loop_two_rounds_with_regeneration_and_artefacts(toy_dirs, tmp_path):
     assert lines[1]["pool"] == [str(data), str(run / "pool" / "round-02")]
     assert lines[1]["n_train"] + lines[1]["n_val"] + lines[1]["n_dropped"] == 48 + 16
     assert set(lines[0]["eval"]["per_generator"]) == {"gen_a", "gen_b"}
+    assert all(r["precision"] in ("fp32", "bf16") for r in lines)  # what the round trained in
     for r in (1, 2):
         _check_round_artefacts(run / f"round-{r:02d}")
     assert (run / "rounds.png").is_file() and "| 2 |" in (run / "summary.md").read_text()
@@ -804,6 +805,57 @@ def test_resolve_precision(monkeypatch):
     assert resolve_precision("auto", "cpu") == ("bf16" if torch.backends.mkldnn.is_available() else "fp32")
     with pytest.raises(ValueError, match="precision: expected one of"):
         resolve_precision("half", "cpu")
+
+
+def test_faster_precision_times_both_and_leaves_the_model_and_random_state_alone():
+    from detector.losses import DetectorLoss
+    from detector.train import faster_precision
+
+    torch.manual_seed(0)
+    model = create_model("freq_attention", **TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    choice, seconds = faster_precision(model, DetectorLoss(), 64, 4, repeats=1)
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+    assert choice == ("bf16" if seconds["fp32"] >= 1.1 * seconds["bf16"] else "fp32")
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in model.parameters())
+    # a margin no step can meet keeps float32, one every step meets takes bf16
+    assert faster_precision(model, DetectorLoss(), 64, 4, repeats=1, margin=1e9)[0] == "fp32"
+    assert faster_precision(model, DetectorLoss(), 64, 4, repeats=1, margin=1e-9)[0] == "bf16"
+    with pytest.raises(ValueError, match="repeats, margin"):
+        faster_precision(model, DetectorLoss(), 64, 4, repeats=0)
+
+
+@pytest.mark.parametrize("timed", ["fp32", "bf16"])
+def test_train_round_auto_precision_on_a_cpu_follows_the_timed_step(toy_dirs, tmp_path, monkeypatch, timed):
+    import detector.train as train_mod
+
+    monkeypatch.setattr(train_mod, "resolve_precision", lambda precision, device: "bf16")  # a native-bf16 CPU
+    calls = []
+
+    def timed_step(model, loss_fn, side, batch_size, device="cpu"):
+        calls.append((side, batch_size))
+        return timed, {"fp32": 1.0, "bf16": 0.5 if timed == "bf16" else 2.0}
+
+    monkeypatch.setattr(train_mod, "faster_precision", timed_step)
+    train, val = identity_split(read_dataset(toy_dirs[0]), 0.2, seed=0)
+    torch.manual_seed(0)
+    model = create_model("freq_attention", **TINY)
+    tds = FaceDataset(train, "full", augment=False, norm=model.input_norm, full_size=64, paired_augment=True)
+    vds = FaceDataset(val, "full", norm=model.input_norm, full_size=64)
+    dtypes, msgs = [], []
+    hook = model.rgb.register_forward_hook(
+        lambda mod, args, out: dtypes.append(out[-1].dtype) if mod.training else None)
+    res = train_round(model, tds, vds, tmp_path,
+                      TrainSettings(epochs=1, lr=3e-3, batch_size=8, workers=0, progress=False, max_steps_per_epoch=2,
+                                    paired=True, precision="auto"), log=msgs.append)
+    hook.remove()
+    assert calls == [(64, 8)]  # timed once, at the training side and batch
+    assert res["precision"] == timed
+    assert set(dtypes) == {torch.bfloat16 if timed == "bf16" else torch.float32}
+    assert any(m.startswith(f"precision auto: {timed}") for m in msgs)
 
 
 @pytest.mark.parametrize("twin_loss", ["kl", "logit"])
