@@ -106,10 +106,10 @@ def faster_precision(model: torch.nn.Module, loss_fn: Callable, side: int, batch
     CPUs with native bf16 instructions differ: with AMX, or on AMD Zen 4, a bf16 step of the default
     detector cost ~0.6 of a float32 one; on an Intel VM with AVX512-BF16 but no AMX, 1.1-1.3x
     (BENCHMARKS.md, "Train → evaluate → regenerate", sessions 12, 28 and 38). So the flags cannot
-    decide; this times it. A copy of ``model``
-    runs ``repeats`` training steps (forward, ``loss_fn``, backward) on a fixed random batch of
-    ``batch_size`` faces of ``side`` px in each precision, alternating, after one warm-up step each.
-    ``model``, its gradients and torch's global random state are left untouched.
+    decide; this times it. A copy of ``model`` runs ``repeats`` training steps (forward, ``loss_fn``,
+    backward) on a fixed random batch of ``batch_size`` faces of ``side`` px in each precision,
+    alternating, after one warm-up step each. ``model``, its gradients and torch's global random
+    state are left untouched.
 
     Returns ``(precision, seconds)``: ``"bf16"`` only when its median step is at least ``margin`` x
     faster (a near tie keeps float32, the exact one), and the median seconds per step of each.
